@@ -1,0 +1,58 @@
+# K2 Ops — the two commands are `make run` (local stack in the foreground) and `make test` (whole suite).
+# Both call `make setup`, which only does what is missing.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+KAFKA_VERSION := 4.1.1
+KAFKA_LIBS := .cache/kafka-$(KAFKA_VERSION)/libs
+# Debian packages the stack and tests run: Prometheus 2.42 + promtool, Alertmanager 0.25 + amtool,
+# a Java 17 runtime and Maven for Kafka, Chromium for the Dagster UI browser tests.
+SYSTEM_COMMANDS := prometheus promtool prometheus-alertmanager amtool java mvn chromium
+SYSTEM_PACKAGES := prometheus prometheus-alertmanager openjdk-17-jre-headless maven chromium
+
+.PHONY: setup system-packages run test lint bench clean
+
+setup: system-packages $(VENV)/.installed $(KAFKA_LIBS)/.fetched
+	@echo "setup: complete"
+
+system-packages:
+	@missing=""; for c in $(SYSTEM_COMMANDS); do command -v $$c >/dev/null 2>&1 || missing="$$missing $$c"; done; \
+	if [ -z "$$missing" ]; then echo "setup: system packages present ($(SYSTEM_COMMANDS))"; exit 0; fi; \
+	echo "setup: missing commands:$$missing -> apt-get install $(SYSTEM_PACKAGES)"; \
+	sudo=""; [ "$$(id -u)" = 0 ] || sudo="sudo"; \
+	command -v apt-get >/dev/null || { echo "setup: ERROR: apt-get not found; install$$missing by hand" >&2; exit 1; }; \
+	$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends $(SYSTEM_PACKAGES) \
+	  || { echo "setup: ERROR: apt-get install failed (needed for:$$missing)" >&2; exit 1; }; \
+	for c in $(SYSTEM_COMMANDS); do command -v $$c >/dev/null 2>&1 || { echo "setup: ERROR: '$$c' still missing after apt-get" >&2; exit 1; }; done
+
+$(VENV)/.installed: pyproject.toml
+	@echo "setup: creating virtualenv $(VENV) and installing k2-platform[dev] (editable)"
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), f"Python 3.11 required, found {sys.version}"' \
+	  || { echo "setup: ERROR: '$(PYTHON)' is not Python 3.11 (set PYTHON=...)" >&2; exit 1; }
+	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install -q --upgrade pip
+	@$(PY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+$(KAFKA_LIBS)/.fetched: k2_ops/stack/kafka-pom.xml
+	@echo "setup: fetching Apache Kafka $(KAFKA_VERSION) (kafka_2.13) and its runtime jars from Maven Central into $(KAFKA_LIBS)"
+	@rm -rf $(KAFKA_LIBS)
+	@mvn -q -B -f k2_ops/stack/kafka-pom.xml -Dkafka.version=$(KAFKA_VERSION) dependency:copy-dependencies \
+	  -DincludeScope=runtime -DoutputDirectory=$(CURDIR)/$(KAFKA_LIBS) \
+	  || { echo "setup: ERROR: mvn could not fetch Kafka $(KAFKA_VERSION) from Maven Central" >&2; exit 1; }
+	@touch $@
+
+run: setup
+	$(PY) -m k2_ops.cli run
+
+test: setup
+	$(PY) -m ruff check .
+	$(PY) -m pytest
+
+lint: setup
+	$(PY) -m ruff check .
+
+clean:
+	rm -rf .run

@@ -1,0 +1,30 @@
+"""`k2`: the ops command line. Each area registers its own subcommands (see COMMAND_MODULES)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# Each module exposes `register(subparsers)` adding its subcommands; a subcommand sets `func(args) -> int`.
+COMMAND_MODULES = [
+    "k2_ops.stack.cli",
+    # "k2_ops.simulator.cli",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="k2", description="K2 Ops command line")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for module_name in COMMAND_MODULES:
+        importlib.import_module(module_name).register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

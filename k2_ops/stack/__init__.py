@@ -1,0 +1,18 @@
+"""The local stack: real Kafka, Prometheus and Alertmanager as supervised processes on loopback."""
+
+from k2_ops.stack.kafka import KafkaService
+from k2_ops.stack.local import LocalStack, StackAlreadyRunning
+from k2_ops.stack.process import ManagedProcess, ServiceError, free_port, wait_until
+from k2_ops.stack.prometheus import AlertmanagerService, PrometheusService
+
+__all__ = [
+    "AlertmanagerService",
+    "KafkaService",
+    "LocalStack",
+    "ManagedProcess",
+    "PrometheusService",
+    "ServiceError",
+    "StackAlreadyRunning",
+    "free_port",
+    "wait_until",
+]

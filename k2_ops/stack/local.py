@@ -1,0 +1,146 @@
+"""The local stack: one API used by `make run`, `k2 stack up|down|status` and the pytest fixtures.
+
+`up()` starts Kafka, Alertmanager, Prometheus (wired to that Alertmanager, scraping streamers through
+file_sd) and the exchange simulator, each a supervised process with a log and a PID file in the run
+folder, and records their addresses in `<run>/stack.json` so `status` and `down` work from another shell.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from k2_ops.stack.kafka import KafkaService
+from k2_ops.stack.process import ManagedProcess, ServiceError, pid_alive
+from k2_ops.stack.prometheus import AlertmanagerService, PrometheusService
+
+log = logging.getLogger(__name__)
+
+STATE_FILE = "stack.json"
+
+
+class Service(Protocol):
+    def start(self) -> float: ...
+    def stop(self) -> None: ...
+    def status(self) -> dict[str, object]: ...
+
+
+class StackAlreadyRunning(ServiceError):
+    pass
+
+
+@dataclass
+class LocalStack:
+    run_dir: Path
+    scrape_interval_s: float = 1.0
+    kafka: KafkaService = field(init=False)
+    alertmanager: AlertmanagerService = field(init=False)
+    prometheus: PrometheusService = field(init=False)
+    extra_services: dict[str, Service] = field(default_factory=dict)
+    start_seconds: dict[str, float] = field(default_factory=dict, init=False)
+
+    def __post_init__(self) -> None:
+        self.kafka = KafkaService(self.run_dir)
+        self.alertmanager = AlertmanagerService(self.run_dir)
+        self.prometheus = PrometheusService(
+            self.run_dir,
+            scrape_interval_s=self.scrape_interval_s,
+            evaluation_interval_s=self.scrape_interval_s,
+            alertmanager_address=self.alertmanager.address,
+        )
+
+    def services(self) -> dict[str, Service]:
+        return {"kafka": self.kafka, "alertmanager": self.alertmanager, "prometheus": self.prometheus,
+                **self.extra_services}
+
+    def up(self) -> dict[str, float]:
+        """Start every service in order; on any failure stop what started and raise with the reason."""
+        running = running_services(self.run_dir)
+        if running:
+            raise StackAlreadyRunning(
+                f"the local stack in {self.run_dir} is already running ({', '.join(running)}); "
+                "use `k2 stack status` or `k2 stack down`"
+            )
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        began = time.monotonic()
+        started: list[Service] = []
+        try:
+            for name, service in self.services().items():
+                self.start_seconds[name] = service.start()
+                started.append(service)
+                log.info("%s ready in %.1f s", name, self.start_seconds[name])
+                self._write_state()
+        except BaseException:
+            for service in reversed(started):
+                service.stop()
+            (self.run_dir / STATE_FILE).unlink(missing_ok=True)
+            raise
+        self.start_seconds["stack"] = time.monotonic() - began
+        self._write_state()
+        return dict(self.start_seconds)
+
+    def down(self) -> None:
+        for service in reversed(list(self.services().values())):
+            service.stop()
+        (self.run_dir / STATE_FILE).unlink(missing_ok=True)
+
+    def urls(self) -> dict[str, str]:
+        return {name: str(service.status()["url"]) for name, service in self.services().items()}
+
+    def _write_state(self) -> None:
+        state = {"started_at": time.time(), "start_seconds": self.start_seconds, "urls": self.urls()}
+        (self.run_dir / STATE_FILE).write_text(json.dumps(state, indent=2))
+
+
+def read_state(run_dir: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((run_dir / STATE_FILE).read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def running_services(run_dir: Path) -> list[str]:
+    """Names of services whose PID file points at a live process."""
+    names = []
+    for pid_file in sorted(run_dir.glob("*.pid")):
+        try:
+            pid = int(pid_file.read_text().strip())
+        except ValueError:
+            continue
+        if pid_alive(pid):
+            names.append(pid_file.stem)
+    return names
+
+
+def stop_all(run_dir: Path, grace_s: float = 15.0) -> list[str]:
+    """Stop every service recorded in the run folder (from any shell), newest first; returns their names."""
+    stopped = []
+    pid_files = sorted(run_dir.glob("*.pid"), key=lambda path: path.stat().st_mtime, reverse=True)
+    for pid_file in pid_files:
+        ManagedProcess(pid_file.stem, [], run_dir, stop_grace_s=grace_s).stop()
+        stopped.append(pid_file.stem)
+    (run_dir / STATE_FILE).unlink(missing_ok=True)
+    return stopped
+
+
+def status_report(run_dir: Path) -> list[dict[str, object]]:
+    """Each recorded service with its URL, whether its process lives, and whether it answers."""
+    from k2_ops.stack.http import http_ok
+    from k2_ops.stack.process import port_is_open
+
+    state = read_state(run_dir) or {"urls": {}}
+    alive = set(running_services(run_dir))
+    rows: list[dict[str, object]] = []
+    for name, url in state["urls"].items():
+        if url.startswith("http"):
+            healthy = http_ok(url.rstrip("/") + "/-/ready") or http_ok(url)
+        else:
+            host_port = url.split("://", 1)[-1].split("/", 1)[0]
+            host, _, port = host_port.rpartition(":")
+            healthy = port.isdigit() and port_is_open(host, int(port))
+        rows.append({"name": name, "url": url, "running": name in alive, "healthy": healthy})
+    return rows

@@ -1,0 +1,172 @@
+"""One supervised local service: started in its own process group, tracked by a PID file, stopped by PID.
+
+Every service of the local stack (Kafka, Prometheus, Alertmanager, the simulator, streamers, Dagster) is a
+`ManagedProcess`: logs go to `<run folder>/<name>.log`, the PID to `<run folder>/<name>.pid`, readiness is
+polled with a deadline, and stop is SIGTERM then SIGKILL after a grace period, for that PID only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+class ServiceError(RuntimeError):
+    """A local service could not start, become ready, or stop."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def port_is_open(host: str, port: int, timeout_s: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def wait_until(
+    condition: Callable[[], bool],
+    timeout_s: float,
+    description: str,
+    interval_s: float = 0.1,
+    abort: Callable[[], str | None] | None = None,
+) -> float:
+    """Poll `condition` until it holds; return the seconds it took. `abort` may return a reason to stop early."""
+    start = time.monotonic()
+    deadline = start + timeout_s
+    while True:
+        with contextlib.suppress(Exception):
+            if condition():
+                return time.monotonic() - start
+        if abort is not None and (reason := abort()):
+            raise ServiceError(f"{description}: {reason}")
+        if time.monotonic() >= deadline:
+            raise ServiceError(f"{description}: not reached within {timeout_s:.1f} s")
+        time.sleep(interval_s)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A process that exited but was not yet reaped by its parent (a zombie) is gone for our purposes.
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+@dataclass
+class ManagedProcess:
+    name: str
+    command: Sequence[str]
+    run_dir: Path
+    env: dict[str, str] | None = None
+    cwd: Path | None = None
+    stop_grace_s: float = 15.0
+    _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+
+    @property
+    def log_path(self) -> Path:
+        return self.run_dir / f"{self.name}.log"
+
+    @property
+    def pid_path(self) -> Path:
+        return self.run_dir / f"{self.name}.pid"
+
+    def recorded_pid(self) -> int | None:
+        try:
+            return int(self.pid_path.read_text().strip())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def is_running(self) -> bool:
+        if self._proc is not None:
+            # Our own child: poll() reaps it, so a finished process is never mistaken for a live zombie.
+            return self._proc.poll() is None
+        pid = self.recorded_pid()
+        return pid is not None and pid_alive(pid)
+
+    def start(self) -> int:
+        if self.is_running():
+            raise ServiceError(f"{self.name} is already running (pid {self.recorded_pid()}, {self.pid_path})")
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, **(self.env or {})}
+        log_file = self.log_path.open("ab")
+        log.info("starting %s: %s (log %s)", self.name, " ".join(self.command), self.log_path)
+        try:
+            # A new session: Ctrl-C in the foreground terminal reaches only us, and we stop children in
+            # order; the default SIGINT/SIGTERM dispositions let each service shut down on our SIGTERM.
+            self._proc = subprocess.Popen(
+                list(self.command),
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=env,
+                cwd=self.cwd,
+                start_new_session=True,
+                restore_signals=True,
+            )
+        except FileNotFoundError as exc:
+            raise ServiceError(f"{self.name}: command not found: {self.command[0]} (run `make setup`)") from exc
+        finally:
+            log_file.close()
+        self.pid_path.write_text(f"{self._proc.pid}\n")
+        return self._proc.pid
+
+    def exit_reason(self) -> str | None:
+        """Why the process is gone, with the tail of its log, or None while it runs."""
+        if self._proc is None or self._proc.poll() is None:
+            return None
+        return f"exited with code {self._proc.returncode}; last log lines:\n{self.log_tail()}"
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except FileNotFoundError:
+            return "(no log)"
+
+    def stop(self) -> None:
+        pid = self._proc.pid if self._proc is not None else self.recorded_pid()
+        if pid is None or not self.is_running():
+            self._proc = None
+            self.pid_path.unlink(missing_ok=True)
+            return
+        log.info("stopping %s (pid %d)", self.name, pid)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + self.stop_grace_s
+        while self.is_running() and time.monotonic() < deadline:
+            if self._proc is not None:
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self._proc.wait(timeout=0.05)
+            else:
+                time.sleep(0.05)
+        if self.is_running():
+            log.warning("%s (pid %d) ignored SIGTERM for %.0f s; sending SIGKILL", self.name, pid, self.stop_grace_s)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            if self._proc is not None:
+                self._proc.wait(timeout=10)
+        self._proc = None
+        self.pid_path.unlink(missing_ok=True)

@@ -1,0 +1,238 @@
+"""Prometheus and Alertmanager from the Debian packages, on free loopback ports with their own data dirs.
+
+Streamer instances are scrape targets through `file_sd`: one JSON file per instance in
+`<run>/prometheus/targets/`, so instances (blue, green, a soak's streamer) come and go without a restart.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from k2_ops.paths import rules_dir
+from k2_ops.stack.http import http_json, http_ok
+from k2_ops.stack.process import ManagedProcess, ServiceError, free_port, wait_until
+
+STREAMER_JOB = "k2-streamer"
+
+
+def _binary(*names: str) -> str:
+    for name in names:
+        if path := shutil.which(name):
+            return path
+    raise ServiceError(f"{' or '.join(names)} not found (run `make setup`: apt-get install prometheus prometheus-alertmanager)")
+
+
+def prometheus_config(
+    targets_dir: Path,
+    rule_files: Sequence[Path],
+    alertmanager_address: str | None,
+    scrape_interval_s: float,
+    evaluation_interval_s: float,
+) -> dict[str, object]:
+    config: dict[str, object] = {
+        "global": {
+            "scrape_interval": f"{scrape_interval_s:g}s",
+            "evaluation_interval": f"{evaluation_interval_s:g}s",
+            "scrape_timeout": f"{min(scrape_interval_s, 10):g}s",
+        },
+        "rule_files": [str(path) for path in rule_files],
+        "scrape_configs": [
+            {
+                "job_name": STREAMER_JOB,
+                # The streamer labels its own series with instance=<color>; keep that rather than host:port.
+                "honor_labels": True,
+                "file_sd_configs": [{"files": [str(targets_dir / "*.json")], "refresh_interval": "5s"}],
+            }
+        ],
+    }
+    if alertmanager_address:
+        config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [alertmanager_address]}]}]}
+    return config
+
+
+def alertmanager_config(webhook_url: str | None = None, group_wait_s: float = 1.0) -> dict[str, object]:
+    receiver: dict[str, object] = {"name": "default"}
+    if webhook_url:
+        receiver["webhook_configs"] = [{"url": webhook_url, "send_resolved": True}]
+    return {
+        "route": {
+            "receiver": "default",
+            "group_by": ["alertname", "instance"],
+            "group_wait": f"{group_wait_s:g}s",
+            "group_interval": "5m",
+            "repeat_interval": "4h",
+        },
+        "receivers": [receiver],
+    }
+
+
+@dataclass
+class AlertmanagerService:
+    run_dir: Path
+    port: int = 0
+    webhook_url: str | None = None
+    ready_timeout_s: float = 30.0
+    start_seconds: float | None = field(default=None, init=False)
+    _process: ManagedProcess | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.port = self.port or free_port()
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.address}"
+
+    def start(self) -> float:
+        began = time.monotonic()
+        home = self.run_dir / "alertmanager"
+        (home / "data").mkdir(parents=True, exist_ok=True)
+        config_path = home / "alertmanager.yml"
+        config_path.write_text(yaml.safe_dump(alertmanager_config(self.webhook_url)))
+        command = [
+            _binary("prometheus-alertmanager", "alertmanager"),
+            f"--config.file={config_path}",
+            f"--storage.path={home / 'data'}",
+            f"--web.listen-address={self.address}",
+            # An empty cluster address turns gossip off, so nothing listens beyond our loopback port.
+            "--cluster.listen-address=",
+        ]
+        self._process = ManagedProcess("alertmanager", command, self.run_dir)
+        self._process.start()
+        wait_until(lambda: http_ok(f"{self.url}/-/ready"), self.ready_timeout_s, f"Alertmanager on {self.url}",
+                   abort=self._process.exit_reason)
+        self.start_seconds = time.monotonic() - began
+        return self.start_seconds
+
+    def firing_alerts(self) -> list[dict[str, object]]:
+        alerts = http_json(f"{self.url}/api/v2/alerts?active=true&silenced=false&inhibited=false")
+        return [alert for alert in alerts if alert.get("status", {}).get("state") == "active"]
+
+    def is_running(self) -> bool:
+        return self._process is not None and self._process.is_running()
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.stop()
+
+    def status(self) -> dict[str, object]:
+        return {"name": "alertmanager", "url": self.url, "running": self.is_running(),
+                "ready": http_ok(f"{self.url}/-/ready")}
+
+
+@dataclass
+class PrometheusService:
+    run_dir: Path
+    port: int = 0
+    scrape_interval_s: float = 1.0
+    evaluation_interval_s: float = 1.0
+    alertmanager_address: str | None = None
+    rule_files: list[Path] = field(default_factory=lambda: sorted(rules_dir().glob("*.yml")))
+    retention: str = "15d"
+    ready_timeout_s: float = 60.0
+    start_seconds: float | None = field(default=None, init=False)
+    _process: ManagedProcess | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.port = self.port or free_port()
+
+    @property
+    def home(self) -> Path:
+        return self.run_dir / "prometheus"
+
+    @property
+    def targets_dir(self) -> Path:
+        return self.home / "targets"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.home / "data"
+
+    @property
+    def config_path(self) -> Path:
+        return self.home / "prometheus.yml"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def write_config(self) -> None:
+        self.targets_dir.mkdir(parents=True, exist_ok=True)
+        config = prometheus_config(self.targets_dir, self.rule_files, self.alertmanager_address,
+                                   self.scrape_interval_s, self.evaluation_interval_s)
+        self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+
+    def start(self) -> float:
+        began = time.monotonic()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.write_config()
+        command = [
+            _binary("prometheus"),
+            f"--config.file={self.config_path}",
+            f"--storage.tsdb.path={self.data_dir}",
+            f"--storage.tsdb.retention.time={self.retention}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            "--web.enable-lifecycle",  # POST /-/reload after rule or config changes
+            # Firing alerts are re-sent at this period; the default (1 m) would hide, for a minute, any alert
+            # that first fired before Alertmanager discovery settled (it takes ~5 s after start).
+            f"--rules.alert.resend-delay={self.evaluation_interval_s:g}s",
+        ]
+        self._process = ManagedProcess("prometheus", command, self.run_dir)
+        self._process.start()
+        wait_until(lambda: http_ok(f"{self.url}/-/ready"), self.ready_timeout_s, f"Prometheus on {self.url}",
+                   abort=self._process.exit_reason)
+        self.start_seconds = time.monotonic() - began
+        return self.start_seconds
+
+    def add_scrape_target(self, name: str, host_port: str, labels: dict[str, str] | None = None) -> Path:
+        """Register a target (e.g. a streamer's metrics port). `labels` usually holds instance=<color>."""
+        self.targets_dir.mkdir(parents=True, exist_ok=True)
+        path = self.targets_dir / f"{name}.json"
+        tmp = path.with_suffix(".tmp")
+        # Write then rename: Prometheus watches the folder and must never read a half-written file.
+        tmp.write_text(json.dumps([{"targets": [host_port], "labels": labels or {}}]))
+        tmp.replace(path)
+        return path
+
+    def remove_scrape_target(self, name: str) -> None:
+        (self.targets_dir / f"{name}.json").unlink(missing_ok=True)
+
+    def set_rule_files(self, rule_files: Sequence[Path]) -> None:
+        self.rule_files = list(rule_files)
+        self.write_config()
+        self.reload()
+
+    def reload(self) -> None:
+        http_json(f"{self.url}/-/reload", method="POST")
+
+    def query(self, promql: str) -> list[dict[str, object]]:
+        from urllib.parse import urlencode
+
+        answer = http_json(f"{self.url}/api/v1/query?{urlencode({'query': promql})}")
+        if answer.get("status") != "success":
+            raise ServiceError(f"Prometheus query failed: {answer}")
+        return answer["data"]["result"]
+
+    def active_targets(self) -> list[dict[str, object]]:
+        return http_json(f"{self.url}/api/v1/targets?state=active")["data"]["activeTargets"]
+
+    def is_running(self) -> bool:
+        return self._process is not None and self._process.is_running()
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.stop()
+
+    def status(self) -> dict[str, object]:
+        return {"name": "prometheus", "url": self.url, "running": self.is_running(),
+                "ready": http_ok(f"{self.url}/-/ready")}
