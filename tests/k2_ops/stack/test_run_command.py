@@ -1,0 +1,46 @@
+"""`k2 run` (what `make run` starts): the stack comes up in the foreground, prints URLs, Ctrl-C stops all."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from k2_ops.stack import wait_until
+from k2_ops.stack.local import running_services
+from k2_ops.stack.process import pid_alive
+
+
+@pytest.mark.slow
+def test_run_prints_urls_and_ctrl_c_leaves_no_process(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "k2_ops.cli", "run", "--run-dir", str(run_dir), "--scrape-interval", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    output: list[str] = []
+    reader = threading.Thread(target=lambda: output.extend(iter(process.stdout.readline, "")), daemon=True)
+    reader.start()
+    try:
+        wait_until(lambda: any("Press Ctrl-C" in line for line in output), 120, "k2 run reports the stack is up",
+                   abort=lambda: None if process.poll() is None else f"exited {process.returncode}: {output}")
+        text = "".join(output)
+        for name in ("kafka", "prometheus", "alertmanager"):
+            assert f"  {name}" in text
+        assert "http://127.0.0.1:" in text
+        pids = [int(path.read_text()) for path in run_dir.glob("*.pid")]
+        assert len(pids) >= 3 and all(pid_alive(pid) for pid in pids)
+        process.send_signal(signal.SIGINT)  # what Ctrl-C sends to the foreground process
+        assert process.wait(timeout=120) == 0
+    finally:
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGKILL)
+    reader.join(timeout=5)
+    assert "stopped." in "".join(output)
+    assert not any(pid_alive(pid) for pid in pids)
+    assert running_services(run_dir) == []
