@@ -1,0 +1,291 @@
+"""Wires the streamer: source (WebSockets) → parse → integrity → serialize (Avro) → sink (Kafka).
+
+Start-up: health server first (so /healthz answers and /readyz says what is missing), then Kafka topics and
+Schema Registry subjects, retried plainly until reachable, then the connections. SIGTERM/SIGINT: stop
+reading (close every connection with 1000, processing what the server sent before confirming the close),
+wait for Kafka to acknowledge everything up to K2_SHUTDOWN_FLUSH_TIMEOUT_SECONDS, exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+import time
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from streamer.config import StreamerConfig
+from streamer.health import HealthServer, json_response
+from streamer.integrity import SequenceTracker
+from streamer.memory import MemoryMonitor
+from streamer.metrics import ErrorCountingHandler, StreamerMetrics
+from streamer.parse import STREAM_SUFFIX, FrameParser
+from streamer.pipeline import Pipeline
+from streamer.serialize import RecordSerializer, SerializerCache, make_registry_client
+from streamer.sink import KafkaSink, ensure_topics
+from streamer.source import Source
+
+log = logging.getLogger("streamer")
+
+
+def setup_logging(config: StreamerConfig, metrics: StreamerMetrics) -> None:
+    root = logging.getLogger()
+    root.setLevel(config.log_level)
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        logging.Formatter(f"%(asctime)s %(levelname)s [{config.instance}] %(name)s: %(message)s")
+    )
+    root.handlers = [handler, ErrorCountingHandler(metrics)]
+    # websockets logs every connection at INFO/DEBUG itself; we log what matters.
+    logging.getLogger("websockets").setLevel(logging.WARNING)
+
+
+async def _retry_until(
+    stop: asyncio.Event, what: str, action: Any, cap_s: float = 30.0
+) -> Any:
+    """Run a blocking action in a thread until it succeeds, saying plainly why it failed; None if stopped."""
+    delay = 1.0
+    while not stop.is_set():
+        try:
+            return await asyncio.to_thread(action)
+        except Exception as exc:
+            log.warning("%s failed: %s; retrying in %.0f s", what, exc, delay)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
+        delay = min(cap_s, delay * 2)
+    return None
+
+
+class Streamer:
+    def __init__(self, config: StreamerConfig) -> None:
+        self.config = config
+        self.started = time.monotonic()
+        self.tracker = SequenceTracker()
+        for symbol in config.symbols:
+            for stream in config.streams:
+                self.tracker.state(f"{symbol}@{STREAM_SUFFIX[stream]}", symbol, stream)
+        self.metrics = StreamerMetrics(config.instance, self.tracker)
+        self.stop_event = asyncio.Event()
+        self.sink: KafkaSink | None = None
+        self.pipeline: Pipeline | None = None
+        self.source: Source | None = None
+        self.memory = MemoryMonitor(
+            config.memory_sample_interval_s,
+            config.memory_window_s,
+            config.memory_warmup_s,
+            self.metrics,
+            start_tracemalloc=config.tracemalloc,
+            leak_bytes_per_s=config.test_leak_bytes_per_s,
+        )
+        self.health = HealthServer(config.metrics_host, config.metrics_port)
+        self._register_routes()
+
+    # ---- HTTP ----------------------------------------------------------------------------------------------
+    def _register_routes(self) -> None:
+        h = self.health
+        h.route("GET", "/metrics", self._metrics)
+        h.route("GET", "/healthz", self._healthz)
+        h.route("GET", "/readyz", self._readyz)
+        h.route("GET", "/positions", self._positions)
+        h.route("POST", "/handover/standby", self._standby)
+        h.route("POST", "/handover/release", self._release)
+        h.route("GET", "/debug/allocations", self._allocations)
+
+    async def _metrics(self, _body: bytes) -> tuple[int, str, bytes]:
+        return 200, CONTENT_TYPE_LATEST, self.metrics.exposition()
+
+    async def _healthz(self, _body: bytes) -> tuple[int, str, bytes]:
+        return json_response(200, {"status": "alive", "instance": self.config.instance,
+                                   "uptime_seconds": round(time.monotonic() - self.started, 3)})
+
+    def readiness(self) -> dict[str, Any]:
+        source, sink = self.source, self.sink
+        connected = source is not None and source.connected()
+        since = source.seconds_since_data() if source is not None else None
+        fresh = since is not None and since < self.config.health_timeout_s
+        kafka = sink is not None and sink.reachable
+        checks = {
+            "connected": {
+                "ok": connected,
+                "reason": f"{source.active} open" if connected and source else "no open connection",
+            },
+            "data_fresh": {
+                "ok": fresh,
+                "reason": "no data yet" if since is None
+                else f"last market data {since:.2f} s ago (limit {self.config.health_timeout_s} s)",
+            },
+            "kafka_reachable": {
+                "ok": kafka,
+                "reason": sink.reachable_detail if sink else "Kafka not set up yet",
+            },
+        }
+        return {
+            "ready": connected and fresh and kafka,
+            "instance": self.config.instance,
+            "mode": "standby" if self.pipeline is not None and self.pipeline.standby else "active",
+            "checks": checks,
+        }
+
+    async def _readyz(self, _body: bytes) -> tuple[int, str, bytes]:
+        result = self.readiness()
+        return json_response(200 if result["ready"] else 503, result)
+
+    async def _positions(self, _body: bytes) -> tuple[int, str, bytes]:
+        if self.pipeline is None:
+            return json_response(503, {"error": "not streaming yet"})
+        return json_response(200, {"instance": self.config.instance, **self.pipeline.positions()})
+
+    @staticmethod
+    def _json_body(body: bytes) -> dict[str, Any]:
+        if not body.strip():
+            return {}
+        data = json.loads(body)
+        if not isinstance(data, dict):
+            raise ValueError("body must be a JSON object")
+        return data
+
+    async def _standby(self, body: bytes) -> tuple[int, str, bytes]:
+        if self.pipeline is None:
+            return json_response(503, {"error": "not streaming yet"})
+        try:
+            request = self._json_body(body)
+            timeout = float(request.get("flush_timeout_seconds", self.config.shutdown_flush_timeout_s))
+        except (ValueError, TypeError) as exc:
+            return json_response(400, {"error": f"bad request: {exc}"})
+        result = await self.pipeline.enter_standby(timeout)
+        return json_response(200 if result["flushed"] else 503, {"instance": self.config.instance, **result})
+
+    async def _release(self, body: bytes) -> tuple[int, str, bytes]:
+        if self.pipeline is None:
+            return json_response(503, {"error": "not streaming yet"})
+        try:
+            after = self._json_body(body).get("after") or {}
+            if not isinstance(after, dict) or not all(
+                isinstance(k, str) and type(v) is int for k, v in after.items()
+            ):
+                raise ValueError('"after" must map stream keys ("btcusdt@trade") to integer ids')
+        except ValueError as exc:
+            return json_response(400, {"error": f"bad request: {exc}"})
+        return json_response(200, {"instance": self.config.instance, **self.pipeline.release(after)})
+
+    async def _allocations(self, _body: bytes) -> tuple[int, str, bytes]:
+        return json_response(200, {"leak_score": self.memory.estimate.score,
+                                   "slope_mb_per_hour": self.memory.estimate.slope_mb_per_hour,
+                                   "top_allocators": self.memory.top_allocators})
+
+    # ---- life cycle ---------------------------------------------------------------------------------
+    async def run(self) -> int:
+        config = self.config
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._request_stop, sig)
+        await self.health.start()
+        mode = "TLS verified" if config.ssl_verify else "TLS NOT VERIFIED"
+        source_kind = "live Binance" if "binance.com" in config.ws_url else "not Binance: a simulator?"
+        log.info("streaming %s x %s from %s (%s, %s) to Kafka %s as instance %s (%s)",
+                 ",".join(config.symbols), ",".join(config.streams), config.ws_url, source_kind, mode,
+                 config.kafka_bootstrap_servers, config.instance, config.start_mode)
+
+        sink = self.sink = KafkaSink(
+            config.kafka_bootstrap_servers, config.instance, self.metrics, config.kafka_compression,
+            config.max_buffered_messages, config.kafka_stats_interval_s,
+        )
+        sink.start()
+        registry = make_registry_client(config.schema_registry_url)
+        cache = SerializerCache(registry, config.serializer_cache_max_size, self.metrics.on_serializer_cache)
+        serializer = RecordSerializer(cache, config.kafka_topic_prefix)
+        topics = [serializer.topics[s] for s in config.streams]
+        created = await _retry_until(
+            self.stop_event, f"creating Kafka topics on {config.kafka_bootstrap_servers}",
+            lambda: ensure_topics(config.kafka_bootstrap_servers, topics, config.kafka_topic_partitions,
+                                  config.kafka_replication_factor),
+        )
+        if created:
+            log.info("created Kafka topics %s", created)
+        await _retry_until(
+            self.stop_event, f"registering Avro schemas at {config.schema_registry_url}",
+            lambda: [serializer.serializer(s).schema_id for s in config.streams],
+        )
+        tasks: list[asyncio.Task[Any]] = [asyncio.create_task(self.memory.run(), name="memory")]
+        if config.test_leak_bytes_per_s > 0:
+            log.warning("TEST ONLY: retaining %.0f bytes/s on purpose (K2_TEST_LEAK_BYTES_PER_SECOND)",
+                        config.test_leak_bytes_per_s)
+            tasks.append(asyncio.create_task(self.memory.run_test_leak(), name="test-leak"))
+        if not self.stop_event.is_set():
+            self.pipeline = Pipeline(
+                self.tracker, serializer, sink, standby=config.start_mode == "standby",
+                standby_buffer_max=config.handover_buffer_messages,
+                expected_keys=len(config.symbols) * len(config.streams), metrics=self.metrics,
+            )
+            parser = FrameParser(config.instance, config.max_frame_bytes)
+            self.source = Source(config, parser, self.tracker, self.pipeline.deliver, self.metrics,
+                                 backlog=sink.buffered, backlog_limit=config.max_buffered_messages)
+            tasks.append(asyncio.create_task(self.source.run(), name="source"))
+            tasks.append(asyncio.create_task(self._report_gaps(), name="gap-reporter"))
+        await self.stop_event.wait()
+        return await self._shutdown(tasks)
+
+    def _request_stop(self, sig: signal.Signals) -> None:
+        if not self.stop_event.is_set():
+            log.info("%s received: stopping", sig.name)
+            self.stop_event.set()
+
+    async def _report_gaps(self) -> None:
+        """Log sequence gaps as they appear (the counters carry them too); a gap is lost data: ERROR."""
+        seen = (0, 0)
+        while True:
+            await asyncio.sleep(1.0)
+            totals = self.tracker.totals()
+            now = (totals["gaps"], totals["missing"])
+            if now != seen and self.tracker.last_gap is not None:
+                key, first, count = self.tracker.last_gap
+                log.error(
+                    "sequence gap: %d gap(s), %d message(s) missing in total; latest %s from id %d (%d)",
+                    now[0], now[1], key, first, count,
+                )
+            seen = now
+
+    async def _shutdown(self, tasks: list[asyncio.Task[Any]]) -> int:
+        config = self.config
+        began = time.monotonic()
+        if self.source is not None:
+            await self.source.stop()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        flushed = True
+        if self.sink is not None:
+            flushed = await self.sink.wait_delivered(config.shutdown_flush_timeout_s)
+            if not flushed:
+                log.error("shutdown: Kafka did not acknowledge %d message(s) within %.1f s; they are lost",
+                          self.sink.buffered(), config.shutdown_flush_timeout_s)
+            self.sink.close()
+        totals = self.tracker.totals()
+        summary = {
+            "received": totals["accepted"],
+            "duplicates_dropped": totals["duplicates"],
+            "gaps": totals["gaps"],
+            "missing": totals["missing"],
+            "produced": self.pipeline.produced if self.pipeline else 0,
+            "delivered": self.sink.delivered if self.sink else 0,
+            "produce_errors": self.sink.errors if self.sink else 0,
+            "unacknowledged": self.sink.buffered() if self.sink else 0,
+            "rotations": self.source.rotations if self.source else 0,
+            "reconnects": self.source.reconnects if self.source else 0,
+            "last_received": {k: s.last_id for k, s in self.tracker.states.items()},
+            "shutdown_seconds": round(time.monotonic() - began, 3),
+        }
+        log.info("stopped; summary %s", json.dumps(summary, sort_keys=True))
+        await self.health.stop()
+        return 0
+
+
+async def run(config: StreamerConfig) -> int:
+    streamer = Streamer(config)
+    setup_logging(config, streamer.metrics)
+    return await streamer.run()

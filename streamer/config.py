@@ -1,0 +1,324 @@
+"""The streamer's one configuration object: environment variables, optionally a YAML file, validated at start.
+
+Sources, strongest first: the process environment, then the YAML mapping in the file named by
+`K2_CONFIG_FILE` (keys are the env names, e.g. `K2_PING_INTERVAL_SECONDS: 30`, or the same names without
+the `K2_` prefix in any case), then the defaults below. Every setting is declared once in `SETTINGS`; the
+config reference doc is generated from `describe_settings()`. A bad value raises `ConfigError` naming the
+setting and its allowed range; `python -m streamer` turns that into a message and exit code 2.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+STREAM_KINDS = ("trade", "aggTrade", "bookTicker", "depth")
+# Binance closes every connection after 24 h and allows 1024 streams on one connection.
+BINANCE_MAX_CONNECTION_SECONDS = 86_400.0
+BINANCE_MAX_STREAMS_PER_CONNECTION = 1024
+
+
+class ConfigError(ValueError):
+    """A setting is missing, malformed or out of range. The message names the setting."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    field: str
+    env: str
+    default: Any
+    kind: str  # "str" | "int" | "float" | "bool" | "list" | "path"
+    allowed: str  # the allowed range, in words, for messages and docs
+    meaning: str
+    check: Callable[[Any], bool] | None = None
+
+
+def _positive(limit_low: float, limit_high: float) -> Callable[[Any], bool]:
+    return lambda v: limit_low <= v <= limit_high
+
+
+_SYMBOL = re.compile(r"^[a-z0-9]{2,30}$")
+_INSTANCE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("ws_url", "K2_BINANCE_WS_URL", "wss://stream.binance.com:9443/stream", "str",
+            "a ws:// or wss:// URL", "base URL of Binance combined streams",
+            lambda v: v.startswith(("wss://", "ws://"))),
+    Setting("symbols", "K2_BINANCE_SYMBOLS", ("btcusdt", "ethusdt"), "list",
+            "comma list of 1..200 lowercase symbols [a-z0-9]", "symbols to stream",
+            lambda v: 1 <= len(v) <= 200 and all(_SYMBOL.match(s) for s in v) and len(set(v)) == len(v)),
+    Setting("streams", "K2_BINANCE_STREAMS", ("trade",), "list",
+            "comma list of " + ", ".join(STREAM_KINDS), "streams per symbol",
+            lambda v: len(v) >= 1 and all(s in STREAM_KINDS for s in v) and len(set(v)) == len(v)),
+    Setting("ssl_verify", "K2_SSL_VERIFY", True, "bool", "true or false",
+            "verify the server certificate and host name (false only with a loud warning)"),
+    Setting("ssl_ca_file", "K2_SSL_CA_FILE", None, "path", "unset or an existing PEM file",
+            "extra CA bundle to trust (the simulator's CA in tests)",
+            lambda v: v is None or Path(v).is_file()),
+    Setting("connection_max_lifetime_s", "K2_CONNECTION_MAX_LIFETIME_SECONDS", 14_400.0, "float",
+            "0.5 .. 86000 seconds", "rotate each connection (make-before-break) after this long",
+            _positive(0.5, 86_000.0)),
+    Setting("server_max_lifetime_s", "K2_SERVER_MAX_LIFETIME_SECONDS", BINANCE_MAX_CONNECTION_SECONDS,
+            "float", "1 .. 86400 seconds",
+            "the exchange's own connection limit; we rotate at 95 % of it at the latest",
+            _positive(1.0, BINANCE_MAX_CONNECTION_SECONDS)),
+    Setting("rotation_overlap_timeout_s", "K2_ROTATION_OVERLAP_TIMEOUT_SECONDS", 10.0, "float",
+            "0.1 .. 300 seconds",
+            "how long a replacement connection may take to overlap the old one before we switch anyway",
+            _positive(0.1, 300.0)),
+    Setting("ping_interval_s", "K2_PING_INTERVAL_SECONDS", 180.0, "float", "0.25 .. 3600 seconds",
+            "client ping period (stays within Binance's 5 client frames per second)",
+            _positive(0.25, 3600.0)),
+    Setting("ping_timeout_s", "K2_PING_TIMEOUT_SECONDS", 10.0, "float", "0.05 .. 600 seconds",
+            "pong deadline; a missed pong replaces the connection", _positive(0.05, 600.0)),
+    Setting("health_timeout_s", "K2_HEALTH_CHECK_TIMEOUT_SECONDS", 30.0, "float", "0.1 .. 3600 seconds",
+            "replace the connection after this long without a data message", _positive(0.1, 3600.0)),
+    Setting("backoff_initial_s", "K2_BACKOFF_INITIAL_SECONDS", 1.0, "float", "0.01 .. 60 seconds",
+            "first reconnect backoff step (exponential, full jitter)", _positive(0.01, 60.0)),
+    Setting("backoff_max_s", "K2_BACKOFF_MAX_SECONDS", 60.0, "float", "0.01 .. 60 seconds",
+            "reconnect backoff cap", _positive(0.01, 60.0)),
+    Setting("max_frame_bytes", "K2_MAX_FRAME_BYTES", 1_048_576, "int", "1024 .. 16777216 bytes",
+            "frames larger than this are counted as oversized and skipped", _positive(1024, 16_777_216)),
+    Setting("memory_sample_interval_s", "K2_MEMORY_SAMPLE_INTERVAL_SECONDS", 30.0, "float",
+            "0.05 .. 3600 seconds", "RSS sampling period", _positive(0.05, 3600.0)),
+    Setting("memory_window_s", "K2_MEMORY_WINDOW_SECONDS", 3600.0, "float", "1 .. 2592000 seconds",
+            "sliding window of RSS samples the leak score fits a trend to", _positive(1.0, 2_592_000.0)),
+    Setting("memory_warmup_s", "K2_MEMORY_WARMUP_SECONDS", 300.0, "float", "0 .. 86400 seconds",
+            "RSS samples younger than this after start are ignored by the leak score",
+            _positive(0.0, 86_400.0)),
+    Setting("tracemalloc", "K2_TRACEMALLOC", False, "bool", "true or false",
+            "start tracemalloc at start-up (otherwise when the leak score first passes 0.5)"),
+    Setting("test_leak_bytes_per_s", "K2_TEST_LEAK_BYTES_PER_SECOND", 0.0, "float", "0 .. 100000000",
+            "TEST ONLY: retain this many bytes per second on purpose", _positive(0.0, 1e8)),
+    Setting("serializer_cache_max_size", "K2_SERIALIZER_CACHE_MAX_SIZE", 10, "int", "1 .. 10000",
+            "LRU bound of Avro serializers cached per subject", _positive(1, 10_000)),
+    Setting("kafka_bootstrap_servers", "K2_KAFKA_BOOTSTRAP_SERVERS", "localhost:9092", "str",
+            "host:port[,host:port...]", "Kafka bootstrap servers",
+            lambda v: all(re.match(r"^[^\s:,]+:\d{1,5}$", p.strip()) for p in v.split(","))),
+    Setting("kafka_topic_prefix", "K2_KAFKA_TOPIC_PREFIX", "market.crypto.binance", "str",
+            "1..200 chars of [a-zA-Z0-9._-]", "topics <prefix>.trades, .aggtrades, .bookticker, .depth",
+            lambda v: bool(re.match(r"^[a-zA-Z0-9._-]{1,200}$", v))),
+    Setting("kafka_topic_partitions", "K2_KAFKA_TOPIC_PARTITIONS", 3, "int", "1 .. 1000",
+            "partitions of topics the streamer creates (key = symbol keeps per-symbol order)",
+            _positive(1, 1000)),
+    Setting("kafka_replication_factor", "K2_KAFKA_REPLICATION_FACTOR", 1, "int", "1 .. 10",
+            "replication factor of topics the streamer creates", _positive(1, 10)),
+    Setting("kafka_compression", "K2_KAFKA_COMPRESSION", "lz4", "str", "none, gzip, snappy, lz4 or zstd",
+            "producer compression codec", lambda v: v in ("none", "gzip", "snappy", "lz4", "zstd")),
+    Setting("kafka_stats_interval_s", "K2_KAFKA_STATS_INTERVAL_SECONDS", 1.0, "float", "0.1 .. 60 seconds",
+            "how often the producer reports broker state (Kafka reachability for /readyz)",
+            _positive(0.1, 60.0)),
+    Setting("schema_registry_url", "K2_SCHEMA_REGISTRY_URL", "http://localhost:8081", "str",
+            "an http(s):// URL, or mock://<name> for tests and local mode", "Confluent Schema Registry",
+            lambda v: v.startswith(("http://", "https://", "mock://"))),
+    Setting("max_buffered_messages", "K2_MAX_BUFFERED_MESSAGES", 100_000, "int", "10 .. 10000000",
+            "messages awaiting Kafka delivery before reading pauses (back-pressure)",
+            _positive(10, 10_000_000)),
+    Setting("shutdown_flush_timeout_s", "K2_SHUTDOWN_FLUSH_TIMEOUT_SECONDS", 30.0, "float",
+            "0 .. 3600 seconds", "on SIGTERM, how long to wait for Kafka to take every buffered message",
+            _positive(0.0, 3600.0)),
+    Setting("metrics_host", "K2_METRICS_HOST", "127.0.0.1", "str", "a host name or IP address",
+            "bind address of /metrics, /healthz, /readyz", lambda v: bool(v.strip())),
+    Setting("metrics_port", "K2_METRICS_PORT", 8000, "int", "0 .. 65535 (0 = any free port)",
+            "port of /metrics, /healthz, /readyz", _positive(0, 65535)),
+    Setting("instance", "K2_INSTANCE", "blue", "str", "1..32 chars [a-z0-9_-], e.g. blue or green",
+            "instance label on every metric and record", lambda v: bool(_INSTANCE.match(v))),
+    Setting("start_mode", "K2_START_MODE", "active", "str", "active or standby",
+            "standby = connect and buffer without producing until POST /handover/release (blue-green)",
+            lambda v: v in ("active", "standby")),
+    Setting("handover_buffer_messages", "K2_HANDOVER_BUFFER_MESSAGES", 200_000, "int", "100 .. 10000000",
+            "messages a standby instance keeps (newest) for a handover", _positive(100, 10_000_000)),
+    Setting("log_level", "K2_LOG_LEVEL", "INFO", "str", "DEBUG, INFO, WARNING or ERROR", "log level",
+            lambda v: v in ("DEBUG", "INFO", "WARNING", "ERROR")),
+)
+
+CONFIG_FILE_ENV = "K2_CONFIG_FILE"
+
+
+@dataclass(frozen=True)
+class StreamerConfig:
+    ws_url: str
+    symbols: tuple[str, ...]
+    streams: tuple[str, ...]
+    ssl_verify: bool
+    ssl_ca_file: str | None
+    connection_max_lifetime_s: float
+    server_max_lifetime_s: float
+    rotation_overlap_timeout_s: float
+    ping_interval_s: float
+    ping_timeout_s: float
+    health_timeout_s: float
+    backoff_initial_s: float
+    backoff_max_s: float
+    max_frame_bytes: int
+    memory_sample_interval_s: float
+    memory_window_s: float
+    memory_warmup_s: float
+    tracemalloc: bool
+    test_leak_bytes_per_s: float
+    serializer_cache_max_size: int
+    kafka_bootstrap_servers: str
+    kafka_topic_prefix: str
+    kafka_topic_partitions: int
+    kafka_replication_factor: int
+    kafka_compression: str
+    kafka_stats_interval_s: float
+    schema_registry_url: str
+    max_buffered_messages: int
+    shutdown_flush_timeout_s: float
+    metrics_host: str
+    metrics_port: int
+    instance: str
+    start_mode: str
+    handover_buffer_messages: int
+    log_level: str
+
+    @property
+    def rotation_after_s(self) -> float:
+        """Rotate at the configured lifetime, but always before the exchange's own limit."""
+        return min(self.connection_max_lifetime_s, 0.95 * self.server_max_lifetime_s)
+
+    @property
+    def rotation_reason(self) -> str:
+        scheduled = self.connection_max_lifetime_s <= 0.95 * self.server_max_lifetime_s
+        return "scheduled" if scheduled else "server_limit"
+
+
+def describe_settings() -> list[dict[str, str]]:
+    """Every setting: env name, default, allowed range, meaning (the config reference is built from it)."""
+    return [
+        {
+            "env": s.env,
+            "default": _format_default(s.default),
+            "type": s.kind,
+            "allowed": s.allowed,
+            "meaning": s.meaning,
+        }
+        for s in SETTINGS
+    ]
+
+
+def _format_default(value: Any) -> str:
+    if value is None:
+        return "unset"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, tuple):
+        return ",".join(value)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _convert(setting: Setting, raw: Any) -> Any:
+    """Turn a raw env string or YAML value into the setting's type, or raise ConfigError."""
+    where = f"{setting.env}={raw!r}"
+    try:
+        if setting.kind in ("str", "path"):
+            if raw is None:
+                return None
+            text = str(raw).strip()
+            if setting.kind == "path" and text == "":
+                return None
+            return text
+        if setting.kind == "list":
+            items = raw if isinstance(raw, list | tuple) else str(raw).split(",")
+            return tuple(str(i).strip() for i in items if str(i).strip())
+        if setting.kind == "bool":
+            if isinstance(raw, bool):
+                return raw
+            text = str(raw).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off"):
+                return False
+            raise ValueError("not a boolean")
+        if setting.kind == "int":
+            if isinstance(raw, bool):
+                raise ValueError("not an integer")
+            return int(str(raw).strip().replace("_", ""))
+        if setting.kind == "float":
+            if isinstance(raw, bool):
+                raise ValueError("not a number")
+            value = float(str(raw).strip())
+            if value != value or value in (float("inf"), float("-inf")):
+                raise ValueError("not a finite number")
+            return value
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: {exc}; allowed: {setting.allowed}") from None
+    raise AssertionError(f"unknown kind {setting.kind}")
+
+
+def _read_yaml(path_text: str) -> dict[str, Any]:
+    path = Path(path_text)
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"{CONFIG_FILE_ENV}={path_text!r}: cannot read the file ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{CONFIG_FILE_ENV}={path_text!r}: not valid YAML ({exc})") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{CONFIG_FILE_ENV}={path_text!r}: must hold a mapping of settings")
+    by_name = {s.env: s for s in SETTINGS}
+    result: dict[str, Any] = {}
+    for key, value in loaded.items():
+        name = str(key).upper()
+        if not name.startswith("K2_"):
+            name = "K2_" + name
+        if name not in by_name:
+            known = ", ".join(sorted(by_name))
+            raise ConfigError(f"{CONFIG_FILE_ENV}={path_text!r}: unknown setting {key!r}; known: {known}")
+        result[name] = value
+    return result
+
+
+def load_config(environ: Mapping[str, str] | None = None) -> StreamerConfig:
+    """Build and validate the config; raise ConfigError naming the first bad setting."""
+    env = os.environ if environ is None else environ
+    from_file = _read_yaml(env[CONFIG_FILE_ENV]) if env.get(CONFIG_FILE_ENV) else {}
+    values: dict[str, Any] = {}
+    for setting in SETTINGS:
+        if setting.env in env:
+            value = _convert(setting, env[setting.env])
+        elif setting.env in from_file:
+            value = _convert(setting, from_file[setting.env])
+        else:
+            value = setting.default
+        if setting.check is not None and not setting.check(value):
+            shown = ",".join(value) if isinstance(value, tuple) else value
+            raise ConfigError(f"{setting.env}={shown!r} is out of range; allowed: {setting.allowed}")
+        values[setting.field] = value
+    config = StreamerConfig(**values)
+    _check_relations(config)
+    return config
+
+
+def _check_relations(config: StreamerConfig) -> None:
+    streams = len(config.symbols) * len(config.streams)
+    if streams > BINANCE_MAX_STREAMS_PER_CONNECTION:
+        raise ConfigError(
+            f"K2_BINANCE_SYMBOLS x K2_BINANCE_STREAMS = {streams} streams; allowed: at most "
+            f"{BINANCE_MAX_STREAMS_PER_CONNECTION} on one connection"
+        )
+    if config.backoff_initial_s > config.backoff_max_s:
+        raise ConfigError(
+            f"K2_BACKOFF_INITIAL_SECONDS={config.backoff_initial_s} is above K2_BACKOFF_MAX_SECONDS="
+            f"{config.backoff_max_s}; allowed: initial <= max"
+        )
+    if config.ping_timeout_s >= config.ping_interval_s:
+        raise ConfigError(
+            f"K2_PING_TIMEOUT_SECONDS={config.ping_timeout_s} must be below K2_PING_INTERVAL_SECONDS="
+            f"{config.ping_interval_s}; allowed: 0.05 .. interval"
+        )
+
+
+def config_as_dict(config: StreamerConfig) -> dict[str, Any]:
+    return {f.name: getattr(config, f.name) for f in fields(config)}

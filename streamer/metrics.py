@@ -1,0 +1,225 @@
+"""Every metric of the streamer contract (team brief), each labelled `instance` = K2_INSTANCE.
+
+Metrics live in their own registry (so tests can build several) that also carries prometheus_client's
+process, platform and GC collectors. Names follow the contract; prometheus_client appends `_total` to
+counters, so the Counter `binance_pings_sent` is exported as `binance_pings_sent_total`.
+
+The per-message counters (messages received, gaps, missing, duplicates) are plain ints in the sequence
+tracker, read by a collector at scrape time: incrementing a labelled prometheus_client counter takes a lock
+per call, which the hot path does not need (the scrape runs on the same event loop thread).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+
+from streamer.integrity import SequenceTracker
+from streamer.parse import MESSAGE_ERROR_TYPES
+
+ROTATION_REASONS = ("scheduled", "server_shutdown", "server_limit")
+RECONNECT_REASONS = ("health_timeout", "pong_timeout", "server_close", "error")
+CONNECT_FAILURE_REASONS = ("ssl_certificate", "refused", "timeout", "handshake", "error")
+LOG_LEVELS = ("error", "critical")
+
+# (exported name, type) of every metric the contract names; tests check /metrics against it.
+CONTRACT_METRICS: dict[str, str] = {
+    "binance_ssl_verify_enabled": "gauge",
+    "binance_connection_rotations_total": "counter",
+    "binance_connection_lifetime_seconds": "gauge",
+    "binance_pong_timeouts_total": "counter",
+    "binance_last_pong_timestamp_seconds": "gauge",
+    "binance_pings_sent_total": "counter",
+    "binance_reconnects_total": "counter",
+    "binance_connection_status": "gauge",
+    "binance_last_message_timestamp_seconds": "gauge",
+    "binance_message_errors_total": "counter",
+    "binance_messages_received_total": "counter",
+    "binance_sequence_gaps_total": "counter",
+    "binance_missing_messages_total": "counter",
+    "binance_duplicates_dropped_total": "counter",
+    "serializer_cache_size": "gauge",
+    "serializer_cache_evictions_total": "counter",
+    "kafka_messages_produced_total": "counter",
+    "kafka_produce_errors_total": "counter",
+    "kafka_producer_queue_messages": "gauge",
+    "process_memory_rss_bytes": "gauge",
+    "memory_leak_detection_score": "gauge",
+    "streamer_log_errors_total": "counter",
+    "streamer_backpressure_active": "gauge",
+}
+
+
+class _TrackerCollector:
+    """Exports the sequence tracker's plain-int counters at scrape time."""
+
+    def __init__(self, instance: str, tracker: SequenceTracker) -> None:
+        self.instance = instance
+        self.tracker = tracker
+
+    def describe(self) -> Iterable[Metric]:
+        return self._families(with_samples=False)
+
+    def collect(self) -> Iterable[Metric]:
+        return self._families(with_samples=True)
+
+    def _families(self, with_samples: bool) -> list[Metric]:
+        received = CounterMetricFamily(
+            "binance_messages_received",
+            "Market-data messages received and accepted (unique, after duplicate removal)",
+            labels=["instance", "symbol", "stream"],
+        )
+        gaps = CounterMetricFamily(
+            "binance_sequence_gaps", "Jumps in a stream's contiguous ids",
+            labels=["instance", "symbol", "stream"],
+        )
+        missing = CounterMetricFamily(
+            "binance_missing_messages", "Ids skipped by sequence gaps (messages lost)", labels=["instance"]
+        )
+        duplicates = CounterMetricFamily(
+            "binance_duplicates_dropped", "Messages dropped as already seen (e.g. connection overlap)",
+            labels=["instance"],
+        )
+        if with_samples:
+            total_missing = total_duplicates = 0
+            for state in list(self.tracker.states.values()):
+                labels = [self.instance, state.symbol, state.stream]
+                received.add_metric(labels, state.accepted)
+                gaps.add_metric(labels, state.gaps)
+                total_missing += state.missing
+                total_duplicates += state.duplicates
+            missing.add_metric([self.instance], total_missing)
+            duplicates.add_metric([self.instance], total_duplicates)
+        return [received, gaps, missing, duplicates]
+
+
+class StreamerMetrics:
+    def __init__(
+        self, instance: str, tracker: SequenceTracker, registry: CollectorRegistry | None = None
+    ) -> None:
+        self.instance = instance
+        if registry is None:
+            registry = CollectorRegistry()
+            ProcessCollector(registry=registry)
+            PlatformCollector(registry=registry)
+            GCCollector(registry=registry)
+        self.registry = registry
+        self.tracker = tracker
+        r, i = registry, ["instance"]
+
+        def gauge(name: str, doc: str) -> Gauge:
+            return Gauge(name, doc, i, registry=r)
+
+        def counter(name: str, doc: str, extra: tuple[str, ...] = ()) -> Counter:
+            return Counter(name, doc, [*i, *extra], registry=r)
+
+        self.ssl_verify_enabled = gauge("binance_ssl_verify_enabled", "1 if server certificates are verified")
+        self.rotations = counter(
+            "binance_connection_rotations", "Planned make-before-break rotations", ("reason",)
+        )
+        self.connection_lifetime = gauge(
+            "binance_connection_lifetime_seconds", "Age of the connection currently delivering data"
+        )
+        self.pong_timeouts = counter("binance_pong_timeouts", "Client pings whose pong missed the deadline")
+        self.last_pong = gauge("binance_last_pong_timestamp_seconds", "Unix time of the last pong received")
+        self.pings_sent = counter("binance_pings_sent", "Client pings sent")
+        self.reconnects = counter(
+            "binance_reconnects", "Unplanned connection replacements (rotations excluded)", ("reason",)
+        )
+        self.connection_status = gauge("binance_connection_status", "1 while a connection delivers data")
+        self.last_message = gauge(
+            "binance_last_message_timestamp_seconds", "Unix time of the last market-data message"
+        )
+        self.message_errors = counter(
+            "binance_message_errors", "Frames skipped: malformed, unknown event, oversized...",
+            ("error_type",),
+        )
+        self.unknown_fields = counter(
+            "binance_unknown_fields", "Payload fields we do not know (tolerated)", ("stream",)
+        )
+        self.connection_attempts = counter("binance_connection_attempts", "WebSocket connection attempts")
+        self.connection_failures = counter(
+            "binance_connection_failures", "Connection attempts that failed, by cause", ("reason",)
+        )
+        self.serializer_cache_size = gauge("serializer_cache_size", "Avro serializers cached (LRU)")
+        self.serializer_cache_evictions = counter(
+            "serializer_cache_evictions", "Avro serializers evicted from the LRU"
+        )
+        self.kafka_produced = counter("kafka_messages_produced", "Messages Kafka acknowledged", ("topic",))
+        self.kafka_errors = counter("kafka_produce_errors", "Messages Kafka failed to take")
+        self.kafka_queue = gauge("kafka_producer_queue_messages", "Messages awaiting Kafka's acknowledgement")
+        self.kafka_reachable = gauge("streamer_kafka_reachable", "1 while a Kafka broker is up")
+        self.rss = gauge("process_memory_rss_bytes", "Resident set size (psutil)")
+        self.leak_score = gauge("memory_leak_detection_score", "Leak likelihood in [0, 1] from the RSS trend")
+        self.leak_slope = gauge("memory_rss_trend_mb_per_hour", "Robust (Theil-Sen) RSS slope in MB/h")
+        self.log_errors = counter("streamer_log_errors", "Log records at ERROR or CRITICAL", ("level",))
+        self.backpressure = gauge("streamer_backpressure_active", "1 while reads pause: Kafka buffer full")
+        self.handover_standby = gauge("streamer_handover_standby", "1 while buffering without producing")
+        registry.register(_TrackerCollector(instance, tracker))
+
+        # Children resolved once; the label values below exist from the start (rate() needs a zero).
+        self.c_pings_sent = self.pings_sent.labels(instance)
+        self.c_pong_timeouts = self.pong_timeouts.labels(instance)
+        self.c_kafka_errors = self.kafka_errors.labels(instance)
+        self.c_evictions = self.serializer_cache_evictions.labels(instance)
+        self.c_attempts = self.connection_attempts.labels(instance)
+        for reason in ROTATION_REASONS:
+            self.rotations.labels(instance, reason)
+        for reason in RECONNECT_REASONS:
+            self.reconnects.labels(instance, reason)
+        for reason in CONNECT_FAILURE_REASONS:
+            self.connection_failures.labels(instance, reason)
+        for level in LOG_LEVELS:
+            self.log_errors.labels(instance, level)
+        for gauge_metric in (
+            self.ssl_verify_enabled, self.connection_lifetime, self.last_pong, self.connection_status,
+            self.last_message, self.serializer_cache_size, self.kafka_queue, self.kafka_reachable, self.rss,
+            self.leak_score, self.leak_slope, self.backpressure, self.handover_standby,
+        ):
+            gauge_metric.labels(instance)
+        for error_type in MESSAGE_ERROR_TYPES:
+            self.message_errors.labels(instance, error_type)
+
+    # Small helpers keep call sites short and the label order in one place.
+    def g(self, gauge_metric: Gauge) -> Gauge:
+        return gauge_metric.labels(self.instance)
+
+    def set_function(self, gauge_metric: Gauge, function: Callable[[], float]) -> None:
+        gauge_metric.labels(self.instance).set_function(function)
+
+    def on_serializer_cache(self, size: int, evicted: int) -> None:
+        self.g(self.serializer_cache_size).set(size)
+        if evicted:
+            self.c_evictions.inc(evicted)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class ErrorCountingHandler(logging.Handler):
+    """Counts log records at ERROR and above in streamer_log_errors_total{level} (the 'critical errors')."""
+
+    def __init__(self, metrics: StreamerMetrics) -> None:
+        super().__init__(level=logging.ERROR)
+        self._children = {
+            logging.ERROR: metrics.log_errors.labels(metrics.instance, "error"),
+            logging.CRITICAL: metrics.log_errors.labels(metrics.instance, "critical"),
+        }
+
+    def emit(self, record: logging.LogRecord) -> None:
+        child = self._children.get(record.levelno) or self._children[
+            logging.CRITICAL if record.levelno > logging.ERROR else logging.ERROR
+        ]
+        child.inc()
+

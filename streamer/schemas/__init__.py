@@ -1,0 +1,1 @@
+"""Avro schemas (*.avsc) of the records the streamer produces, one per stream kind."""

@@ -1,0 +1,149 @@
+"""Avro records in the Confluent wire format, with a bounded (LRU) cache of serializers per subject.
+
+Wire format of every Kafka value: byte 0 = magic 0, bytes 1..4 = schema id (big-endian), then the record in
+Avro binary encoding (fastavro's schemaless writer). Schema ids come from the Schema Registry client
+(`confluent_kafka.schema_registry`); `mock://<name>` gives its in-process registry for tests and local mode.
+
+Subjects follow the TopicNameStrategy: `<topic>-value`. A serializer (schema id + parsed schema) is cached per
+subject in an LRU bounded by K2_SERIALIZER_CACHE_MAX_SIZE: the old streamer created one per message and grew
+without bound. A miss registers the schema (the registry answers with the existing id when it already knows
+it), which is a blocking HTTP call for a real registry, so the app warms the cache at start-up.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+from collections import OrderedDict
+from collections.abc import Callable
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from fastavro import parse_schema, schemaless_writer
+
+MAGIC_BYTE = 0
+
+SCHEMA_FILES = {
+    "trade": "trade.avsc",
+    "aggTrade": "agg_trade.avsc",
+    "bookTicker": "book_ticker.avsc",
+    "depth": "depth.avsc",
+}
+TOPIC_SUFFIX = {"trade": "trades", "aggTrade": "aggtrades", "bookTicker": "bookticker", "depth": "depth"}
+
+
+@cache
+def schema_text(stream: str) -> str:
+    return resources.files("streamer.schemas").joinpath(SCHEMA_FILES[stream]).read_text()
+
+
+def load_schema(stream: str) -> dict[str, Any]:
+    return json.loads(schema_text(stream))
+
+
+def topic_for(prefix: str, stream: str) -> str:
+    return f"{prefix}.{TOPIC_SUFFIX[stream]}"
+
+
+def subject_for(topic: str) -> str:
+    return f"{topic}-value"
+
+
+def make_registry_client(url: str) -> Any:
+    """A Schema Registry client; `mock://…` returns the library's in-process registry."""
+    from confluent_kafka.schema_registry import SchemaRegistryClient
+
+    return SchemaRegistryClient.new_client({"url": url})
+
+
+def register_schema(client: Any, subject: str, schema: dict[str, Any]) -> int:
+    from confluent_kafka.schema_registry import Schema
+
+    return int(client.register_schema(subject, Schema(json.dumps(schema), "AVRO")))
+
+
+def wire_header(schema_id: int) -> bytes:
+    return struct.pack(">bI", MAGIC_BYTE, schema_id)
+
+
+def split_wire(value: bytes) -> tuple[int, bytes]:
+    """(schema id, Avro body) of a Confluent-framed value; ValueError if it is not one."""
+    if len(value) < 5 or value[0] != MAGIC_BYTE:
+        raise ValueError("not in the Confluent wire format (magic byte 0 + 4-byte schema id)")
+    return struct.unpack(">I", value[1:5])[0], value[5:]
+
+
+class AvroSerializer:
+    """Encodes records of one subject: header + schemaless Avro body."""
+
+    __slots__ = ("_header", "_parsed", "schema_id", "subject")
+
+    def __init__(self, subject: str, schema_id: int, schema: dict[str, Any]) -> None:
+        self.subject = subject
+        self.schema_id = schema_id
+        self._parsed = parse_schema(schema)
+        self._header = wire_header(schema_id)
+
+    def encode(self, record: dict[str, Any]) -> bytes:
+        buffer = io.BytesIO()
+        buffer.write(self._header)
+        schemaless_writer(buffer, self._parsed, record)
+        return buffer.getvalue()
+
+
+class SerializerCache:
+    """LRU of serializers per subject. `on_change(size, evicted)` feeds the metrics."""
+
+    def __init__(
+        self,
+        registry: Any,
+        max_size: int,
+        on_change: Callable[[int, int], None] | None = None,
+    ) -> None:
+        if max_size < 1:
+            raise ValueError("max_size must be at least 1")
+        self.registry = registry
+        self.max_size = max_size
+        self.evictions = 0
+        self._entries: OrderedDict[str, AvroSerializer] = OrderedDict()
+        self._on_change = on_change
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, subject: str) -> bool:
+        return subject in self._entries
+
+    def get(self, subject: str, schema: dict[str, Any]) -> AvroSerializer:
+        serializer = self._entries.get(subject)
+        if serializer is not None:
+            self._entries.move_to_end(subject)
+            return serializer
+        serializer = AvroSerializer(subject, register_schema(self.registry, subject, schema), schema)
+        self._entries[subject] = serializer
+        evicted = 0
+        while len(self._entries) > self.max_size:
+            self._entries.popitem(last=False)
+            evicted += 1
+        self.evictions += evicted
+        if self._on_change is not None:
+            self._on_change(len(self._entries), evicted)
+        return serializer
+
+
+class RecordSerializer:
+    """Stream kind → (topic, serializer) for the streamer's fixed set of topics, through the LRU cache."""
+
+    def __init__(self, cache: SerializerCache, topic_prefix: str) -> None:
+        self.cache = cache
+        self.topics = {stream: topic_for(topic_prefix, stream) for stream in SCHEMA_FILES}
+        self._subjects = {stream: subject_for(topic) for stream, topic in self.topics.items()}
+        self._schemas = {stream: load_schema(stream) for stream in SCHEMA_FILES}
+
+    def serializer(self, stream: str) -> AvroSerializer:
+        return self.cache.get(self._subjects[stream], self._schemas[stream])
+
+    def encode(self, stream: str, record: dict[str, Any]) -> bytes:
+        return self.cache.get(self._subjects[stream], self._schemas[stream]).encode(record)

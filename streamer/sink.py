@@ -1,0 +1,222 @@
+"""Kafka sink: an idempotent confluent-kafka producer that never blocks the event loop and never drops.
+
+- `produce()` only enqueues into librdkafka (a C call, microseconds); a dedicated thread runs `poll()`, which
+  serves the delivery callbacks, so the event loop never waits on the network.
+- Delivery callbacks count `kafka_messages_produced_total{topic}` / `kafka_produce_errors_total`; they run in
+  the poll thread and only bump plain ints that the same thread then adds to the counters.
+- Broker down: librdkafka keeps every message (message.timeout.ms=0: no expiry) and retries; the app stops
+  reading the sockets when `buffered()` reaches K2_MAX_BUFFERED_MESSAGES (back-pressure), instead of dropping.
+- Idempotence (acks=all, ordered retries without duplicates within this producer session) and compression.
+- Reachability for /readyz comes from librdkafka's statistics (broker state UP) and error callbacks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+from collections import deque
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+log = logging.getLogger(__name__)
+
+
+def producer_config(
+    bootstrap_servers: str, instance: str, compression: str, max_buffered: int, stats_interval_s: float
+) -> dict[str, Any]:
+    return {
+        "bootstrap.servers": bootstrap_servers,
+        "client.id": f"k2-streamer-{instance}",
+        # No loss, no reordering, no duplicates from retries: idempotence (with acks=all, ordered retries).
+        "enable.idempotence": True,
+        "acks": "all",
+        "compression.type": compression,
+        "linger.ms": 5,
+        # Keep messages for as long as the broker is away (0 = never expire); the app applies its own bound.
+        "message.timeout.ms": 0,
+        # librdkafka's own queue must never be the limit: our bound (plus handover/rotation slack) is.
+        "queue.buffering.max.messages": min(2_147_483_647, max_buffered * 2 + 100_000),
+        "queue.buffering.max.kbytes": 2_097_151,
+        "reconnect.backoff.ms": 100,
+        "reconnect.backoff.max.ms": 2_000,
+        "statistics.interval.ms": max(100, int(stats_interval_s * 1000)),
+    }
+
+
+class KafkaSink:
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        instance: str,
+        metrics: Any,
+        compression: str = "lz4",
+        max_buffered: int = 100_000,
+        stats_interval_s: float = 1.0,
+    ) -> None:
+        self.bootstrap_servers = bootstrap_servers
+        self.metrics = metrics
+        self.max_buffered = max_buffered
+        self.reachable = False
+        self.reachable_detail = "not connected yet"
+        self.delivered = 0
+        self.errors = 0
+        self._counts: dict[str, int] = {}
+        self._new_errors = 0
+        self._overflow: deque[tuple[str, bytes, bytes, list[tuple[str, bytes]]]] = deque()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        config = producer_config(bootstrap_servers, instance, compression, max_buffered, stats_interval_s)
+        config.update(
+            on_delivery=self._on_delivery,
+            error_cb=self._on_error,
+            stats_cb=self._on_stats,
+            logger=logging.getLogger("librdkafka"),  # librdkafka's own log lines through ours (and counted)
+        )
+        self.producer = Producer(config)
+        self._produce = self.producer.produce
+        metrics.set_function(metrics.kafka_queue, self.buffered)
+        metrics.set_function(metrics.kafka_reachable, lambda: 1.0 if self.reachable else 0.0)
+
+    # ---- callbacks (poll thread) -------------------------------------------------------------------------
+    def _on_delivery(self, err: KafkaError | None, msg: Any) -> None:
+        if err is None:
+            topic = msg.topic()
+            self._counts[topic] = self._counts.get(topic, 0) + 1
+            return
+        self._new_errors += 1
+        log.error("Kafka rejected a message for %s: %s", msg.topic(), err)
+
+    def _on_error(self, err: KafkaError) -> None:
+        code = err.code()
+        if code in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT, KafkaError._RESOLVE):
+            if code == KafkaError._ALL_BROKERS_DOWN and self.reachable:
+                self.reachable = False
+                self.reachable_detail = f"all brokers down ({self.bootstrap_servers})"
+                log.warning(
+                    "Kafka unreachable at %s: %s; keeping %d messages and retrying",
+                    self.bootstrap_servers, err.str(), self.buffered(),
+                )
+            return
+        if err.fatal():
+            log.critical("Kafka producer fatal error: %s", err)
+        else:
+            log.warning("Kafka producer error: %s", err)
+
+    def _on_stats(self, stats_json: str) -> None:
+        try:
+            brokers = json.loads(stats_json).get("brokers", {})
+        except ValueError:
+            return
+        up = [name for name, b in brokers.items() if b.get("nodeid", -1) >= 0 and b.get("state") == "UP"]
+        if up and not self.reachable:
+            log.info("Kafka reachable at %s (%d messages awaiting delivery)", ", ".join(up), self.buffered())
+        elif not up and self.reachable:
+            log.warning("Kafka unreachable at %s; keeping %d messages and retrying", self.bootstrap_servers,
+                        self.buffered())
+        self.reachable = bool(up)
+        self.reachable_detail = (
+            ("brokers up: " + ", ".join(up)) if up else f"no broker up ({self.bootstrap_servers})"
+        )
+
+    def _publish_counts(self) -> None:
+        if self._counts:
+            counts, self._counts = self._counts, {}
+            for topic, n in counts.items():
+                self.metrics.kafka_produced.labels(self.metrics.instance, topic).inc(n)
+                self.delivered += n
+        if self._new_errors:
+            n, self._new_errors = self._new_errors, 0
+            self.metrics.c_kafka_errors.inc(n)
+            self.errors += n
+
+    def _poll_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.producer.poll(0.05)
+                self._publish_counts()
+            except Exception:
+                log.exception("Kafka poll failed; polling again")
+                time.sleep(0.1)
+        self._publish_counts()
+
+    # ---- event loop side -----------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._poll_loop, name="kafka-poll", daemon=True)
+        self._thread.start()
+
+    def buffered(self) -> int:
+        """Messages not yet acknowledged by Kafka (librdkafka's queue plus our overflow)."""
+        return len(self.producer) + len(self._overflow)
+
+    def full(self) -> bool:
+        return len(self.producer) + len(self._overflow) >= self.max_buffered
+
+    def produce(self, topic: str, value: bytes, key: bytes, headers: list[tuple[str, bytes]]) -> None:
+        if self._overflow:
+            self._overflow.append((topic, value, key, headers))
+            self.drain_overflow()
+            return
+        try:
+            self._produce(topic, value, key, headers=headers)
+        except BufferError:
+            # librdkafka's queue is full (it is sized above our bound, so this is rare): keep the message in
+            # order behind the others and retry from drain_overflow(), never drop it.
+            self._overflow.append((topic, value, key, headers))
+
+    def drain_overflow(self) -> None:
+        while self._overflow:
+            topic, value, key, headers = self._overflow[0]
+            try:
+                self._produce(topic, value, key, headers=headers)
+            except BufferError:
+                return
+            self._overflow.popleft()
+
+    async def wait_delivered(self, timeout_s: float) -> bool:
+        """Wait (without blocking the loop) until Kafka has acknowledged everything; False on the deadline."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            self.drain_overflow()
+            if self.buffered() == 0:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.01)
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self.producer.poll(0)
+        self._publish_counts()
+
+
+def ensure_topics(
+    bootstrap_servers: str, topics: list[str], partitions: int, replication: int, timeout_s: float = 10.0
+) -> list[str]:
+    """Create the topics that are missing; returns those created. Raises KafkaException when unreachable."""
+    admin = AdminClient({"bootstrap.servers": bootstrap_servers, "socket.timeout.ms": int(timeout_s * 1000)})
+    metadata = admin.list_topics(timeout=timeout_s)
+    missing = [t for t in topics if t not in metadata.topics]
+    if not missing:
+        return []
+    futures = admin.create_topics(
+        [NewTopic(t, num_partitions=partitions, replication_factor=replication) for t in missing],
+        operation_timeout=timeout_s,
+        request_timeout=timeout_s,
+    )
+    created = []
+    for topic, future in futures.items():
+        try:
+            future.result()
+            created.append(topic)
+        except KafkaException as exc:
+            if exc.args and exc.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                continue
+            raise
+    return created
