@@ -1,0 +1,142 @@
+"""`process` backend: blue and green streamers as supervised subprocesses (`python -m streamer`).
+
+Each color runs as `ManagedProcess("streamer-<color>")` in the stack's run folder (log, PID file; `k2 stack
+down` stops it too), on its own metrics port, registered with Prometheus through file_sd with
+`instance=<color>`. The instance's port, image label and mode are kept in `<state_dir>/instance-<color>.json`
+so a later Dagster step or run (a rollback) finds and stops it. "Image" has no meaning for a subprocess: the
+working tree's code runs, and the image name is only recorded.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+from k2_ops.deploy.backend import DeploymentBackend, InstanceInfo
+from k2_ops.deploy.model import COLORS
+from k2_ops.paths import REPO_ROOT
+from k2_ops.stack.process import ManagedProcess, free_port
+from k2_ops.stack.prometheus import PrometheusService
+
+
+def streamer_env(
+    common: Mapping[str, str],
+    color: str,
+    port: int,
+    *,
+    standby: bool,
+    overrides: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The environment of one color's streamer: common settings, then the color's own, then overrides."""
+    env = dict(common)
+    env.update(
+        {
+            "K2_INSTANCE": color,
+            "K2_METRICS_HOST": "127.0.0.1",
+            "K2_METRICS_PORT": str(port),
+            "K2_START_MODE": "standby" if standby else "active",
+        }
+    )
+    env.update(overrides or {})
+    return env
+
+
+class ProcessBackend(DeploymentBackend):
+    name = "process"
+
+    def __init__(
+        self,
+        run_dir: Path,
+        state_dir: Path,
+        common_env: Mapping[str, str],
+        *,
+        ports: Mapping[str, int] | None = None,
+        prometheus_run_dir: Path | None = None,
+        python: str = sys.executable,
+    ) -> None:
+        self.run_dir = Path(run_dir)
+        self.state_dir = Path(state_dir)
+        self.common_env = dict(common_env)
+        self.ports = {color: int((ports or {}).get(color, 0)) for color in COLORS}
+        self.prometheus = PrometheusService(Path(prometheus_run_dir), port=1) if prometheus_run_dir else None
+        self.python = python
+        self._processes: dict[str, ManagedProcess] = {}
+
+    def _process(self, color: str, env: Mapping[str, str] | None = None) -> ManagedProcess:
+        process = self._processes.get(color)
+        if process is None or env is not None:
+            process = ManagedProcess(
+                f"streamer-{color}",
+                [self.python, "-m", "streamer"],
+                self.run_dir,
+                env=dict(env) if env is not None else None,
+                cwd=REPO_ROOT,
+            )
+            self._processes[color] = process
+        return process
+
+    def _state_path(self, color: str) -> Path:
+        return self.state_dir / f"instance-{color}.json"
+
+    def build(self, image: str) -> str:
+        return f"process backend: nothing to build; the working tree runs as {image!r} (label only)"
+
+    def start(
+        self, color: str, image: str, *, standby: bool, env: Mapping[str, str] | None = None
+    ) -> InstanceInfo:
+        if self.is_running(color):
+            raise RuntimeError(f"{color} is already running; stop it first")
+        port = self.ports[color] or free_port()
+        process = self._process(
+            color, streamer_env(self.common_env, color, port, standby=standby, overrides=env)
+        )
+        process.start()
+        info = InstanceInfo(color, f"http://127.0.0.1:{port}", image, standby, time.time())
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self._state_path(color).write_text(
+            json.dumps(
+                {
+                    "color": color,
+                    "base_url": info.base_url,
+                    "image": image,
+                    "standby": standby,
+                    "started_at": info.started_at,
+                    "pid": process.recorded_pid(),
+                    "port": port,
+                }
+            )
+        )
+        if self.prometheus is not None:
+            self.prometheus.add_scrape_target(f"streamer-{color}", f"127.0.0.1:{port}", {"instance": color})
+        return info
+
+    def stop(self, color: str, grace_seconds: float) -> None:
+        process = self._process(color)
+        process.stop_grace_s = grace_seconds
+        process.stop()
+        if self.prometheus is not None:
+            self.prometheus.remove_scrape_target(f"streamer-{color}")
+
+    def is_running(self, color: str) -> bool:
+        return self._process(color).is_running()
+
+    def instance(self, color: str) -> InstanceInfo | None:
+        try:
+            data = json.loads(self._state_path(color).read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            return None
+        return InstanceInfo(
+            data["color"], data["base_url"], data["image"], bool(data["standby"]), float(data["started_at"])
+        )
+
+    def exit_reason(self, color: str) -> str | None:
+        process = self._process(color)
+        if process.is_running():
+            return None
+        return process.exit_reason() or f"not running; last log lines:\n{process.log_tail()}"
+
+    def log_tail(self, color: str, lines: int = 20) -> str:
+        return self._process(color).log_tail(lines)
