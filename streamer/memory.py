@@ -34,7 +34,7 @@ import statistics
 import time
 import tracemalloc
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import psutil
@@ -106,20 +106,24 @@ class MemoryMonitor:
         metrics: object | None = None,
         start_tracemalloc: bool = False,
         leak_bytes_per_s: float = 0.0,
+        read_rss: Callable[[], float] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.sample_interval_s = sample_interval_s
         self.window_s = window_s
         self.warmup_s = warmup_s
         self.metrics = metrics
         self.leak_bytes_per_s = leak_bytes_per_s
-        self.started = time.monotonic()
+        self.clock = clock
+        self.started = clock()
         self.samples: deque[tuple[float, float]] = deque()
         self.estimate = LeakEstimate(0.0, 0.0, 0.0, 0)
         self.top_allocators: list[str] = []
         self._baseline: tracemalloc.Snapshot | None = None
         self._samples_since_report = 10**9
         self._retained: list[bytes] = []  # the test-only leak
-        self._process = psutil.Process()
+        process = psutil.Process()
+        self.read_rss = read_rss or (lambda: float(process.memory_info().rss))
         if start_tracemalloc:
             self._start_tracemalloc("K2_TRACEMALLOC=1")
 
@@ -130,8 +134,8 @@ class MemoryMonitor:
         self._baseline = tracemalloc.take_snapshot()
 
     def sample(self) -> LeakEstimate:
-        now = time.monotonic()
-        rss = float(self._process.memory_info().rss)
+        now = self.clock()
+        rss = self.read_rss()
         if self.metrics is not None:
             self.metrics.g(self.metrics.rss).set(rss)
         if now - self.started >= self.warmup_s:
