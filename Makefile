@@ -7,6 +7,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 KAFKA_VERSION := 4.1.1
 KAFKA_LIBS := .cache/kafka-$(KAFKA_VERSION)/libs
+# Schema Registry: Apicurio's Quarkus distribution (Confluent-compatible API); keep in step with registry.py.
+APICURIO_VERSION := 2.6.13.Final
+REGISTRY_HOME := .cache/apicurio-registry-$(APICURIO_VERSION)
+MVN := mvn -q -B -Dstyle.color=never
 # Debian packages the stack and tests run: Prometheus 2.42 + promtool, Alertmanager 0.25 + amtool,
 # a Java 17 runtime and Maven for Kafka, Chromium for the Dagster UI browser tests.
 SYSTEM_COMMANDS := prometheus promtool prometheus-alertmanager amtool java mvn chromium
@@ -14,7 +18,7 @@ SYSTEM_PACKAGES := prometheus prometheus-alertmanager openjdk-17-jre-headless ma
 
 .PHONY: setup system-packages run test lint bench clean
 
-setup: system-packages $(VENV)/.installed $(KAFKA_LIBS)/.fetched
+setup: system-packages $(VENV)/.installed $(KAFKA_LIBS)/.fetched $(REGISTRY_HOME)/.fetched
 	@echo "setup: complete"
 
 system-packages:
@@ -39,9 +43,17 @@ $(VENV)/.installed: pyproject.toml
 $(KAFKA_LIBS)/.fetched: k2_ops/stack/kafka-pom.xml
 	@echo "setup: fetching Apache Kafka $(KAFKA_VERSION) (kafka_2.13) and its runtime jars from Maven Central into $(KAFKA_LIBS)"
 	@rm -rf $(KAFKA_LIBS)
-	@mvn -q -B -f k2_ops/stack/kafka-pom.xml -Dkafka.version=$(KAFKA_VERSION) dependency:copy-dependencies \
+	@$(MVN) -f k2_ops/stack/kafka-pom.xml -Dkafka.version=$(KAFKA_VERSION) dependency:copy-dependencies \
 	  -DincludeScope=runtime -DoutputDirectory=$(CURDIR)/$(KAFKA_LIBS) \
 	  || { echo "setup: ERROR: mvn could not fetch Kafka $(KAFKA_VERSION) from Maven Central" >&2; exit 1; }
+	@touch $@
+
+$(REGISTRY_HOME)/.fetched: k2_ops/stack/registry/pom.xml
+	@echo "setup: fetching Apicurio Registry $(APICURIO_VERSION) (Schema Registry, Confluent API) from Maven Central into $(REGISTRY_HOME)"
+	@rm -rf $(REGISTRY_HOME)
+	@$(MVN) -f k2_ops/stack/registry/pom.xml -Dapicurio.version=$(APICURIO_VERSION) dependency:unpack \
+	  -Dregistry.dir=$(CURDIR)/$(REGISTRY_HOME) \
+	  || { echo "setup: ERROR: mvn could not fetch Apicurio Registry $(APICURIO_VERSION) from Maven Central" >&2; exit 1; }
 	@touch $@
 
 run: setup

@@ -1,4 +1,5 @@
-"""Session-wide real services shared by every test: one local stack (Kafka, Prometheus, Alertmanager).
+"""Session-wide real services shared by every test: one local stack (Kafka, Schema Registry, Prometheus,
+Alertmanager).
 
 The same `LocalStack` API runs `make run` and `k2 stack`; here it lives in a temporary run folder and
 Prometheus scrapes and evaluates every second so tests see results quickly.
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from k2_ops.stack import AlertmanagerService, KafkaService, LocalStack, PrometheusService
+from k2_ops.stack.registry import SchemaRegistryService
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -29,6 +31,13 @@ def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack
 @pytest.fixture(scope="session")
 def kafka(local_stack: LocalStack) -> KafkaService:
     return local_stack.kafka
+
+
+@pytest.fixture(scope="session")
+def schema_registry(local_stack: LocalStack) -> SchemaRegistryService:
+    """Apicurio Registry; `schema_registry.url` is the Confluent-compatible base for SchemaRegistryClient."""
+    assert local_stack.schema_registry is not None
+    return local_stack.schema_registry
 
 
 @pytest.fixture(scope="session")

@@ -89,6 +89,10 @@ class KafkaService:
         return f"kafka://{self.bootstrap_servers}"
 
     @property
+    def health_url(self) -> str:
+        return f"tcp://{self.bootstrap_servers}"
+
+    @property
     def home(self) -> Path:
         return self.run_dir / self.name
 
@@ -125,7 +129,10 @@ class KafkaService:
         (self.home / "log4j2.properties").write_text(LOG4J2_CONFIG.format(log_file=self.home / "server.log"))
         formatter = ManagedProcess(
             f"{self.name}-format",
-            self._java_command("kafka.tools.StorageTool", "format", f"--cluster-id={_cluster_id()}", f"--config={config}"),
+            # `--cluster-id=` form: a random id may start with "-", which argparse would take for an option.
+            self._java_command(
+                "kafka.tools.StorageTool", "format", f"--cluster-id={_cluster_id()}", f"--config={config}"
+            ),
             self.run_dir,
         )
         formatter.start()

@@ -1,8 +1,9 @@
 """The local stack: one API used by `make run`, `k2 stack up|down|status` and the pytest fixtures.
 
-`up()` starts Kafka, Alertmanager, Prometheus (wired to that Alertmanager, scraping streamers through
-file_sd) and the exchange simulator, each a supervised process with a log and a PID file in the run
-folder, and records their addresses in `<run>/stack.json` so `status` and `down` work from another shell.
+`up()` starts Kafka, the Schema Registry, Alertmanager, Prometheus (wired to that Alertmanager, scraping
+streamers through file_sd) and any extra services (the simulator, a streamer, the Dagster UI for `make
+run`), each a supervised process with a log and a PID file in the run folder, and records their addresses in
+`<run>/stack.json` so `status` and `down` work from another shell.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from k2_ops.stack.http import http_ok
 from k2_ops.stack.kafka import KafkaService
-from k2_ops.stack.process import ManagedProcess, ServiceError, pid_alive
+from k2_ops.stack.process import ManagedProcess, ServiceError, pid_alive, port_is_open
 from k2_ops.stack.prometheus import AlertmanagerService, PrometheusService
+from k2_ops.stack.registry import SchemaRegistryService
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +27,10 @@ STATE_FILE = "stack.json"
 
 
 class Service(Protocol):
+    @property
+    def url(self) -> str: ...
+    @property
+    def health_url(self) -> str: ...
     def start(self) -> float: ...
     def stop(self) -> None: ...
     def status(self) -> dict[str, object]: ...
@@ -37,7 +44,9 @@ class StackAlreadyRunning(ServiceError):
 class LocalStack:
     run_dir: Path
     scrape_interval_s: float = 1.0
+    with_schema_registry: bool = True
     kafka: KafkaService = field(init=False)
+    schema_registry: SchemaRegistryService | None = field(init=False)
     alertmanager: AlertmanagerService = field(init=False)
     prometheus: PrometheusService = field(init=False)
     extra_services: dict[str, Service] = field(default_factory=dict)
@@ -45,6 +54,7 @@ class LocalStack:
 
     def __post_init__(self) -> None:
         self.kafka = KafkaService(self.run_dir)
+        self.schema_registry = SchemaRegistryService(self.run_dir) if self.with_schema_registry else None
         self.alertmanager = AlertmanagerService(self.run_dir)
         self.prometheus = PrometheusService(
             self.run_dir,
@@ -54,8 +64,11 @@ class LocalStack:
         )
 
     def services(self) -> dict[str, Service]:
-        return {"kafka": self.kafka, "alertmanager": self.alertmanager, "prometheus": self.prometheus,
-                **self.extra_services}
+        core: dict[str, Service] = {"kafka": self.kafka}
+        if self.schema_registry is not None:
+            core["schema-registry"] = self.schema_registry
+        core.update({"alertmanager": self.alertmanager, "prometheus": self.prometheus})
+        return {**core, **self.extra_services}
 
     def up(self) -> dict[str, float]:
         """Start every service in order; on any failure stop what started and raise with the reason."""
@@ -89,10 +102,12 @@ class LocalStack:
         (self.run_dir / STATE_FILE).unlink(missing_ok=True)
 
     def urls(self) -> dict[str, str]:
-        return {name: str(service.status()["url"]) for name, service in self.services().items()}
+        return {name: service.url for name, service in self.services().items()}
 
     def _write_state(self) -> None:
-        state = {"started_at": time.time(), "start_seconds": self.start_seconds, "urls": self.urls()}
+        services = {name: {"url": service.url, "health_url": service.health_url}
+                    for name, service in self.services().items()}
+        state = {"started_at": time.time(), "start_seconds": self.start_seconds, "services": services}
         (self.run_dir / STATE_FILE).write_text(json.dumps(state, indent=2))
 
 
@@ -127,20 +142,19 @@ def stop_all(run_dir: Path, grace_s: float = 15.0) -> list[str]:
     return stopped
 
 
+def probe(health_url: str) -> bool:
+    """True when a health URL answers: `tcp://host:port` accepts a connection, `http(s)://...` gives 2xx."""
+    if health_url.startswith("tcp://"):
+        host, _, port = health_url.removeprefix("tcp://").rpartition(":")
+        return port.isdigit() and port_is_open(host, int(port))
+    return http_ok(health_url)
+
+
 def status_report(run_dir: Path) -> list[dict[str, object]]:
     """Each recorded service with its URL, whether its process lives, and whether it answers."""
-    from k2_ops.stack.http import http_ok
-    from k2_ops.stack.process import port_is_open
-
-    state = read_state(run_dir) or {"urls": {}}
+    state = read_state(run_dir) or {"services": {}}
     alive = set(running_services(run_dir))
-    rows: list[dict[str, object]] = []
-    for name, url in state["urls"].items():
-        if url.startswith("http"):
-            healthy = http_ok(url.rstrip("/") + "/-/ready") or http_ok(url)
-        else:
-            host_port = url.split("://", 1)[-1].split("/", 1)[0]
-            host, _, port = host_port.rpartition(":")
-            healthy = port.isdigit() and port_is_open(host, int(port))
-        rows.append({"name": name, "url": url, "running": name in alive, "healthy": healthy})
-    return rows
+    return [
+        {"name": name, "url": entry["url"], "running": name in alive, "healthy": probe(entry["health_url"])}
+        for name, entry in state["services"].items()
+    ]

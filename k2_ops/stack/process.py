@@ -147,14 +147,14 @@ class ManagedProcess:
             return "(no log)"
 
     def stop(self) -> None:
+        """SIGTERM to the service's process group (it leads one: start_new_session), SIGKILL after the grace."""
         pid = self._proc.pid if self._proc is not None else self.recorded_pid()
         if pid is None or not self.is_running():
             self._proc = None
             self.pid_path.unlink(missing_ok=True)
             return
         log.info("stopping %s (pid %d)", self.name, pid)
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
+        _signal_group(pid, signal.SIGTERM)
         deadline = time.monotonic() + self.stop_grace_s
         while self.is_running() and time.monotonic() < deadline:
             if self._proc is not None:
@@ -164,9 +164,27 @@ class ManagedProcess:
                 time.sleep(0.05)
         if self.is_running():
             log.warning("%s (pid %d) ignored SIGTERM for %.0f s; sending SIGKILL", self.name, pid, self.stop_grace_s)
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+            _signal_group(pid, signal.SIGKILL)
             if self._proc is not None:
                 self._proc.wait(timeout=10)
+        # Children the service left behind in its group (e.g. `dagster dev`'s webserver) go with it.
+        _signal_group(pid, signal.SIGKILL, only_if_leader_gone=True)
         self._proc = None
         self.pid_path.unlink(missing_ok=True)
+
+
+def _signal_group(pid: int, signum: int, only_if_leader_gone: bool = False) -> None:
+    """Signal the process group led by `pid` (ours: started with start_new_session), else just `pid`."""
+    try:
+        group = os.getpgid(pid)
+    except ProcessLookupError:
+        group = pid if only_if_leader_gone else None
+    if only_if_leader_gone:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signum)
+        return
+    with contextlib.suppress(ProcessLookupError):
+        if group == pid:
+            os.killpg(pid, signum)
+        else:
+            os.kill(pid, signum)

@@ -26,7 +26,9 @@ def _binary(*names: str) -> str:
     for name in names:
         if path := shutil.which(name):
             return path
-    raise ServiceError(f"{' or '.join(names)} not found (run `make setup`: apt-get install prometheus prometheus-alertmanager)")
+    raise ServiceError(
+        f"{' or '.join(names)} not found (run `make setup`: apt-get install prometheus prometheus-alertmanager)"
+    )
 
 
 def prometheus_config(
@@ -92,6 +94,10 @@ class AlertmanagerService:
     @property
     def url(self) -> str:
         return f"http://{self.address}"
+
+    @property
+    def health_url(self) -> str:
+        return f"{self.url}/-/ready"
 
     def start(self) -> float:
         began = time.monotonic()
@@ -165,6 +171,10 @@ class PrometheusService:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def health_url(self) -> str:
+        return f"{self.url}/-/ready"
 
     def write_config(self) -> None:
         self.targets_dir.mkdir(parents=True, exist_ok=True)

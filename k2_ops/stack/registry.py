@@ -76,6 +76,10 @@ class SchemaRegistryService:
         return self.base_url + CCOMPAT_PATH
 
     @property
+    def health_url(self) -> str:
+        return f"{self.url}/subjects"
+
+    @property
     def work_dir(self) -> Path:
         return self.run_dir / self.name
 

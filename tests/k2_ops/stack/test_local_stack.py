@@ -60,7 +60,7 @@ def test_prometheus_scrapes_a_file_sd_target_and_answers_a_query(prometheus: Pro
     gauge = Gauge("k2_stack_probe_value", "test gauge", registry=registry)
     gauge.set(42.5)
     port = free_port()
-    server, thread = start_http_server(port, addr="127.0.0.1", registry=registry)
+    server, _thread = start_http_server(port, addr="127.0.0.1", registry=registry)
     try:
         prometheus.add_scrape_target("probe", f"127.0.0.1:{port}", {"instance": "probe"})
 
@@ -102,9 +102,9 @@ def test_stack_up_refuses_a_second_start_and_down_leaves_no_process(tmp_path: Pa
     stack = LocalStack(tmp_path / "run")
     timings = stack.up()
     try:
-        assert set(timings) >= {"kafka", "prometheus", "alertmanager", "stack"}
+        assert set(timings) >= {"kafka", "schema-registry", "prometheus", "alertmanager", "stack"}
         pids = {pid_file.stem: int(pid_file.read_text()) for pid_file in (tmp_path / "run").glob("*.pid")}
-        assert set(pids) == {"kafka", "prometheus", "alertmanager"}
+        assert set(pids) == {"kafka", "schema-registry", "prometheus", "alertmanager"}
         assert all(pid_alive(pid) for pid in pids.values())
         assert all(row["healthy"] for row in status_report(tmp_path / "run"))
         with pytest.raises(StackAlreadyRunning, match="already running"):

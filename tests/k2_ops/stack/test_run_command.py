@@ -30,11 +30,11 @@ def test_run_prints_urls_and_ctrl_c_leaves_no_process(tmp_path: Path) -> None:
         wait_until(lambda: any("Press Ctrl-C" in line for line in output), 120, "k2 run reports the stack is up",
                    abort=lambda: None if process.poll() is None else f"exited {process.returncode}: {output}")
         text = "".join(output)
-        for name in ("kafka", "prometheus", "alertmanager"):
+        for name in ("kafka", "schema-registry", "prometheus", "alertmanager"):
             assert f"  {name}" in text
         assert "http://127.0.0.1:" in text
         pids = [int(path.read_text()) for path in run_dir.glob("*.pid")]
-        assert len(pids) >= 3 and all(pid_alive(pid) for pid in pids)
+        assert len(pids) >= 4 and all(pid_alive(pid) for pid in pids)
         process.send_signal(signal.SIGINT)  # what Ctrl-C sends to the foreground process
         assert process.wait(timeout=120) == 0
     finally:
