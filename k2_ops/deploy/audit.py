@@ -119,15 +119,11 @@ def read_trade_ids(
         if info is None or info.error is not None or not info.partitions:
             raise DeploymentError(f"topic {topic} not found on {bootstrap_servers}")
         partitions = sorted(info.partitions)
-        ends = {
-            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10.0)[1] for p in partitions
-        }
+        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10.0)[1] for p in partitions}
         if since_ms is None:
             starts = {p: OFFSET_BEGINNING for p in partitions}
         else:
-            found = consumer.offsets_for_times(
-                [TopicPartition(topic, p, since_ms) for p in partitions], timeout=10.0
-            )
+            found = consumer.offsets_for_times([TopicPartition(topic, p, since_ms) for p in partitions], timeout=10.0)
             # -1: no message at or after that time in this partition.
             starts = {tp.partition: tp.offset for tp in found}
         wanted = {
@@ -143,9 +139,7 @@ def read_trade_ids(
         deadline = time.monotonic() + timeout_s
         while remaining:
             if time.monotonic() > deadline:
-                raise DeploymentError(
-                    f"audit of {topic}: did not reach the end offsets {wanted} in {timeout_s:g} s"
-                )
+                raise DeploymentError(f"audit of {topic}: did not reach the end offsets {wanted} in {timeout_s:g} s")
             for message in consumer.consume(num_messages=10_000, timeout=0.5):
                 if message.error() is not None:
                     continue
@@ -169,4 +163,5 @@ def _pair(message: Any, header: str) -> tuple[str, int]:
             f"message at {message.topic()}[{message.partition()}]@{message.offset()} has no "
             f"symbol key or {header} header"
         )
-    return key.decode(), int(raw)
+    # The key is the record's symbol as Binance spells it (BTCUSDT); ids are compared per lowercase symbol.
+    return key.decode().lower(), int(raw)

@@ -28,9 +28,7 @@ class DeploymentBackend(ABC):
         """Make `image` available; return what was done (for the run log)."""
 
     @abstractmethod
-    def start(
-        self, color: str, image: str, *, standby: bool, env: Mapping[str, str] | None = None
-    ) -> InstanceInfo:
+    def start(self, color: str, image: str, *, standby: bool, env: Mapping[str, str] | None = None) -> InstanceInfo:
         """Start `color` (standby = connect and buffer without producing). Returns at once; poll readiness."""
 
     @abstractmethod

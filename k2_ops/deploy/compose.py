@@ -120,9 +120,7 @@ def env_file_text(env: Mapping[str, str]) -> str:
     lines = []
     for key, value in sorted(env.items()):
         if "\n" in value or "\n" in key or "=" in key:
-            raise ValueError(
-                f"setting {key!r} cannot go into a compose env file (newline or '=' in the name)"
-            )
+            raise ValueError(f"setting {key!r} cannot go into a compose env file (newline or '=' in the name)")
         lines.append(f"{key}={value}")
     return "\n".join(lines) + ("\n" if lines else "")
 
@@ -212,9 +210,7 @@ class ComposeBackend(DeploymentBackend):
     def _run(self, argv: list[str], env: Mapping[str, str] | None = None) -> CommandResult:
         result = self.runner(argv, dict(env or {}))
         if result.returncode != 0:
-            raise DeploymentError(
-                f"`{' '.join(argv)}` failed ({result.returncode}): {result.stderr.strip()[-800:]}"
-            )
+            raise DeploymentError(f"`{' '.join(argv)}` failed ({result.returncode}): {result.stderr.strip()[-800:]}")
         return result
 
     def write_project(self) -> Path:
@@ -228,9 +224,7 @@ class ComposeBackend(DeploymentBackend):
         self._run(build_argv(self.project, image))
         return f"built {image}"
 
-    def start(
-        self, color: str, image: str, *, standby: bool, env: Mapping[str, str] | None = None
-    ) -> InstanceInfo:
+    def start(self, color: str, image: str, *, standby: bool, env: Mapping[str, str] | None = None) -> InstanceInfo:
         env_path = self.project.compose_file.parent / f"{service_name(color)}.env"
         env_path.parent.mkdir(parents=True, exist_ok=True)
         env_path.write_text(env_file_text(env or {}))

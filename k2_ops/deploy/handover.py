@@ -38,9 +38,7 @@ def enter_standby(base_url: str, flush_timeout_s: float) -> dict[str, int]:
         flush_timeout_s + 10.0,
     )
     if not answer.get("flushed", False):
-        raise DeploymentError(
-            f"{base_url}: Kafka did not acknowledge everything before the handover: {answer}"
-        )
+        raise DeploymentError(f"{base_url}: Kafka did not acknowledge everything before the handover: {answer}")
     positions = answer.get("positions")
     if not isinstance(positions, dict):
         raise DeploymentError(f"{base_url}: standby answer has no positions: {answer}")

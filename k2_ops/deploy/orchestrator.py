@@ -97,9 +97,7 @@ class BlueGreenDeployment:
                 self.log(f"{state.target} is still running from an earlier attempt; stopping it first")
                 self.backend.stop(state.target, state.config.stop_grace_seconds)
             standby = state.config.mode == "handover"
-            info = self.backend.start(
-                state.target, state.config.image, standby=standby, env=state.config.target_env
-            )
+            info = self.backend.start(state.target, state.config.image, standby=standby, env=state.config.target_env)
             self.log(f"started {state.target} ({'standby' if standby else 'active'}) at {info.base_url}")
 
     def wait_target_ready(self, state: DeploymentState) -> float:
@@ -155,9 +153,7 @@ class BlueGreenDeployment:
                 f"dual operation: {state.source} {result['source_rate']} msg/s, {state.target} "
                 f"{result['target_rate']} msg/s over {result['window_seconds']} s"
             )
-            if problem := probe.compare_rates(
-                result["source_rate"], result["target_rate"], config.rate_tolerance
-            ):
+            if problem := probe.compare_rates(result["source_rate"], result["target_rate"], config.rate_tolerance):
                 raise DeploymentError(f"dual operation: {problem}")
             if config.mode == "dual" and result["window_seconds"] >= 1.0 and result["target_produced"] <= 0:
                 raise DeploymentError(f"dual operation: {state.target} produced nothing to Kafka")
@@ -167,9 +163,7 @@ class BlueGreenDeployment:
         config = state.config
         with self._step(state, "cutover"):
             if config.mode == "handover":
-                positions = handover.enter_standby(
-                    self._url(state.source), config.handover_flush_timeout_seconds
-                )
+                positions = handover.enter_standby(self._url(state.source), config.handover_flush_timeout_seconds)
                 state.positions = positions
                 self.log(f"{state.source} stopped producing after {positions}")
                 report = handover.release(self._url(state.target), positions)
@@ -179,8 +173,7 @@ class BlueGreenDeployment:
                 state.measurements["handover_release_gaps"] = gaps
                 if gaps:
                     raise DeploymentError(
-                        f"handover: {state.target} could not continue at the next id: "
-                        f"missing ids per stream {gaps}"
+                        f"handover: {state.target} could not continue at the next id: missing ids per stream {gaps}"
                     )
                 self.log(f"{state.target} produces from the next id on: {report.get('streams')}")
             self.backend.stop(state.source, config.stop_grace_seconds)
@@ -289,9 +282,7 @@ class BlueGreenDeployment:
                     abort=lambda: self.backend.exit_reason(to_color),
                     what=to_color,
                 )
-                positions = handover.enter_standby(
-                    self._url(from_color), config.handover_flush_timeout_seconds
-                )
+                positions = handover.enter_standby(self._url(from_color), config.handover_flush_timeout_seconds)
                 report = handover.release(self._url(to_color), positions)
                 result.update(method="handover", positions=positions, gaps=handover.release_gaps(report))
                 self.backend.stop(from_color, config.stop_grace_seconds)
@@ -330,9 +321,7 @@ class BlueGreenDeployment:
                         # It stopped producing for a handover that did not finish: produce what it buffered.
                         handover.release(self._url(state.source), None)
                 else:
-                    self.backend.start(
-                        state.source, self._image_of(state.source, config.image), standby=False
-                    )
+                    self.backend.start(state.source, self._image_of(state.source, config.image), standby=False)
                 if self.backend.is_running(state.target):
                     self.backend.stop(state.target, config.stop_grace_seconds)
                 probe.wait_ready(

@@ -84,15 +84,11 @@ class ProcessBackend(DeploymentBackend):
     def build(self, image: str) -> str:
         return f"process backend: nothing to build; the working tree runs as {image!r} (label only)"
 
-    def start(
-        self, color: str, image: str, *, standby: bool, env: Mapping[str, str] | None = None
-    ) -> InstanceInfo:
+    def start(self, color: str, image: str, *, standby: bool, env: Mapping[str, str] | None = None) -> InstanceInfo:
         if self.is_running(color):
             raise RuntimeError(f"{color} is already running; stop it first")
         port = self.ports[color] or free_port()
-        process = self._process(
-            color, streamer_env(self.common_env, color, port, standby=standby, overrides=env)
-        )
+        process = self._process(color, streamer_env(self.common_env, color, port, standby=standby, overrides=env))
         process.start()
         info = InstanceInfo(color, f"http://127.0.0.1:{port}", image, standby, time.time())
         self.state_dir.mkdir(parents=True, exist_ok=True)

@@ -65,9 +65,7 @@ def test_rates_and_validation_problems() -> None:
     assert probe.validation_problems(before, after, min_rate=10.0) == [
         "1 error log records (streamer_log_errors_total)"
     ]
-    assert probe.validation_problems(before, after, min_rate=25.0)[0] == (
-        "message rate 20.00 msg/s is below 25 msg/s"
-    )
+    assert probe.validation_problems(before, after, min_rate=25.0)[0] == ("message rate 20.00 msg/s is below 25 msg/s")
     # A restarted process starts its counters again: its increase counts from zero.
     restarted = probe.MetricsSample(30.0, {probe.RECEIVED: 50.0})
     assert probe.increase(after, restarted, probe.RECEIVED) == 50.0
@@ -113,9 +111,7 @@ def test_wait_ready_polls_until_ready(readyz_server: str) -> None:
 
 
 def test_wait_ready_deadline_reports_the_last_answer(readyz_server: str) -> None:
-    with pytest.raises(
-        DeploymentError, match=r"not ready within 0.3 s; last /readyz answered 503: .*connected"
-    ):
+    with pytest.raises(DeploymentError, match=r"not ready within 0.3 s; last /readyz answered 503: .*connected"):
         probe.wait_ready(readyz_server, timeout_s=0.3, interval_s=0.05, what="green")
 
 

@@ -52,9 +52,7 @@ def test_other_color_and_state_round_trip() -> None:
     assert other_color("green") == "blue"
     with pytest.raises(ValueError, match="unknown color"):
         other_color("red")
-    state = DeploymentState(
-        "green", "blue", DeployConfig(mode="handover", target_env={"K2_LOG_LEVEL": "DEBUG"})
-    )
+    state = DeploymentState("green", "blue", DeployConfig(mode="handover", target_env={"K2_LOG_LEVEL": "DEBUG"}))
     state.steps["start_target"] = 1.5
     state.cutover_at = 12.0
     again = DeploymentState.from_dict(state.to_dict())
@@ -74,9 +72,7 @@ def test_history_tracks_active_and_previous_color(tmp_path: Path) -> None:
     assert history.active_color() == "green"
     assert history.previous_color() == "blue"
 
-    history.append(
-        record("rolled_back", "green", "blue", "green", reason="validation failed", rollback_seconds=2.5)
-    )
+    history.append(record("rolled_back", "green", "blue", "green", reason="validation failed", rollback_seconds=2.5))
     assert history.active_color() == "green"
     # The last change went back to where it was: a manual rollback has nowhere to go.
     assert history.previous_color() is None
