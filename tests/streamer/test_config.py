@@ -46,9 +46,7 @@ def test_intervals_are_float_seconds() -> None:
 
 
 def test_rotation_never_waits_for_the_exchange_limit() -> None:
-    config = load_config(
-        {"K2_CONNECTION_MAX_LIFETIME_SECONDS": "80000", "K2_SERVER_MAX_LIFETIME_SECONDS": "600"}
-    )
+    config = load_config({"K2_CONNECTION_MAX_LIFETIME_SECONDS": "80000", "K2_SERVER_MAX_LIFETIME_SECONDS": "600"})
     assert config.rotation_after_s == pytest.approx(570.0)
     assert config.rotation_reason == "server_limit"
 
@@ -96,8 +94,7 @@ def test_relations_between_settings_are_checked() -> None:
 def test_yaml_file_is_read_and_env_wins(tmp_path: Path) -> None:
     path = tmp_path / "streamer.yaml"
     path.write_text(
-        "K2_PING_INTERVAL_SECONDS: 30\nhealth_check_timeout_seconds: 12.5\n"
-        "binance_symbols: [solusdt, bnbusdt]\n"
+        "K2_PING_INTERVAL_SECONDS: 30\nhealth_check_timeout_seconds: 12.5\nbinance_symbols: [solusdt, bnbusdt]\n"
     )
     config = load_config({"K2_CONFIG_FILE": str(path), "K2_PING_INTERVAL_SECONDS": "45"})
     assert config.ping_interval_s == 45.0  # env wins

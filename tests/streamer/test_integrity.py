@@ -44,9 +44,7 @@ def test_overlapping_connections_merge_exactly() -> None:
 
 def test_depth_ranges_chain_on_previous_final_id() -> None:
     tracker = SequenceTracker()
-    results = feed(
-        tracker, "btcusdt@depth@100ms", "depth", [(10, 14), (15, 15), (16, 20), (16, 20), (25, 30)]
-    )
+    results = feed(tracker, "btcusdt@depth@100ms", "depth", [(10, 14), (15, 15), (16, 20), (16, 20), (25, 30)])
     assert results == [ACCEPT, ACCEPT, ACCEPT, DUPLICATE, ACCEPT]
     state = tracker.states["btcusdt@depth@100ms"]
     assert (state.gaps, state.missing, state.duplicates) == (1, 4, 1)
@@ -54,9 +52,7 @@ def test_depth_ranges_chain_on_previous_final_id() -> None:
 
 def test_book_ticker_ids_only_increase_and_never_count_gaps() -> None:
     tracker = SequenceTracker()
-    results = feed(
-        tracker, "btcusdt@bookTicker", "bookTicker", [(100, 100), (104, 104), (104, 104), (90, 90)]
-    )
+    results = feed(tracker, "btcusdt@bookTicker", "bookTicker", [(100, 100), (104, 104), (104, 104), (90, 90)])
     assert results == [ACCEPT, ACCEPT, DUPLICATE, DUPLICATE]
     assert tracker.states["btcusdt@bookTicker"].gaps == 0
 

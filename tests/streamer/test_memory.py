@@ -83,9 +83,7 @@ def test_too_few_samples_score_zero() -> None:
 def test_monitor_ignores_warm_up_and_slides_its_window() -> None:
     now = [0.0]
     rss = [100 * MB]
-    monitor = MemoryMonitor(
-        10.0, window_s=600.0, warmup_s=300.0, read_rss=lambda: rss[0], clock=lambda: now[0]
-    )
+    monitor = MemoryMonitor(10.0, window_s=600.0, warmup_s=300.0, read_rss=lambda: rss[0], clock=lambda: now[0])
     for _ in range(30):  # 300 s of fast warm-up growth (imports, buffers): ignored
         monitor.sample()
         now[0] += 10.0
@@ -102,9 +100,7 @@ def test_monitor_starts_tracemalloc_and_reports_allocators(caplog: pytest.LogCap
     assert not tracemalloc.is_tracing()
     now = [0.0]
     rss = [100 * MB]
-    monitor = MemoryMonitor(
-        30.0, window_s=3600.0, warmup_s=0.0, read_rss=lambda: rss[0], clock=lambda: now[0]
-    )
+    monitor = MemoryMonitor(30.0, window_s=3600.0, warmup_s=0.0, read_rss=lambda: rss[0], clock=lambda: now[0])
     kept = []
     caplog.set_level(logging.WARNING, logger="streamer.memory")
     try:

@@ -103,9 +103,7 @@ def test_round_trip_through_the_confluent_wire_format(stream: str) -> None:
 
 
 def test_largest_binance_magnitudes_survive_exactly() -> None:
-    raw = (
-        FRAMES["trade"].replace("61837.63000000", "92233720368.54775807").replace("0.00100000", "0.00000001")
-    )
+    raw = FRAMES["trade"].replace("61837.63000000", "92233720368.54775807").replace("0.00100000", "0.00000001")
     event = FrameParser("blue").parse(raw, 1)
     assert isinstance(event, Event)
     value = RecordSerializer(SerializerCache(registry("big"), 10), "t").encode("trade", event.record)
