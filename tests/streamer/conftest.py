@@ -139,9 +139,7 @@ class StreamerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
-                raise AssertionError(
-                    f"streamer ignored SIGTERM for {timeout_s} s; log:\n{self.log_tail()}"
-                ) from None
+                raise AssertionError(f"streamer ignored SIGTERM for {timeout_s} s; log:\n{self.log_tail()}") from None
         return int(self.proc.returncode)
 
     def log_text(self) -> str:
