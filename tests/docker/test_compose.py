@@ -282,3 +282,14 @@ def test_env_example_documents_every_variable(docker_dir: Path) -> None:
     example = (docker_dir / ".env.example").read_text()
     undocumented = sorted(name for name in used if not re.search(rf"^#?\s*{name}=", example, re.MULTILINE))
     assert not undocumented, f"docker/.env.example does not mention {undocumented}"
+
+
+def test_readme_documents_every_service_port_and_volume(compose: Any, docker_dir: Path) -> None:
+    readme = (docker_dir / "README.md").read_text()
+    assert "No Docker engine" in readme, "say plainly that nothing here was built or run"
+    for name in compose.services:
+        assert f"`{name}`" in readme, f"docker/README.md does not describe service {name}"
+        for _, host_port, container_port in compose.published_ports(name):
+            assert f"{host_port} → {container_port}" in readme, f"README lacks {name}'s port {host_port}"
+    for volume in compose.doc.get("volumes") or {}:
+        assert f"`{volume}`" in readme, f"docker/README.md does not describe volume {volume}"
