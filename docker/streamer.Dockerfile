@@ -24,11 +24,10 @@ WORKDIR /src
 COPY docker/streamer-requirements.txt /src/docker/streamer-requirements.txt
 RUN python -m venv /opt/k2 \
     && /opt/k2/bin/pip install --requirement /src/docker/streamer-requirements.txt
-# The wheel's inputs (pyproject's readme and package-data patterns need them; tests are excluded).
+# The wheel's inputs: pyproject.toml (+ the README it names) and the streamer package only. k2_ops and
+# dagster_project stay out, so the wheel built here carries just `streamer` (with its Avro schemas).
 COPY pyproject.toml README.md /src/
 COPY streamer /src/streamer
-COPY k2_ops /src/k2_ops
-COPY dagster_project /src/dagster_project
 RUN python -m pip wheel --no-deps --wheel-dir /wheels /src \
     && /opt/k2/bin/pip install --no-deps /wheels/k2_platform-*.whl \
     && /opt/k2/bin/python -c "import streamer.app, streamer.__main__"
