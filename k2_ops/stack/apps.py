@@ -1,0 +1,120 @@
+"""The application services `make run` adds to the local stack: the exchange simulator, a blue streamer
+fed by it, and the Dagster UI (webserver + daemon). Each is a supervised process like the core services."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from k2_ops.paths import REPO_ROOT
+from k2_ops.stack.http import http_ok
+from k2_ops.stack.process import ManagedProcess, free_port, port_is_open, wait_until
+
+
+@dataclass
+class SimulatorProcess:
+    """`k2 simulator` as a process: Binance's protocol over TLS with a per-run CA in `<run>/simulator/`."""
+
+    run_dir: Path
+    symbols: str = "btcusdt,ethusdt"
+    rate_per_symbol: float = 50.0
+    port: int = 0
+    control_port: int = 0
+    ready_timeout_s: float = 30.0
+    _process: ManagedProcess | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.port = self.port or free_port()
+        self.control_port = self.control_port or free_port()
+
+    @property
+    def workdir(self) -> Path:
+        return self.run_dir / "simulator"
+
+    @property
+    def ca_file(self) -> Path:
+        return self.workdir / "ca.pem"
+
+    @property
+    def url(self) -> str:
+        # Host name, not IP: the streamer verifies the certificate against the host it dials.
+        return f"wss://localhost:{self.port}"
+
+    @property
+    def combined_stream_url(self) -> str:
+        return f"{self.url}/stream"
+
+    @property
+    def health_url(self) -> str:
+        return f"http://127.0.0.1:{self.control_port}/status"
+
+    def start(self) -> float:
+        began = time.monotonic()
+        command = [
+            sys.executable, "-m", "k2_ops.simulator",
+            "--symbols", self.symbols, "--rate", f"{self.rate_per_symbol:g}",
+            "--port", str(self.port), "--control-port", str(self.control_port), "--workdir", str(self.workdir),
+        ]
+        self._process = ManagedProcess("simulator", command, self.run_dir, cwd=REPO_ROOT)
+        self._process.start()
+        wait_until(lambda: self.ca_file.exists() and port_is_open("127.0.0.1", self.port) and http_ok(self.health_url),
+                   self.ready_timeout_s, f"exchange simulator on {self.url}", abort=self._process.exit_reason)
+        return time.monotonic() - began
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.stop()
+
+    def status(self) -> dict[str, object]:
+        return {"name": "simulator", "url": self.url, "ready": http_ok(self.health_url)}
+
+
+@dataclass
+class DagsterProcess:
+    """`dagster dev` on loopback: the webserver and the daemon (schedules and sensors run)."""
+
+    run_dir: Path
+    port: int = 0
+    env: dict[str, str] = field(default_factory=dict)
+    ready_timeout_s: float = 180.0
+    _process: ManagedProcess | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.port = self.port or free_port()
+
+    @property
+    def dagster_home(self) -> Path:
+        return self.run_dir / "dagster_home"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def health_url(self) -> str:
+        return f"{self.url}/server_info"
+
+    def start(self) -> float:
+        began = time.monotonic()
+        self.dagster_home.mkdir(parents=True, exist_ok=True)
+        (self.dagster_home / "dagster.yaml").touch()
+        dagster = Path(sys.executable).with_name("dagster")
+        command = [str(dagster), "dev", "-w", str(REPO_ROOT / "workspace.yaml"), "-h", "127.0.0.1", "-p",
+                   str(self.port)]
+        env = {"DAGSTER_HOME": str(self.dagster_home), "PATH": f"{dagster.parent}{os.pathsep}{os.environ['PATH']}",
+               **self.env}
+        self._process = ManagedProcess("dagster", command, self.run_dir, env=env, cwd=REPO_ROOT, stop_grace_s=30)
+        self._process.start()
+        wait_until(lambda: http_ok(self.health_url), self.ready_timeout_s, f"Dagster UI on {self.url}",
+                   interval_s=0.5, abort=self._process.exit_reason)
+        return time.monotonic() - began
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.stop()
+
+    def status(self) -> dict[str, object]:
+        return {"name": "dagster", "url": self.url, "ready": http_ok(self.health_url)}
