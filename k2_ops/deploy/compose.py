@@ -16,12 +16,9 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import yaml
 
 from k2_ops.deploy.backend import DeploymentBackend, InstanceInfo
-from k2_ops.deploy.model import COLORS, DEFAULT_IMAGE, DeploymentError
+from k2_ops.deploy.model import COLORS, DeploymentError
 
 CONTAINER_METRICS_PORT = 8000
 DEFAULT_HOST_PORTS = {"blue": 8001, "green": 8002}
@@ -44,12 +41,19 @@ def start_mode_variable(color: str) -> str:
 @dataclass(frozen=True)
 class ComposeProject:
     project: str = "k2"
-    compose_file: Path = Path("docker/compose.blue-green.yml")
+    compose_file: Path = Path("docker/compose.yaml")
     docker: str = "docker"
     build_context: Path = Path(".")
-    dockerfile: Path = Path("docker/Dockerfile")
+    dockerfile: Path = Path("docker/streamer.Dockerfile")
     host_ports: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_HOST_PORTS))
     host_ip: str = "127.0.0.1"
+    # Where the deploy job reaches a color's /readyz and /handover: the published port from the host, or
+    # "http://{service}:8000" when the job itself runs inside the compose network (dagster-daemon).
+    url_template: str = "http://{host_ip}:{host_port}"
+
+    def instance_url(self, color: str) -> str:
+        return self.url_template.format(color=color, service=service_name(color), host_ip=self.host_ip,
+                                        host_port=self.host_ports[color], container_port=CONTAINER_METRICS_PORT)
 
 
 def compose_base_argv(project: ComposeProject, color: str | None = None) -> list[str]:
@@ -125,52 +129,6 @@ def env_file_text(env: Mapping[str, str]) -> str:
     return "\n".join(lines) + ("\n" if lines else "")
 
 
-def compose_document(
-    project: ComposeProject,
-    *,
-    default_image: str = DEFAULT_IMAGE,
-    stop_grace_seconds: float = 45.0,
-    health_interval_seconds: float = 10.0,
-) -> dict[str, Any]:
-    """The compose project: one service per color, same image variable scheme, own published metrics port."""
-    services: dict[str, Any] = {}
-    for color in COLORS:
-        service: dict[str, Any] = {
-            "image": f"${{{image_variable(color)}:-{default_image}}}",
-            "restart": "unless-stopped",
-            "env_file": [
-                {"path": "streamer.env", "required": False},
-                {"path": f"{service_name(color)}.env", "required": False},
-            ],
-            "environment": {
-                "K2_INSTANCE": color,
-                "K2_METRICS_HOST": "0.0.0.0",
-                "K2_METRICS_PORT": str(CONTAINER_METRICS_PORT),
-                "K2_START_MODE": f"${{{start_mode_variable(color)}:-active}}",
-            },
-            "ports": [f"{project.host_ip}:{project.host_ports[color]}:{CONTAINER_METRICS_PORT}"],
-            "healthcheck": {
-                "test": [
-                    "CMD",
-                    "python",
-                    "-c",
-                    "import urllib.request; urllib.request.urlopen("
-                    f"'http://127.0.0.1:{CONTAINER_METRICS_PORT}/readyz', timeout=3)",
-                ],
-                "interval": f"{health_interval_seconds:g}s",
-                "timeout": "5s",
-                "retries": 3,
-                "start_period": "30s",
-            },
-            "stop_signal": "SIGTERM",
-            "stop_grace_period": f"{stop_grace_seconds:g}s",
-        }
-        if color == "green":
-            service["profiles"] = ["green"]
-        services[service_name(color)] = service
-    return {"name": project.project, "services": services}
-
-
 @dataclass(frozen=True)
 class CommandResult:
     argv: list[str]
@@ -212,13 +170,6 @@ class ComposeBackend(DeploymentBackend):
         if result.returncode != 0:
             raise DeploymentError(f"`{' '.join(argv)}` failed ({result.returncode}): {result.stderr.strip()[-800:]}")
         return result
-
-    def write_project(self) -> Path:
-        """Write the compose file (from `compose_document`) where the project expects it."""
-        path = self.project.compose_file
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(yaml.safe_dump(compose_document(self.project), sort_keys=False))
-        return path
 
     def build(self, image: str) -> str:
         self._run(build_argv(self.project, image))

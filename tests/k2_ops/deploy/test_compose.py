@@ -14,7 +14,6 @@ from k2_ops.deploy.compose import (
     ComposeBackend,
     ComposeProject,
     build_argv,
-    compose_document,
     env_file_text,
     logs_argv,
     running_argv,
@@ -92,24 +91,21 @@ def test_stop_rounds_the_grace_up_to_whole_seconds() -> None:
     assert logs_argv(PROJECT, "blue", 5) == [*BASE, "logs", "--no-color", "--tail", "5", "streamer-blue"]
 
 
-def test_compose_document() -> None:
-    document = compose_document(PROJECT, default_image="k2-platform:v2.0-stable", stop_grace_seconds=45.0)
-    # Round-trips through YAML as compose would read it.
-    services = yaml.safe_load(yaml.safe_dump(document))["services"]
-    assert set(services) == {"streamer-blue", "streamer-green"}
-    blue, green = services["streamer-blue"], services["streamer-green"]
-    assert "profiles" not in blue
-    assert green["profiles"] == ["green"]
-    assert blue["image"] == "${K2_IMAGE_BLUE:-k2-platform:v2.0-stable}"
-    assert green["image"] == "${K2_IMAGE_GREEN:-k2-platform:v2.0-stable}"
-    assert blue["environment"]["K2_INSTANCE"] == "blue"
-    assert green["environment"]["K2_INSTANCE"] == "green"
-    assert green["environment"]["K2_START_MODE"] == "${K2_START_MODE_GREEN:-active}"
-    assert blue["ports"] == ["127.0.0.1:8001:8000"]
-    assert green["ports"] == ["127.0.0.1:8002:8000"]
-    assert "/readyz" in " ".join(green["healthcheck"]["test"])
-    assert blue["stop_grace_period"] == "45s"
-    assert green["env_file"][-1] == {"path": "streamer-green.env", "required": False}
+def test_instance_urls_from_the_host_or_inside_the_compose_network() -> None:
+    assert PROJECT.instance_url("green") == "http://127.0.0.1:8002"
+    inside = ComposeProject(url_template="http://{service}:{container_port}")
+    assert inside.instance_url("blue") == "http://streamer-blue:8000"
+
+
+def test_defaults_point_at_the_repository_compose_project() -> None:
+    from k2_ops.paths import REPO_ROOT
+
+    project = ComposeProject()
+    compose = yaml.safe_load((REPO_ROOT / project.compose_file).read_text())
+    assert compose["name"] == project.project
+    assert compose["services"]["streamer-green"]["profiles"] == ["green"]
+    assert "profiles" not in compose["services"]["streamer-blue"]
+    assert (REPO_ROOT / project.dockerfile).is_file()
 
 
 def test_env_file_text() -> None:
@@ -148,8 +144,6 @@ def test_backend_runs_the_commands_in_order(tmp_path: Path) -> None:
     project = ComposeProject(project="k2", compose_file=tmp_path / "compose.yml")
     recorder = Recorder()
     backend = ComposeBackend(project, tmp_path / "state", runner=recorder)
-    backend.write_project()
-    assert yaml.safe_load((tmp_path / "compose.yml").read_text())["name"] == "k2"
 
     backend.build("k2-platform:v2.1")
     info = backend.start("green", "k2-platform:v2.1", standby=True, env={"K2_LOG_LEVEL": "DEBUG"})

@@ -1,0 +1,90 @@
+"""Report files and UI metadata of the validation assets.
+
+Markdown check tables are built here (they are the Dagster UI's view); the HTML report with charts comes
+from the validation team's `k2_ops.reports` when present, see `write_html_report`.
+"""
+
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from pydantic import Field
+
+from dagster_project.resources.stack import stack_run_dir
+
+
+class ReportsResource(dg.ConfigurableResource):
+    root: str = Field(default="", description="where report files go (default <run>/reports)")
+    run_dir: str = ""
+
+    def folder(self, *parts: str) -> Path:
+        base = Path(self.root) if self.root else stack_run_dir(self.run_dir) / "reports"
+        path = base.joinpath(*parts)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+def _cell(text: Any) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def checks_table(checks: Sequence[Any]) -> str:
+    """Markdown: one row per check with observed vs threshold and the evidence line."""
+    rows = ["| check | result | observed | threshold | evidence |", "|---|---|---|---|---|"]
+    for check in checks:
+        rows.append(f"| {_cell(check.name)} | {'PASS' if check.passed else 'FAIL'} | {_cell(check.observed_text())} "
+                    f"| {_cell(check.threshold_text())} | {_cell(check.evidence)} |")
+    return "\n".join(rows)
+
+
+def days_table(days: Sequence[dict[str, Any]], check_names: Sequence[str]) -> str:
+    """Markdown: one row per day, one column per daily check (PASS/FAIL), `-` where the day was not validated."""
+    header = "| day | result | " + " | ".join(check_names) + " |"
+    rows = [header, "|" + "---|" * (len(check_names) + 2)]
+    for day in days:
+        if day.get("missing"):
+            rows.append(f"| {day['label']} | NOT VALIDATED | " + " | ".join("-" for _ in check_names) + " |")
+            continue
+        by_name = {c["name"]: c for c in day["checks"]}
+        cells = []
+        for name in check_names:
+            check = by_name.get(name)
+            cells.append("-" if check is None else ("PASS" if check["passed"] else "FAIL"))
+        rows.append(f"| {day['label']} | {'PASS' if day['passed'] else 'FAIL'} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def write_json(path: Path, data: Any) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1, sort_keys=True, default=str))
+    return path
+
+
+def write_html_report(kind: str, results: Any, out_dir: Path) -> dict[str, Path]:
+    """HTML (with charts), Markdown and JSON from `k2_ops.reports` when it exists; {} otherwise.
+
+    Needed from the validation library (issue 4, item 7):
+    `k2_ops.reports.write_period_report(kind: str, results: PeriodResult | Sequence[PeriodResult],
+    out_dir: Path) -> dict[str, Path]` with keys "html", "markdown", "json" and "charts" entries
+    ("chart:<name>" -> PNG path).
+    """
+    try:
+        from k2_ops.reports import write_period_report  # type: ignore[attr-defined]
+    except ImportError:
+        return {}
+    return dict(write_period_report(kind, results, out_dir))
+
+
+def report_metadata(files: dict[str, Path]) -> dict[str, Any]:
+    metadata: dict[str, Any] = {}
+    for key, path in files.items():
+        if key == "html":
+            metadata["html_report"] = dg.MetadataValue.path(str(path))
+        elif key == "markdown":
+            metadata["markdown_report"] = dg.MetadataValue.path(str(path))
+        elif key.startswith("chart:"):
+            metadata[key.replace(":", "_")] = dg.MetadataValue.path(str(path))
+    return metadata

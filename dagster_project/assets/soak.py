@@ -1,0 +1,80 @@
+"""`soak_memory_profile` and `soak_report`, materialised by the `soak_test` job: the soak runner of
+`k2_ops.validation.soak` with a profile and a duration from config; progress goes to the run log."""
+
+
+import json
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from pydantic import Field
+
+from dagster_project.assets.reporting import ReportsResource, checks_table, report_metadata, write_html_report
+from dagster_project.resources import DeploymentResource, PrometheusResource
+
+
+class SoakConfig(dg.Config):
+    profile: str = Field(default="production", description='"production" or a compressed clock, e.g. "compressed:240"')
+    duration_seconds: float = Field(default=86_400.0, description="soak length in seconds (24 h in production)")
+    criteria: str = Field(default="24h", description='"24h" (soak) or "12h" (validation) criteria')
+    sample_interval_seconds: float = Field(default=30.0, description="how often the streamer's metrics are sampled")
+    attach_url: str = Field(default="", description="soak a running streamer at this base URL; empty = start one")
+
+
+def run_soak(config: SoakConfig, env: dict[str, str], out_dir: Path, log: Any) -> Any:
+    """Adapter to the soak runner (issue 4, item 5). Needed from `k2_ops.validation.soak`:
+
+    `run_soak(profile: ValidationProfile, duration_seconds: float, out_dir: Path, *, criteria: str,
+    sample_interval_seconds: float, streamer_env: dict[str, str] | None, attach_url: str | None,
+    progress: Callable[[str], None]) -> SoakResult` where SoakResult has `profile_path: Path`
+    (memory_profile.json), `checks: list[CheckResult]`, `passed: bool`, `summary: dict`.
+    """
+    from k2_ops.validation import soak
+    from k2_ops.validation.profiles import get_profile
+
+    return soak.run_soak(
+        get_profile(config.profile), config.duration_seconds, out_dir, criteria=config.criteria,
+        sample_interval_seconds=config.sample_interval_seconds, streamer_env=env,
+        attach_url=config.attach_url or None, progress=log,
+    )
+
+
+@dg.asset(group_name="soak", description="Memory profile JSON of a soak run (RSS, messages, rotations, pings).",
+          kinds={"python"})
+def soak_memory_profile(context: dg.AssetExecutionContext, config: SoakConfig, deployment: DeploymentResource,
+                        reports: ReportsResource) -> dg.Output[dict[str, Any]]:
+    out_dir = reports.folder("soak", context.run_id[:8])
+    env = deployment.common_env() if not config.attach_url else {}
+    result = run_soak(config, env, out_dir, context.log.info)
+    data = {"profile_path": str(result.profile_path), "passed": bool(result.passed),
+            "checks": [check.to_dict() for check in result.checks], "summary": dict(result.summary),
+            "config": config.model_dump(), "out_dir": str(out_dir)}
+    return dg.Output(data, metadata={
+        "memory_profile": dg.MetadataValue.path(str(result.profile_path)),
+        "summary": dg.MetadataValue.json(dict(result.summary)), "passed": bool(result.passed),
+    })
+
+
+@dg.asset(group_name="soak", description="Soak report: every criterion observed vs threshold, with charts.",
+          check_specs=[dg.AssetCheckSpec("soak_criteria_passed", asset="soak_report")], kinds={"python"})
+def soak_report(context: dg.AssetExecutionContext, soak_memory_profile: dict[str, Any],
+                prometheus: PrometheusResource) -> Any:
+    from k2_ops.validation.checks import CheckResult
+
+    checks = [CheckResult.from_dict(item) for item in soak_memory_profile["checks"]]
+    out_dir = Path(soak_memory_profile["out_dir"])
+    profile = json.loads(Path(soak_memory_profile["profile_path"]).read_text())
+    files = write_html_report("soak", profile, out_dir)
+    table = checks_table(checks)
+    yield dg.Output({"passed": soak_memory_profile["passed"], "files": {k: str(v) for k, v in files.items()}},
+                    metadata={"checks": dg.MetadataValue.md(table), **report_metadata(files)})
+    failed = [c.name for c in checks if not c.passed]
+    yield dg.AssetCheckResult(check_name="soak_criteria_passed", passed=not failed,
+                              description="all passed" if not failed else "failed: " + ", ".join(failed))
+
+
+soak_test = dg.define_asset_job(
+    "soak_test", selection=dg.AssetSelection.assets(soak_memory_profile, soak_report),
+    description="Soak run: starts (or attaches to) a streamer, samples it, writes the memory profile and report.",
+    tags={"k2/kind": "soak"},
+)

@@ -1,0 +1,171 @@
+"""Validation report assets: daily (partitioned by day, one asset check per daily criterion), the 7-day
+report (weekly partitions reading their 7 daily partitions) and 30-day stability (monthly partitions)."""
+
+
+import os
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import dagster as dg
+from pydantic import Field
+
+from dagster_project.assets.reporting import (
+    ReportsResource,
+    checks_table,
+    days_table,
+    report_metadata,
+    write_html_report,
+    write_json,
+)
+from dagster_project.resources import DeploymentResource, PrometheusResource
+from k2_ops.validation import criteria, periods
+from k2_ops.validation.profiles import PRODUCTION
+
+# The first day partitions exist for; set K2_VALIDATION_START_DATE for an older history.
+START_DATE = os.environ.get("K2_VALIDATION_START_DATE", "2026-01-01")
+DAY_SECONDS = 86_400.0
+
+daily_partitions = dg.DailyPartitionsDefinition(start_date=START_DATE, timezone="UTC")
+# Weeks run Monday to Sunday; the weekly schedule fires on Monday after Sunday's daily validation.
+weekly_partitions = dg.WeeklyPartitionsDefinition(start_date=START_DATE, timezone="UTC", day_offset=1)
+monthly_partitions = dg.MonthlyPartitionsDefinition(start_date=START_DATE[:8] + "01", timezone="UTC")
+
+DAILY_CHECKS = criteria.daily(PRODUCTION).names()
+MONTHLY_CHECKS = criteria.stability_30d(PRODUCTION).names()
+WEEK_CHECK = "all_days_passed"
+
+
+class ValidationConfig(dg.Config):
+    instance: str = Field(default="", description="streamer instance (color); empty = the active color")
+
+
+def _instance(config: ValidationConfig, deployment: DeploymentResource) -> str:
+    return config.instance or deployment.history().active_color()
+
+
+def _check_results(asset: str, checks: list[Any]) -> list[dg.AssetCheckResult]:
+    return [
+        dg.AssetCheckResult(
+            asset_key=asset, check_name=check.name, passed=bool(check.passed),
+            severity=dg.AssetCheckSeverity.ERROR,
+            description=check.evidence,
+            metadata={"observed": check.observed_text(), "threshold": check.threshold_text(),
+                      "unit": check.unit, "evidence": check.evidence},
+        )
+        for check in checks
+    ]
+
+
+@dg.asset(
+    partitions_def=daily_partitions,
+    group_name="validation",
+    check_specs=[dg.AssetCheckSpec(name, asset="daily_validation_report",
+                                   description=f"daily criterion {name} of the 7-day validation")
+                 for name in DAILY_CHECKS],
+    description="The daily checks of the 7-day validation for one UTC day, from Prometheus.",
+    kinds={"python"},
+)
+def daily_validation_report(context: dg.AssetExecutionContext, config: ValidationConfig,
+                            prometheus: PrometheusResource, deployment: DeploymentResource,
+                            reports: ReportsResource) -> Any:
+    window = context.partition_time_window
+    instance = _instance(config, deployment)
+    result = periods.validate_day(prometheus.client(), window.start.timestamp(), instance=instance,
+                                  scrape_interval=prometheus.scrape_interval_seconds)
+    out_dir = reports.folder("daily", context.partition_key)
+    data = result.to_dict()
+    files = {"json": write_json(out_dir / "daily.json", data), **write_html_report("daily", result, out_dir)}
+    table = checks_table(result.checks)
+    (out_dir / "checks.md").write_text(f"# Daily validation {context.partition_key} ({instance})\n\n{table}\n")
+    context.log.info(f"{context.partition_key}: {'PASS' if result.passed else 'FAIL ' + ', '.join(result.failed())}")
+    yield dg.Output(data, metadata={
+        "day": context.partition_key, "instance": instance, "passed": result.passed,
+        "failed_checks": ", ".join(result.failed()) or "none",
+        "checks": dg.MetadataValue.md(table), "json_report": dg.MetadataValue.path(str(files["json"])),
+        **report_metadata(files),
+    })
+    yield from _check_results("daily_validation_report", result.checks)
+
+
+@dg.asset(
+    partitions_def=weekly_partitions,
+    group_name="validation",
+    ins={"daily_validation_report": dg.AssetIn(metadata={"allow_missing_partitions": True})},
+    check_specs=[dg.AssetCheckSpec(WEEK_CHECK, asset="weekly_validation_report",
+                                   description="every day of the week validated and passed")],
+    description="The 7-day validation report: the daily results of the week's 7 days, a verdict per day.",
+    kinds={"python"},
+)
+def weekly_validation_report(context: dg.AssetExecutionContext, daily_validation_report: dict[str, Any],
+                             reports: ReportsResource) -> Any:
+    window = context.partition_time_window
+    days: list[dict[str, Any]] = []
+    for index in range(7):
+        day = (window.start + timedelta(days=index)).strftime("%Y-%m-%d")
+        found = daily_validation_report.get(day)
+        days.append({**found, "day": day} if found else {"day": day, "label": day, "missing": True})
+    validated = [d for d in days if not d.get("missing")]
+    failed_days = [d["day"] for d in validated if not d["passed"]]
+    missing_days = [d["day"] for d in days if d.get("missing")]
+    passed = not failed_days and not missing_days
+    table = days_table(days, DAILY_CHECKS)
+    out_dir = reports.folder("weekly", context.partition_key)
+    data = {"week_start": context.partition_key, "passed": passed, "failed_days": failed_days,
+            "missing_days": missing_days, "days": days}
+    files = {"json": write_json(out_dir / "weekly.json", data)}
+    results = [periods.PeriodResult.from_dict(d) for d in validated]
+    if results:
+        files.update(write_html_report("weekly", results, out_dir))
+    (out_dir / "days.md").write_text(f"# 7-day validation from {context.partition_key}\n\n{table}\n")
+    yield dg.Output(data, metadata={
+        "week_start": context.partition_key, "passed": passed, "days_validated": len(validated),
+        "failed_days": ", ".join(failed_days) or "none", "missing_days": ", ".join(missing_days) or "none",
+        "days": dg.MetadataValue.md(table), "json_report": dg.MetadataValue.path(str(files["json"])),
+        **report_metadata(files),
+    })
+    description = ("all 7 days passed" if passed else
+                   f"failed: {', '.join(failed_days) or 'none'}; not validated: {', '.join(missing_days) or 'none'}")
+    yield dg.AssetCheckResult(asset_key="weekly_validation_report", check_name=WEEK_CHECK, passed=passed,
+                              description=description, metadata={"failed_days": len(failed_days),
+                                                                 "missing_days": len(missing_days)})
+
+
+@dg.asset(
+    partitions_def=monthly_partitions,
+    group_name="validation",
+    check_specs=[dg.AssetCheckSpec(name, asset="monthly_stability_report",
+                                   description=f"30-day stability criterion {name}") for name in MONTHLY_CHECKS],
+    description="30-day stability criteria over the 30 days ending with the month, from Prometheus.",
+    kinds={"python"},
+)
+def monthly_stability_report(context: dg.AssetExecutionContext, config: ValidationConfig,
+                             prometheus: PrometheusResource, deployment: DeploymentResource,
+                             reports: ReportsResource) -> Any:
+    end = context.partition_time_window.end.timestamp()
+    days = criteria.StabilityThresholds().days
+    instance = _instance(config, deployment)
+    result = periods.validate_month(prometheus.client(), end - days * DAY_SECONDS, instance=instance,
+                                    scrape_interval=prometheus.scrape_interval_seconds)
+    out_dir = reports.folder("monthly", context.partition_key)
+    data = result.to_dict()
+    files = {"json": write_json(out_dir / "monthly.json", data), **write_html_report("monthly", result, out_dir)}
+    table = checks_table(result.checks)
+    yield dg.Output(data, metadata={
+        "month": context.partition_key, "instance": instance, "passed": result.passed,
+        "window": f"{datetime.fromtimestamp(result.start, UTC):%Y-%m-%d} .. "
+                  f"{datetime.fromtimestamp(result.end - 1, UTC):%Y-%m-%d}",
+        "failed_checks": ", ".join(result.failed()) or "none", "checks": dg.MetadataValue.md(table),
+        "json_report": dg.MetadataValue.path(str(files["json"])), **report_metadata(files),
+    })
+    yield from _check_results("monthly_stability_report", result.checks)
+
+
+daily_validation_job = dg.define_asset_job(
+    "daily_validation_job", selection=dg.AssetSelection.assets(daily_validation_report),
+    description="Daily validation of one UTC day.")
+weekly_validation_job = dg.define_asset_job(
+    "weekly_validation_job", selection=dg.AssetSelection.assets(weekly_validation_report),
+    description="The 7-day validation report of one week.")
+monthly_stability_job = dg.define_asset_job(
+    "monthly_stability_job", selection=dg.AssetSelection.assets(monthly_stability_report),
+    description="30-day stability report.")

@@ -1,0 +1,65 @@
+"""Everything the K2 Ops Dagster code location holds: assets (with checks), jobs, schedules, sensors, resources.
+
+Resource settings come from the environment, so the same definitions serve `make run` (everything from
+the local stack's `stack.json`) and production (docker/compose.yaml):
+
+| env | resource setting | default |
+|---|---|---|
+| `K2_RUN_DIR` | local stack run folder (stack.json, PID files, reports, deploy history) | `.run` |
+| `K2_PROMETHEUS_URL` / `K2_ALERTMANAGER_URL` | URLs | the local stack's |
+| `K2_PROMETHEUS_SCRAPE_INTERVAL_SECONDS` | scrape interval the validations assume | 15 |
+| `K2_DEPLOY_BACKEND` | `process` or `compose` | process |
+| `K2_DEPLOY_INSTANCE_URL_TEMPLATE` | how jobs reach a color (in compose: `http://{service}:8000`) | host port |
+| `K2_DEPLOY_UNHEALTHY_ROLLBACK_SECONDS` | deployment_health_sensor's limit | 120 |
+| `K2_KAFKA_TOPIC_PREFIX` | streamer topics | market.crypto.binance |
+| `K2_REPORTS_DIR` | report files | `<run>/reports` |
+| `K2_FAILURE_WEBHOOK_URL` | run-failure sensor webhook | none |
+"""
+
+
+import os
+
+import dagster as dg
+
+from dagster_project.assets import ALL_ASSETS, ASSET_JOBS
+from dagster_project.assets.reporting import ReportsResource
+from dagster_project.jobs import blue_green_deploy, incident_snapshot, rollback
+from dagster_project.resources import AlertmanagerResource, DeploymentResource, PrometheusResource
+from dagster_project.schedules import SCHEDULES
+from dagster_project.sensors import (
+    FailureNotifier,
+    alertmanager_sensor,
+    deployment_health_sensor,
+    k2_run_failure_sensor,
+)
+
+
+def _env(name: str, default: str = "") -> str:
+    return os.environ.get(name, default)
+
+
+def resources() -> dict[str, object]:
+    return {
+        "prometheus": PrometheusResource(
+            url=_env("K2_PROMETHEUS_URL"),
+            scrape_interval_seconds=float(_env("K2_PROMETHEUS_SCRAPE_INTERVAL_SECONDS", "15")),
+        ),
+        "alertmanager": AlertmanagerResource(url=_env("K2_ALERTMANAGER_URL")),
+        "deployment": DeploymentResource(
+            backend=_env("K2_DEPLOY_BACKEND", "process"),
+            topic_prefix=_env("K2_KAFKA_TOPIC_PREFIX", "market.crypto.binance"),
+            instance_url_template=_env("K2_DEPLOY_INSTANCE_URL_TEMPLATE", "http://{host_ip}:{host_port}"),
+            unhealthy_rollback_seconds=float(_env("K2_DEPLOY_UNHEALTHY_ROLLBACK_SECONDS", "120")),
+        ),
+        "reports": ReportsResource(root=_env("K2_REPORTS_DIR")),
+        "failure_notifier": FailureNotifier(webhook_url=_env("K2_FAILURE_WEBHOOK_URL")),
+    }
+
+
+defs = dg.Definitions(
+    assets=ALL_ASSETS,
+    jobs=[blue_green_deploy, rollback, incident_snapshot, *ASSET_JOBS],
+    schedules=SCHEDULES,
+    sensors=[alertmanager_sensor, k2_run_failure_sensor, deployment_health_sensor],
+    resources=resources(),
+)

@@ -1,0 +1,83 @@
+"""Fixtures of the Dagster tests: resources pointed at real services (the session's Kafka, Prometheus and
+Alertmanager, an exchange simulator, streamers run by the process backend) and a Dagster instance on disk."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from dagster_project.assets.reporting import ReportsResource
+from dagster_project.resources import AlertmanagerResource, DeploymentResource, PrometheusResource
+from dagster_project.sensors import FailureNotifier
+from k2_ops.deploy.audit import read_trade_ids
+from k2_ops.deploy.local import trades_topic
+from k2_ops.simulator import BackgroundSimulator, SimulatorConfig
+from k2_ops.stack import AlertmanagerService, KafkaService, PrometheusService
+
+SYMBOLS = ("btcusdt", "ethusdt")
+
+
+@pytest.fixture(scope="module")
+def simulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BackgroundSimulator]:
+    config = SimulatorConfig(symbols=SYMBOLS, rate_per_symbol=40.0, workdir=tmp_path_factory.mktemp("sim"))
+    with BackgroundSimulator(config) as sim:
+        yield sim
+
+
+@pytest.fixture
+def dagster_instance(tmp_path: Path) -> Iterator[dg.DagsterInstance]:
+    with dg.instance_for_test(temp_dir=str(tmp_path / "dagster_home")) as instance:
+        yield instance
+
+
+@dataclass
+class Deploy:
+    resource: DeploymentResource
+    simulator: BackgroundSimulator
+    bootstrap_servers: str
+    topic: str
+
+    def kafka_ids(self) -> list[tuple[str, int]]:
+        return read_trade_ids(self.bootstrap_servers, self.topic)
+
+    def stop_all(self) -> None:
+        backend = self.resource.make_backend()
+        for color in ("blue", "green"):
+            backend.stop(color, 10.0)
+
+
+@pytest.fixture
+def deploy(tmp_path: Path, kafka: KafkaService, prometheus: PrometheusService,
+           simulator: BackgroundSimulator) -> Iterator[Deploy]:
+    prefix = f"dagstertest.{uuid.uuid4().hex[:8]}"
+    resource = DeploymentResource(
+        backend="process", run_dir=str(tmp_path / "run"), state_dir=str(tmp_path / "deploy"),
+        kafka_bootstrap_servers=kafka.bootstrap_servers, ws_url=f"{simulator.ws_base_url}/stream",
+        ca_file=str(simulator.ca_file), schema_registry_url="mock://dagster-tests", topic_prefix=prefix,
+        symbols=",".join(SYMBOLS), prometheus_run_dir=str(prometheus.run_dir),
+        streamer_env={"K2_HEALTH_CHECK_TIMEOUT_SECONDS": "5", "K2_KAFKA_TOPIC_PARTITIONS": "1",
+                      "K2_MEMORY_SAMPLE_INTERVAL_SECONDS": "1"},
+        unhealthy_rollback_seconds=1.0,
+    )
+    rig = Deploy(resource, simulator, kafka.bootstrap_servers, trades_topic(prefix))
+    try:
+        yield rig
+    finally:
+        rig.stop_all()
+
+
+@pytest.fixture
+def resources(tmp_path: Path, prometheus: PrometheusService, alertmanager: AlertmanagerService,
+              deploy: Deploy) -> dict[str, object]:
+    return {
+        "prometheus": PrometheusResource(url=prometheus.url, scrape_interval_seconds=1.0),
+        "alertmanager": AlertmanagerResource(url=alertmanager.url),
+        "deployment": deploy.resource,
+        "reports": ReportsResource(root=str(tmp_path / "reports")),
+        "failure_notifier": FailureNotifier(failures_file=str(tmp_path / "failures.jsonl")),
+    }
