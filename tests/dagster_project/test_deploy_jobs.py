@@ -1,0 +1,121 @@
+"""`blue_green_deploy` and `rollback` run through Dagster against real streamers, Kafka and the simulator."""
+
+from __future__ import annotations
+
+import dagster as dg
+import pytest
+
+from dagster_project.assets.deployment import deployment_history
+from dagster_project.jobs.deploy import blue_green_deploy, rollback
+from k2_ops.deploy.audit import IdAudit, audit_ids
+from k2_ops.deploy.model import DeployConfig
+from k2_ops.stack.process import wait_until
+
+pytestmark = pytest.mark.slow
+
+SHORT = {"dual_operation_seconds": 3.0, "validation_seconds": 3.0, "ready_timeout_seconds": 60.0,
+         "first_data_timeout_seconds": 20.0, "poll_interval_seconds": 0.5, "stop_grace_seconds": 20.0}
+
+
+def deploy_config(**overrides: object) -> dict[str, object]:
+    return {"ops": {"build_image": {"config": {"image": "k2-platform:test", **SHORT, **overrides}}}}
+
+
+def start_blue(deploy) -> None:
+    deploy.resource.orchestrator().ensure_running("blue", DeployConfig(ready_timeout_seconds=60.0))
+
+
+def settled_audit(deploy) -> IdAudit:
+    """Stop the market, wait for Kafka to hold its last trade, check Kafka against the simulator's trades."""
+    sim = deploy.simulator
+    sim.pause_market()
+    try:
+        last = {s: sim.generated_ids(s)[-1] for s in ("btcusdt", "ethusdt")}
+
+        def delivered() -> bool:
+            seen = audit_ids(deploy.kafka_ids()).symbols
+            return all(s in seen and seen[s].last_id >= last[s] for s in last)
+
+        wait_until(delivered, 60.0, "Kafka holds the last generated trade", interval_s=0.5)
+        pairs = deploy.kafka_ids()
+    finally:
+        sim.resume_market()
+    for symbol, last_id in last.items():
+        got = sorted({i for s, i in pairs if s == symbol})
+        assert got == [i for i in sim.generated_ids(symbol) if got[0] <= i <= last_id], symbol
+    return audit_ids(pairs)
+
+
+def test_handover_deploy_job_zero_gap_zero_duplicates(deploy, resources, dagster_instance) -> None:
+    start_blue(deploy)
+    result = blue_green_deploy.execute_in_process(run_config=deploy_config(mode="handover"), resources=resources,
+                                                  instance=dagster_instance)
+    assert result.success
+    record = result.output_for_node("record_deployment")
+    assert (record["status"], record["from_color"], record["active_color"]) == ("succeeded", "blue", "green")
+    assert record["measurements"]["kafka"]["duplicates"] == 0
+    assert record["measurements"]["kafka"]["missing"] == 0
+    audit = settled_audit(deploy)
+    assert (audit.duplicates, audit.missing) == (0, 0)
+    # Each step is its own op with its timing.
+    step_events = [e for e in result.all_events if e.event_type_value == "STEP_SUCCESS"]
+    assert [e.step_key for e in step_events] == ["build_image", "start_new_color", "wait_until_ready",
+                                                 "dual_operation", "cutover", "validate_new_color",
+                                                 "record_deployment"]
+    print(f"\nDagster handover deploy: {audit.messages} trades, duplicates {audit.duplicates}, missing "
+          f"{audit.missing}; cutover {record['steps']['cutover']:.2f} s")
+
+    # Then the manual rollback job hands back to blue, measured.
+    back = rollback.execute_in_process(resources=resources, instance=dagster_instance)
+    assert back.success
+    rolled = back.output_for_node("rollback_to_previous")
+    assert (rolled["active_color"], rolled["measurements"]["rollback"]["method"]) == ("blue", "handover")
+    audit = settled_audit(deploy)
+    assert (audit.duplicates, audit.missing) == (0, 0)
+    print(f"Dagster manual rollback: {rolled['rollback_seconds']:.2f} s, no gap/dup")
+
+    history = dg.materialize([deployment_history], resources=resources, instance=dagster_instance)
+    assert history.success
+    metadata = history.asset_materializations_for_node("deployment_history")[0].metadata
+    assert metadata["records"].value == 2 and metadata["active_color"].value == "blue"
+    assert "| succeeded |" in metadata["history"].value and "| manual_rollback |" in metadata["history"].value
+
+
+def test_dual_mode_job_counts_duplicates(deploy, resources, dagster_instance) -> None:
+    start_blue(deploy)
+    result = blue_green_deploy.execute_in_process(run_config=deploy_config(mode="dual"), resources=resources,
+                                                  instance=dagster_instance)
+    assert result.success
+    record = result.output_for_node("record_deployment")
+    kafka = record["measurements"]["kafka"]
+    assert kafka["duplicates"] > 0 and kafka["missing"] == 0
+    events = [e for e in result.all_events if e.step_key == "record_deployment" and e.is_successful_output]
+    metadata = events[0].event_specific_data.metadata
+    assert metadata["duplicates"].value == kafka["duplicates"]
+    assert "dedupe on (symbol, trade id)" in metadata["note"].value
+    audit = settled_audit(deploy)
+    assert audit.missing == 0
+    print(f"\nDagster dual deploy: {audit.messages} trades, {audit.duplicates} duplicates, missing {audit.missing}")
+
+
+def test_green_with_bad_config_fails_the_run_and_rolls_back(deploy, resources, dagster_instance) -> None:
+    start_blue(deploy)
+    result = blue_green_deploy.execute_in_process(
+        run_config=deploy_config(mode="handover", target_env={"K2_PING_TIMEOUT_SECONDS": "0"},
+                                 ready_timeout_seconds=15.0),
+        resources=resources, instance=dagster_instance, raise_on_error=False)
+    assert not result.success
+    failure = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert [e.step_key for e in failure] == ["wait_until_ready"]
+    message = failure[0].event_specific_data.error.message
+    assert "K2_PING_TIMEOUT_SECONDS" in message and "rolled back to blue in" in message
+    started = [e.step_key for e in result.all_events if e.event_type_value == "STEP_START"]
+    assert started == ["build_image", "start_new_color", "wait_until_ready"]  # later steps never ran
+    record = resources["deployment"].history().last()
+    assert record.status == "rolled_back" and record.active_color == "blue"
+    assert record.rollback_seconds is not None and record.rollback_seconds < 120
+    backend = resources["deployment"].make_backend()
+    assert backend.is_running("blue") and not backend.is_running("green")
+    audit = settled_audit(deploy)
+    assert (audit.duplicates, audit.missing) == (0, 0)
+    print(f"\nDagster failed deploy: rolled back in {record.rollback_seconds:.3f} s; blue kept streaming")
