@@ -168,8 +168,10 @@ class FrameParser:
     def __init__(self, instance: str, max_frame_bytes: int = 1_048_576) -> None:
         self.instance = instance
         self.max_frame_bytes = max_frame_bytes
-        # Lowercased symbols, bounded so hostile input cannot grow it without limit.
+        # Validated symbols (-> lowercase) and stream names (-> their symbol), bounded so hostile input
+        # cannot grow them without limit: the common case is two dict hits per frame.
         self._lower: dict[str, str] = {}
+        self._streams: dict[str, str] = {}
 
     def parse(self, raw: str | bytes, received_ms: int) -> Event | Notice:
         try:
@@ -184,10 +186,10 @@ class FrameParser:
             value = data["s"]
         except KeyError:
             raise _Invalid(MISSING_FIELD, "s") from None
-        if type(value) is not str or not (1 <= len(value) <= 30) or not value.isalnum():
-            raise _Invalid(INVALID_VALUE, "s")
-        lower = self._lower.get(value)
+        lower = self._lower.get(value) if type(value) is str else None
         if lower is None:
+            if type(value) is not str or not (1 <= len(value) <= 30) or not value.isalnum():
+                raise _Invalid(INVALID_VALUE, "s")
             lower = value.lower()
             if len(self._lower) < 4096:
                 self._lower[value] = lower
@@ -197,6 +199,9 @@ class FrameParser:
         if len(raw) > self.max_frame_bytes:
             return Notice(OVERSIZED, f"{len(raw)} bytes")
         try:
+            if type(raw) is not str:
+                # Binary frames: decoding UTF-8 here is cheaper than json's own encoding detection.
+                raw = raw.decode()
             obj = json.loads(raw)
         except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
             return Notice(MALFORMED_JSON, type(exc).__name__)
@@ -232,13 +237,16 @@ class FrameParser:
             return Notice(SERVER_SHUTDOWN, str(data.get("E", "")))
         return Notice(UNKNOWN_EVENT, str(event_type)[:64])
 
-    @staticmethod
-    def _key(stream_name: str | None, symbol: str, suffix: str) -> str:
+    def _key(self, stream_name: str | None, symbol: str, suffix: str) -> str:
         if stream_name is None:
             return f"{symbol}@{suffix}"
+        if self._streams.get(stream_name) == symbol:
+            return stream_name
         # The stream name must describe the payload; a mismatch would corrupt sequence tracking.
         if not stream_name.startswith(symbol) or stream_name[len(symbol) : len(symbol) + 1] != "@":
             raise _Invalid(UNEXPECTED_STREAM, stream_name[:64])
+        if len(self._streams) < 4096:
+            self._streams[stream_name] = symbol
         return stream_name
 
     @staticmethod

@@ -184,3 +184,35 @@ def test_server_side_faults_are_recovered_and_their_cost_is_visible(
         reason = "server_close"
         assert m.value("binance_reconnects_total", reason=reason) == 1
         assert m.value("binance_connection_status") == 1
+
+
+def test_rotation_happens_before_the_exchange_closes_the_connection(
+    make_simulator: Any, make_streamer: Any, kafka: Any
+) -> None:
+    """The exchange's own lifetime limit (24 h on Binance, 4 s here) is never reached: we rotate at 95 %."""
+    sim = make_simulator(max_lifetime_s=4.0)
+    streamer = make_streamer(
+        sim, kafka.bootstrap_servers, K2_SERVER_MAX_LIFETIME_SECONDS=4, K2_CONNECTION_MAX_LIFETIME_SECONDS=3600
+    )
+    streamer.wait_ready()
+    wait_for(
+        lambda: streamer.metric("binance_connection_rotations_total", reason="server_limit") >= 3,
+        30,
+        "3 rotations before the server limit",
+    )
+    result = settle_and_compare(streamer, sim, kafka.bootstrap_servers)
+    assert result["missing_total"] == 0 and result["duplicates_total"] == 0
+    assert result["metrics"].value("binance_reconnects_total") == 0
+    assert {c.close_code for c in sim.connections() if c.closed_at is not None} == {1000}
+
+
+def test_client_frames_stay_within_five_per_second(make_simulator: Any, make_streamer: Any, kafka: Any) -> None:
+    """Pings every 0.25 s plus pongs to the server's pings: the simulator enforces Binance's 5 frames/s."""
+    sim = make_simulator(server_ping_interval_s=2.0, max_incoming_per_s=5)
+    streamer = make_streamer(sim, kafka.bootstrap_servers, K2_PING_INTERVAL_SECONDS=0.25, K2_PING_TIMEOUT_SECONDS=0.2)
+    streamer.wait_ready()
+    wait_for(lambda: streamer.metric("binance_pings_sent_total") >= 40, 30, "40 client pings")
+    (conn,) = sim.connections()
+    assert conn.closed_at is None and conn.client_pings >= 40 and conn.pings_sent >= 3
+    m = streamer.metrics()
+    assert m.value("binance_reconnects_total") == 0 and m.value("binance_pong_timeouts_total") == 0
