@@ -1,0 +1,141 @@
+"""Daily partitions materialised over a backfilled week (synthetic production history written into a real
+Prometheus with promtool): the right checks pass and fail on the right days; the 7-day report lists them."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from dagster_project.assets.reporting import ReportsResource
+from dagster_project.assets.validation import daily_validation_report, weekly_validation_report
+from dagster_project.resources import DeploymentResource, PrometheusResource
+from k2_ops.stack import PrometheusService
+from k2_ops.validation.backfill import create_blocks
+from k2_ops.validation.synthetic import Fault, SyntheticHistory, generate
+
+pytestmark = pytest.mark.slow
+
+DAY = 86_400.0
+SCRAPE = 60.0
+BAD_WEEK = (Fault("missing_rotation", 1), Fault("pong_timeout", 3), Fault("rss_over_ceiling", 5))
+
+
+def last_whole_monday_week(now: float, margin_s: float = 3 * 3600.0) -> float:
+    """Start of the latest Monday..Sunday week that ended at least `margin_s` before now (blocks must
+    precede Prometheus' head block)."""
+    end_day = math.floor((now - margin_s) / DAY)  # days since the epoch, a Thursday
+    monday = end_day - 7 - ((end_day - 7 + 3) % 7)
+    return monday * DAY
+
+
+@dataclass
+class WeekPrometheus:
+    service: PrometheusService
+    week_start: float
+
+    def day(self, index: int) -> str:
+        return datetime.fromtimestamp(self.week_start + index * DAY, UTC).strftime("%Y-%m-%d")
+
+
+@pytest.fixture(scope="module")
+def week_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WeekPrometheus]:
+    root = tmp_path_factory.mktemp("week-prometheus")
+    start = last_whole_monday_week(time.time())
+    assert datetime.fromtimestamp(start, UTC).weekday() == 0
+    histories = [SyntheticHistory(start, 7, "good-week", scrape_interval=SCRAPE),
+                 SyntheticHistory(start, 7, "bad-week", scrape_interval=SCRAPE, faults=BAD_WEEK)]
+    service = PrometheusService(root, retention="3650d")
+    create_blocks([s for h in histories for s in generate(h)], service.data_dir, root / "openmetrics")
+    service.start()
+    try:
+        yield WeekPrometheus(service, start)
+    finally:
+        service.stop()
+
+
+def materialize_week(week: WeekPrometheus, instance_name: str, tmp_path: Path, dagster_instance: dg.DagsterInstance
+                     ) -> tuple[list[set[str]], dg.ExecuteInProcessResult, list[float]]:
+    resources = {
+        "prometheus": PrometheusResource(url=week.service.url, scrape_interval_seconds=SCRAPE),
+        "deployment": DeploymentResource(state_dir=str(tmp_path / "deploy"), run_dir=str(tmp_path / "run")),
+        "reports": ReportsResource(root=str(tmp_path / "reports")),
+        "io_manager": dg.FilesystemIOManager(base_dir=str(tmp_path / "storage")),
+    }
+    run_config = {"ops": {"daily_validation_report": {"config": {"instance": instance_name}}}}
+    failures: list[set[str]] = []
+    seconds: list[float] = []
+    for index in range(7):
+        began = time.monotonic()
+        result = dg.materialize([daily_validation_report], partition_key=week.day(index), resources=resources,
+                                run_config=run_config, instance=dagster_instance)
+        seconds.append(time.monotonic() - began)
+        assert result.success
+        evaluations = result.get_asset_check_evaluations()
+        assert len(evaluations) == 6
+        failures.append({e.check_name for e in evaluations if not e.passed})
+    began = time.monotonic()
+    weekly = dg.materialize([daily_validation_report, weekly_validation_report],
+                            selection=[weekly_validation_report], partition_key=week.day(0), resources=resources,
+                            instance=dagster_instance)
+    seconds.append(time.monotonic() - began)
+    assert weekly.success
+    return failures, weekly, seconds
+
+
+def test_backfilled_bad_week_fails_the_right_checks_on_the_right_days(week_prometheus, tmp_path,
+                                                                       dagster_instance) -> None:
+    failures, weekly, seconds = materialize_week(week_prometheus, "bad-week", tmp_path, dagster_instance)
+    assert failures == [set(), {"rotations"}, set(), {"unscheduled_reconnects"}, set(), {"memory_stable"}, set()]
+
+    report = weekly.output_for_node("weekly_validation_report")
+    bad_days = [week_prometheus.day(i) for i in (1, 3, 5)]
+    assert report["failed_days"] == bad_days
+    assert report["missing_days"] == []
+    [check] = weekly.get_asset_check_evaluations()
+    assert (check.check_name, check.passed) == ("all_days_passed", False)
+    metadata = weekly.asset_materializations_for_node("weekly_validation_report")[0].metadata
+    table = metadata["days"].value
+    for index in range(7):
+        row = next(line for line in table.splitlines() if line.startswith(f"| {week_prometheus.day(index)} |"))
+        assert ("| FAIL |" in row) == (index in (1, 3, 5)), row
+    html = Path(metadata["html_report"].value).read_text()
+    assert all(day in html for day in bad_days)
+
+    daily_dir = tmp_path / "reports" / "daily" / week_prometheus.day(5)
+    assert (daily_dir / "daily.json").is_file()
+    print(f"\ndaily validation: {min(seconds[:7]):.2f}..{max(seconds[:7]):.2f} s per day; 7-day report "
+          f"{seconds[7]:.2f} s")
+
+
+def test_backfilled_good_week_passes_every_day(week_prometheus, tmp_path, dagster_instance) -> None:
+    failures, weekly, _ = materialize_week(week_prometheus, "good-week", tmp_path, dagster_instance)
+    assert failures == [set()] * 7
+    report = weekly.output_for_node("weekly_validation_report")
+    assert report["passed"] and report["failed_days"] == []
+    [check] = weekly.get_asset_check_evaluations()
+    assert check.passed
+
+
+def test_weekly_report_says_which_days_were_not_validated(week_prometheus, tmp_path, dagster_instance) -> None:
+    resources = {
+        "reports": ReportsResource(root=str(tmp_path / "reports")),
+        "io_manager": dg.FilesystemIOManager(base_dir=str(tmp_path / "storage")),
+        "prometheus": PrometheusResource(url=week_prometheus.service.url, scrape_interval_seconds=SCRAPE),
+        "deployment": DeploymentResource(state_dir=str(tmp_path / "deploy")),
+    }
+    dg.materialize([daily_validation_report], partition_key=week_prometheus.day(0), resources=resources,
+                   run_config={"ops": {"daily_validation_report": {"config": {"instance": "good-week"}}}},
+                   instance=dagster_instance)
+    weekly = dg.materialize([daily_validation_report, weekly_validation_report],
+                            selection=[weekly_validation_report], partition_key=week_prometheus.day(0),
+                            resources=resources, instance=dagster_instance)
+    report = weekly.output_for_node("weekly_validation_report")
+    assert report["missing_days"] == [week_prometheus.day(i) for i in range(1, 7)]
+    assert not report["passed"]
