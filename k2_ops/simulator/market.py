@@ -1,0 +1,248 @@
+"""Pure market-data generation for one symbol: trades, aggTrades, bookTicker and depth@100ms.
+
+A small order book moves by taker orders (each fills 1-3 trades, grouped into aggTrades by price, like
+Binance) and passive updates. Every book change takes the next order-book update id, so per symbol:
+trade `t` is contiguous, aggTrade `a` is contiguous with `f`/`l` covering the trade ids, bookTicker `u`
+is increasing (it shares the update-id space, so not contiguous) and depth events chain `U == prev u + 1`.
+
+Payloads are formatted once, straight to compact JSON bytes with the exact key order and JSON types of
+Binance's spot streams (2026: trade without `b`/`a`; bookTicker without `e`/`E`); prices and quantities
+are decimal strings with 8 decimals, as on the exchange. Nothing here does I/O or reads the clock.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import NamedTuple
+
+STREAM_KINDS = ("trade", "aggTrade", "bookTicker", "depth@100ms")
+DEPTH_INTERVAL_MS = 100
+PRICE_SCALE = 100  # prices in ticks of 0.01
+QTY_SCALE = 100_000_000  # quantities in units of 1e-8
+LOT = 1_000  # quantities are multiples of 0.00001
+BOOK_LEVELS = 20  # levels created per side, and how far from the best a passive update lands
+PRUNE_DISTANCE = 60  # levels further than this (in ticks) from the best are removed (sent as qty 0)
+PASSIVE_PER_TRADE = 2  # passive book updates per trade; about half of them touch the best level
+BASE_PRICES = {"btcusdt": 60_000.00, "ethusdt": 3_000.00, "bnbusdt": 600.00, "solusdt": 150.00}
+DEFAULT_BASE_PRICE = 100.00
+
+
+class Event(NamedTuple):
+    """One generated message. `ident` is the stream's id (t, a or u); `time_ms` its exchange time."""
+
+    symbol: str
+    kind: str
+    ident: int
+    time_ms: int
+    payload: bytes
+
+
+def fmt_price(ticks: int) -> str:
+    return f"{ticks // PRICE_SCALE}.{ticks % PRICE_SCALE:02d}000000"
+
+
+def fmt_qty(units: int) -> str:
+    return f"{units // QTY_SCALE}.{units % QTY_SCALE:08d}"
+
+
+def trades_due(carry: float, rate_per_s: float, dt_s: float) -> tuple[int, float]:
+    """Whole trades due after `dt_s` at `rate_per_s`, keeping the fraction for the next tick."""
+    total = carry + rate_per_s * dt_s
+    whole = int(total)
+    return whole, total - whole
+
+
+def rate_multiplier(elapsed_s: float, multiplier: float, every_s: float | None, duration_s: float) -> float:
+    """Scheduled bursts: `multiplier` x the rate for `duration_s` at the start of every `every_s` period."""
+    if every_s is None or multiplier == 1.0:
+        return 1.0
+    return multiplier if (elapsed_s % every_s) < duration_s else 1.0
+
+
+class SymbolMarket:
+    """The live market of one symbol. Deterministic for a given seed and sequence of calls."""
+
+    def __init__(self, symbol: str, seed: int = 0) -> None:
+        self.symbol = symbol
+        self.upper = symbol.upper()
+        self.rng = random.Random(f"{seed}:{symbol}")
+        rng = self.rng
+        # Large starting ids (beyond 2**31) so 32-bit assumptions fail in tests, as on the real exchange.
+        self.next_trade_id = 3_700_000_000 + rng.randrange(10_000_000)
+        self.next_agg_id = 3_000_000_000 + rng.randrange(10_000_000)
+        self.update_id = 50_000_000_000 + rng.randrange(10_000_000)
+        base = round(BASE_PRICES.get(symbol, DEFAULT_BASE_PRICE) * PRICE_SCALE)
+        self.bids: dict[int, int] = {}
+        self.asks: dict[int, int] = {}
+        for level in range(BOOK_LEVELS):
+            self.bids[base - level] = self._random_qty()
+            self.asks[base + 1 + level] = self._random_qty()
+        self.best_bid = base
+        self.best_ask = base + 1
+        # Book changes since the last depth event: price -> qty per side, and the first update id.
+        self.pending_bids: dict[int, int] = {}
+        self.pending_asks: dict[int, int] = {}
+        self.pending_first_id: int | None = None
+        self.next_depth_ms: int | None = None
+
+    # ---- public API -------------------------------------------------------------------------------
+
+    def generate(self, now_ms: int, trades: int) -> list[Event]:
+        """Generate `trades` trades (as taker orders) plus the passive book updates that go with them."""
+        out: list[Event] = []
+        rng = self.rng
+        while trades > 0:
+            n = min(trades, rng.choice((1, 1, 2, 3)))
+            self._taker_order(n, now_ms, out)
+            for _ in range(n * PASSIVE_PER_TRADE):
+                self._passive_update(now_ms, out)
+            trades -= n
+        return out
+
+    def depth_due(self, now_ms: int) -> Event | None:
+        """The depth@100ms diff if a 100 ms boundary has passed and the book changed since the last one."""
+        if self.next_depth_ms is None:
+            self.next_depth_ms = now_ms - now_ms % DEPTH_INTERVAL_MS + DEPTH_INTERVAL_MS
+            return None
+        if now_ms < self.next_depth_ms:
+            return None
+        self.next_depth_ms = now_ms - now_ms % DEPTH_INTERVAL_MS + DEPTH_INTERVAL_MS
+        if self.pending_first_id is None:
+            return None  # Binance sends no diff for an interval without book changes
+        bids = ",".join(
+            f'["{fmt_price(p)}","{fmt_qty(q)}"]' for p, q in sorted(self.pending_bids.items(), reverse=True)
+        )
+        asks = ",".join(f'["{fmt_price(p)}","{fmt_qty(q)}"]' for p, q in sorted(self.pending_asks.items()))
+        first, last = self.pending_first_id, self.update_id
+        payload = (
+            f'{{"e":"depthUpdate","E":{now_ms},"s":"{self.upper}","U":{first},"u":{last},"b":[{bids}],"a":[{asks}]}}'
+        ).encode()
+        self.pending_bids = {}
+        self.pending_asks = {}
+        self.pending_first_id = None
+        return Event(self.symbol, "depth@100ms", last, now_ms, payload)
+
+    # ---- book mechanics ---------------------------------------------------------------------------
+
+    def _random_qty(self) -> int:
+        return LOT * self.rng.randint(10, 5_000)
+
+    def _book_change(self, is_bid: bool, price: int, qty: int) -> int:
+        """Apply one book change; it takes the next update id and joins the pending depth diff."""
+        self.update_id += 1
+        if self.pending_first_id is None:
+            self.pending_first_id = self.update_id
+        if is_bid:
+            if qty:
+                self.bids[price] = qty
+            else:
+                self.bids.pop(price, None)
+            self.pending_bids[price] = qty
+        else:
+            if qty:
+                self.asks[price] = qty
+            else:
+                self.asks.pop(price, None)
+            self.pending_asks[price] = qty
+        return self.update_id
+
+    def _book_ticker(self, update_id: int, now_ms: int, out: list[Event]) -> None:
+        bid, ask = self.best_bid, self.best_ask
+        payload = (
+            f'{{"u":{update_id},"s":"{self.upper}","b":"{fmt_price(bid)}","B":"{fmt_qty(self.bids[bid])}",'
+            f'"a":"{fmt_price(ask)}","A":"{fmt_qty(self.asks[ask])}"}}'
+        ).encode()
+        out.append(Event(self.symbol, "bookTicker", update_id, now_ms, payload))
+
+    def _refill(self, is_bid: bool) -> None:
+        """After the best level emptied: find the new best, keep the book deep and near the best."""
+        book = self.bids if is_bid else self.asks
+        if not book:
+            price = (self.best_bid - 1) if is_bid else (self.best_ask + 1)
+            self._book_change(is_bid, price, self._random_qty())
+        if is_bid:
+            self.best_bid = max(self.bids)
+            far = [p for p in self.bids if self.best_bid - p > PRUNE_DISTANCE]
+        else:
+            self.best_ask = min(self.asks)
+            far = [p for p in self.asks if p - self.best_ask > PRUNE_DISTANCE]
+        for price in far:
+            self._book_change(is_bid, price, 0)
+
+    def _taker_order(self, n: int, now_ms: int, out: list[Event]) -> None:
+        rng = self.rng
+        taker_buys = rng.random() < 0.5  # a taker buy lifts the ask: the buyer is not the maker
+        maker_flag = "false" if taker_buys else "true"
+        trade_time = now_ms - 1 if now_ms > 0 else 0
+        symbol, upper = self.symbol, self.upper
+        agg_first = self.next_trade_id
+        agg_qty = 0
+        agg_price = self.best_ask if taker_buys else self.best_bid
+        for _ in range(n):
+            price = self.best_ask if taker_buys else self.best_bid
+            if price != agg_price:
+                last = self.next_trade_id - 1
+                self._agg_trade(agg_price, agg_qty, agg_first, last, maker_flag, now_ms, out)
+                agg_first, agg_qty, agg_price = self.next_trade_id, 0, price
+            level_qty = (self.asks if taker_buys else self.bids)[price]
+            # Some trades sweep the whole level, so the price walks (and an order may span two prices).
+            sweep = rng.random() < 0.1
+            qty = level_qty if sweep else min(level_qty, LOT * rng.randint(1, 400))
+            trade_id = self.next_trade_id
+            self.next_trade_id += 1
+            agg_qty += qty
+            p = fmt_price(price)
+            out.append(
+                Event(
+                    symbol,
+                    "trade",
+                    trade_id,
+                    now_ms,
+                    (
+                        f'{{"e":"trade","E":{now_ms},"s":"{upper}","t":{trade_id},"p":"{p}",'
+                        f'"q":"{fmt_qty(qty)}","T":{trade_time},"m":{maker_flag},"M":true}}'
+                    ).encode(),
+                )
+            )
+            remaining = level_qty - qty
+            update_id = self._book_change(not taker_buys, price, remaining)
+            if remaining == 0:
+                self._refill(not taker_buys)
+            self._book_ticker(update_id if remaining else self.update_id, now_ms, out)
+        self._agg_trade(agg_price, agg_qty, agg_first, self.next_trade_id - 1, maker_flag, now_ms, out)
+
+    def _agg_trade(
+        self, price: int, qty: int, first: int, last: int, maker_flag: str, now_ms: int, out: list[Event]
+    ) -> None:
+        agg_id = self.next_agg_id
+        self.next_agg_id += 1
+        trade_time = now_ms - 1 if now_ms > 0 else 0
+        payload = (
+            f'{{"e":"aggTrade","E":{now_ms},"s":"{self.upper}","a":{agg_id},"p":"{fmt_price(price)}",'
+            f'"q":"{fmt_qty(qty)}","f":{first},"l":{last},"T":{trade_time},"m":{maker_flag},"M":true}}'
+        ).encode()
+        out.append(Event(self.symbol, "aggTrade", agg_id, now_ms, payload))
+
+    def _passive_update(self, now_ms: int, out: list[Event]) -> None:
+        rng = self.rng
+        is_bid = rng.random() < 0.5
+        best = self.best_bid if is_bid else self.best_ask
+        roll = rng.random()
+        if roll < 0.05 and self.best_ask - self.best_bid > 1:
+            # A new order inside the spread becomes the best level.
+            price = best + 1 if is_bid else best - 1
+            update_id = self._book_change(is_bid, price, self._random_qty())
+            if is_bid:
+                self.best_bid = price
+            else:
+                self.best_ask = price
+            self._book_ticker(update_id, now_ms, out)
+            return
+        if roll < 0.5:
+            update_id = self._book_change(is_bid, best, self._random_qty())
+            self._book_ticker(update_id, now_ms, out)
+            return
+        offset = rng.randint(1, BOOK_LEVELS)
+        price = best - offset if is_bid else best + offset
+        qty = 0 if rng.random() < 0.3 else self._random_qty()
+        self._book_change(is_bid, price, qty)
