@@ -5,6 +5,7 @@ from the validation team's `k2_ops.reports` when present, see `write_html_report
 """
 
 
+import base64
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -78,13 +79,31 @@ def write_html_report(kind: str, results: Any, out_dir: Path) -> dict[str, Path]
     return dict(write_period_report(kind, results, out_dir))
 
 
+# Charts shown inline in the UI's metadata (Markdown image data URIs); bigger ones stay files only.
+MAX_INLINE_CHART_BYTES = 150_000
+
+
+def charts_markdown(charts: dict[str, Path]) -> str:
+    parts = []
+    for name, path in charts.items():
+        data = path.read_bytes()
+        if len(data) <= MAX_INLINE_CHART_BYTES:
+            parts.append(f"**{name}**\n\n![{name}](data:image/png;base64,{base64.b64encode(data).decode()})")
+        else:
+            parts.append(f"**{name}**: `{path}`")
+    return "\n\n".join(parts)
+
+
 def report_metadata(files: dict[str, Path]) -> dict[str, Any]:
     metadata: dict[str, Any] = {}
+    charts: dict[str, Path] = {}
     for key, path in files.items():
         if key == "html":
             metadata["html_report"] = dg.MetadataValue.path(str(path))
         elif key == "markdown":
             metadata["markdown_report"] = dg.MetadataValue.path(str(path))
         elif key.startswith("chart:"):
-            metadata[key.replace(":", "_")] = dg.MetadataValue.path(str(path))
+            charts[key.removeprefix("chart:")] = Path(path)
+    if charts:
+        metadata["charts"] = dg.MetadataValue.md(charts_markdown(charts))
     return metadata

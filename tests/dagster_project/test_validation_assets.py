@@ -3,11 +3,7 @@ Prometheus with promtool): the right checks pass and fail on the right days; the
 
 from __future__ import annotations
 
-import math
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
@@ -16,49 +12,10 @@ import pytest
 from dagster_project.assets.reporting import ReportsResource
 from dagster_project.assets.validation import daily_validation_report, weekly_validation_report
 from dagster_project.resources import DeploymentResource, PrometheusResource
-from k2_ops.stack import PrometheusService
-from k2_ops.validation.backfill import create_blocks
-from k2_ops.validation.synthetic import Fault, SyntheticHistory, generate
+
+from .conftest import SCRAPE, WeekPrometheus
 
 pytestmark = pytest.mark.slow
-
-DAY = 86_400.0
-SCRAPE = 60.0
-BAD_WEEK = (Fault("missing_rotation", 1), Fault("pong_timeout", 3), Fault("rss_over_ceiling", 5))
-
-
-def last_whole_monday_week(now: float, margin_s: float = 3 * 3600.0) -> float:
-    """Start of the latest Monday..Sunday week that ended at least `margin_s` before now (blocks must
-    precede Prometheus' head block)."""
-    end_day = math.floor((now - margin_s) / DAY)  # days since the epoch, a Thursday
-    monday = end_day - 7 - ((end_day - 7 + 3) % 7)
-    return monday * DAY
-
-
-@dataclass
-class WeekPrometheus:
-    service: PrometheusService
-    week_start: float
-
-    def day(self, index: int) -> str:
-        return datetime.fromtimestamp(self.week_start + index * DAY, UTC).strftime("%Y-%m-%d")
-
-
-@pytest.fixture(scope="module")
-def week_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WeekPrometheus]:
-    root = tmp_path_factory.mktemp("week-prometheus")
-    start = last_whole_monday_week(time.time())
-    assert datetime.fromtimestamp(start, UTC).weekday() == 0
-    histories = [SyntheticHistory(start, 7, "good-week", scrape_interval=SCRAPE),
-                 SyntheticHistory(start, 7, "bad-week", scrape_interval=SCRAPE, faults=BAD_WEEK)]
-    service = PrometheusService(root, retention="3650d")
-    create_blocks([s for h in histories for s in generate(h)], service.data_dir, root / "openmetrics")
-    service.start()
-    try:
-        yield WeekPrometheus(service, start)
-    finally:
-        service.stop()
-
 
 def materialize_week(week: WeekPrometheus, instance_name: str, tmp_path: Path, dagster_instance: dg.DagsterInstance
                      ) -> tuple[list[set[str]], dg.ExecuteInProcessResult, list[float]]:
