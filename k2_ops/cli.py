@@ -9,6 +9,7 @@ import sys
 # Each module exposes `register(subparsers)` adding its subcommands; a subcommand sets `func(args) -> int`.
 COMMAND_MODULES = [
     "k2_ops.stack.cli",
+    "k2_ops.deploy.cli",
     "k2_ops.docs.config_reference",
     # "k2_ops.simulator.cli",
 ]

@@ -12,14 +12,10 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
-from dagster_project.resources.stack import stack_run_dir, stack_url
-from k2_ops.deploy.audit import audit_ids, read_trade_ids
 from k2_ops.deploy.backend import DeploymentBackend
-from k2_ops.deploy.compose import ComposeBackend, ComposeProject
 from k2_ops.deploy.history import DeploymentHistory
-from k2_ops.deploy.local import streamer_common_env, trades_topic
 from k2_ops.deploy.orchestrator import BlueGreenDeployment
-from k2_ops.deploy.process_backend import ProcessBackend
+from k2_ops.deploy.settings import DeploySettings, stack_url
 
 
 class PrometheusResource(dg.ConfigurableResource):
@@ -87,66 +83,26 @@ class DeploymentResource(dg.ConfigurableResource):
     unhealthy_rollback_seconds: float = Field(
         default=120.0, description="deployment_health_sensor rolls back after /readyz failed this long")
 
+    def settings(self) -> DeploySettings:
+        return DeploySettings(**self.model_dump(exclude={"unhealthy_rollback_seconds"}))
+
     def folder(self) -> Path:
-        return stack_run_dir(self.run_dir)
+        return self.settings().folder()
 
     def deploy_dir(self) -> Path:
-        return Path(self.state_dir) if self.state_dir else self.folder() / "deploy"
+        return self.settings().deploy_dir()
 
     def history(self) -> DeploymentHistory:
-        return DeploymentHistory(self.deploy_dir() / "history.jsonl")
-
-    def _stack_or(self, value: str, service: str, suffix: str = "") -> str:
-        if value:
-            return value
-        return stack_url(service, self.run_dir) + suffix
+        return self.settings().history()
 
     def common_env(self) -> dict[str, str]:
-        bootstrap = self.kafka_bootstrap_servers or stack_url("kafka", self.run_dir).removeprefix("kafka://")
-        ws_url = self._stack_or(self.ws_url, "simulator", "/stream")
-        ca_file = self.ca_file
-        if not ca_file and not self.ws_url:
-            simulator_ca = self.folder() / "simulator" / "ca.pem"
-            ca_file = str(simulator_ca) if simulator_ca.exists() else ""
-        registry = self.schema_registry_url
-        if not registry:
-            try:
-                registry = stack_url("schema-registry", self.run_dir)
-            except LookupError:
-                registry = "mock://k2-local"
-        return streamer_common_env(bootstrap, ws_url, ca_file=ca_file or None, topic_prefix=self.topic_prefix,
-                                   symbols=self.symbols, schema_registry_url=registry, extra=self.streamer_env)
+        return self.settings().common_env()
 
     def make_backend(self) -> DeploymentBackend:
-        if self.backend == "process":
-            return ProcessBackend(
-                self.folder(), self.deploy_dir(), self.common_env(),
-                ports={"blue": self.blue_port, "green": self.green_port},
-                prometheus_run_dir=(Path(self.prometheus_run_dir) if self.prometheus_run_dir else self.folder())
-                if self.register_with_prometheus else None,
-            )
-        if self.backend == "compose":
-            project = ComposeProject(
-                project=self.compose_project, compose_file=Path(self.compose_file), docker=self.docker,
-                build_context=Path(self.build_context), dockerfile=Path(self.dockerfile),
-                host_ports={"blue": self.blue_host_port, "green": self.green_host_port},
-                url_template=self.instance_url_template,
-            )
-            return ComposeBackend(project, self.deploy_dir())
-        raise ValueError(f"DeploymentResource.backend={self.backend!r}; allowed: process or compose")
-
-    def kafka_audit(self) -> Callable[[float], Any] | None:
-        bootstrap = self.kafka_bootstrap_servers
-        if not bootstrap:
-            try:
-                bootstrap = stack_url("kafka", self.run_dir).removeprefix("kafka://")
-            except LookupError:
-                return None
-        topic = trades_topic(self.topic_prefix)
-        return lambda since: audit_ids(read_trade_ids(bootstrap, topic, int(since * 1000)))
+        return self.settings().make_backend()
 
     def orchestrator(self, log: Callable[[str], None] | None = None) -> BlueGreenDeployment:
-        return BlueGreenDeployment(self.make_backend(), self.history(), audit=self.kafka_audit(), log=log)
+        return self.settings().orchestrator(log)
 
 
 __all__ = ["AlertmanagerResource", "DeploymentResource", "PrometheusResource"]

@@ -1,0 +1,138 @@
+"""`k2 deploy start|run|status|history` and `k2 rollback`: the blue-green deployment without Dagster.
+
+The same `k2_ops.deploy` code the Dagster jobs run; settings come from the local stack (`.run/stack.json`)
+unless given (`--backend compose` for production).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+
+from k2_ops.deploy.model import COLORS, DEFAULT_IMAGE, MODES, DeployConfig
+from k2_ops.deploy.orchestrator import DeploymentFailed
+from k2_ops.deploy.probe import read_readiness
+from k2_ops.deploy.settings import BACKENDS, DeploySettings
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    deploy = subparsers.add_parser("deploy", help="blue-green deployment of the streamer")
+    actions = deploy.add_subparsers(dest="action", required=True)
+
+    start = actions.add_parser("start", help="start one color (active) if it is not running")
+    _common(start)
+    start.add_argument("--color", choices=COLORS, default="blue")
+    start.add_argument("--image", default=DEFAULT_IMAGE)
+    start.set_defaults(func=cmd_start)
+
+    run = actions.add_parser("run", help="deploy the other color beside the active one, cut over, validate")
+    _common(run)
+    run.add_argument("--image", default=DEFAULT_IMAGE)
+    run.add_argument("--mode", choices=MODES, default="dual")
+    run.add_argument("--dual-operation-seconds", type=float, default=600.0)
+    run.add_argument("--validation-seconds", type=float, default=900.0)
+    run.add_argument("--ready-timeout-seconds", type=float, default=120.0)
+    run.add_argument("--first-data-timeout-seconds", type=float, default=60.0)
+    run.add_argument("--set", action="append", default=[], metavar="K2_NAME=VALUE",
+                     help="a setting of the new version only (repeatable)")
+    run.set_defaults(func=cmd_run)
+
+    status = actions.add_parser("status", help="active color, instances and their /readyz")
+    _common(status)
+    status.set_defaults(func=cmd_status)
+
+    history = actions.add_parser("history", help="the last deployment records")
+    _common(history)
+    history.add_argument("--last", type=int, default=10)
+    history.set_defaults(func=cmd_history)
+
+    rollback = subparsers.add_parser("rollback", help="back to the previously active color, measured")
+    _common(rollback)
+    rollback.add_argument("--reason", default="manual rollback (k2 rollback)")
+    rollback.set_defaults(func=cmd_rollback)
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backend", choices=BACKENDS, default="process")
+    parser.add_argument("--run-dir", type=Path, default=None, help="local stack run folder (default .run)")
+    parser.add_argument("--topic-prefix", default="market.crypto.binance")
+
+
+def _settings(args: argparse.Namespace) -> DeploySettings:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    return DeploySettings(backend=args.backend, run_dir=str(args.run_dir or ""), topic_prefix=args.topic_prefix)
+
+
+def parse_settings(pairs: list[str]) -> dict[str, str]:
+    env = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.startswith("K2_"):
+            raise SystemExit(f"--set {pair!r}: expected K2_NAME=VALUE")
+        env[name] = value
+    return env
+
+
+def cmd_start(args: argparse.Namespace) -> int:
+    started = _settings(args).orchestrator(print).ensure_running(args.color, DeployConfig(image=args.image))
+    print(f"{args.color} {'started' if started else 'was already running'}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    config = DeployConfig(
+        image=args.image, mode=args.mode, dual_operation_seconds=args.dual_operation_seconds,
+        validation_seconds=args.validation_seconds, ready_timeout_seconds=args.ready_timeout_seconds,
+        first_data_timeout_seconds=args.first_data_timeout_seconds, target_env=parse_settings(args.set),
+    )
+    try:
+        record = _settings(args).orchestrator(print).run(config)
+    except DeploymentFailed as failure:
+        print(f"DEPLOYMENT FAILED: {failure}; {failure.record.status}, active color {failure.record.active_color}, "
+              f"rollback {failure.record.rollback_seconds} s")
+        return 1
+    print(json.dumps(record.to_dict(), indent=1, sort_keys=True))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    try:
+        backend = settings.make_backend()
+    except LookupError as exc:
+        print(f"error: {exc}")
+        return 2
+    print(f"active color: {settings.history().active_color()}")
+    for color in COLORS:
+        info = backend.instance(color)
+        if info is None:
+            print(f"  {color}: never started")
+            continue
+        readiness = read_readiness(info.base_url)
+        state = "running" if backend.is_running(color) else "stopped"
+        print(f"  {color}: {state}, {info.base_url}, image {info.image}, "
+              f"{'ready' if readiness.ready else readiness.reason()}")
+    return 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    for record in _settings(args).history().records()[-args.last:]:
+        when = datetime.fromtimestamp(record.finished_at, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        rollback = f" rollback {record.rollback_seconds:.2f} s" if record.rollback_seconds is not None else ""
+        print(f"{when} {record.deployment_id} {record.from_color}->{record.to_color} {record.mode} "
+              f"{record.status}{rollback} {record.reason or ''}")
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    try:
+        record = _settings(args).orchestrator(print).manual_rollback(DeployConfig(), reason=args.reason)
+    except Exception as exc:
+        print(f"ROLLBACK FAILED: {exc}")
+        return 1
+    print(f"active color {record.active_color} after {record.rollback_seconds:.2f} s "
+          f"({record.measurements['rollback']['method']})")
+    return 0

@@ -1,0 +1,127 @@
+"""How a deployment is wired: which backend, where its state lives, what both colors' streamers share.
+
+Empty settings are read from the local stack's `<run>/stack.json` (written by `k2 stack up` / `make run`)
+when used, so the Dagster resources and the `k2 deploy` CLI work against `make run` with no configuration,
+and production sets them explicitly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from k2_ops.deploy.audit import IdAudit, audit_ids, read_trade_ids
+from k2_ops.deploy.backend import DeploymentBackend
+from k2_ops.deploy.compose import ComposeBackend, ComposeProject
+from k2_ops.deploy.history import DeploymentHistory
+from k2_ops.deploy.local import streamer_common_env, trades_topic
+from k2_ops.deploy.orchestrator import BlueGreenDeployment
+from k2_ops.deploy.process_backend import ProcessBackend
+from k2_ops.paths import run_dir
+from k2_ops.stack.local import read_state
+
+BACKENDS = ("process", "compose")
+
+
+def stack_run_dir(configured: str | Path = "") -> Path:
+    return Path(configured) if configured else run_dir()
+
+
+def stack_url(service: str, configured_run_dir: str | Path = "") -> str:
+    """The URL `service` ("prometheus", "alertmanager", "kafka", "simulator", ...) has in the running stack."""
+    folder = stack_run_dir(configured_run_dir)
+    state = read_state(folder)
+    if state is None:
+        raise LookupError(f"no local stack state in {folder / 'stack.json'}: start the stack (`make run`) or "
+                          "configure the URL explicitly")
+    services = state.get("services") or {}
+    entry = services.get(service)
+    if entry is None:
+        raise LookupError(f"the local stack in {folder} has no {service!r} (it has: {', '.join(services)})")
+    return str(entry["url"] if isinstance(entry, dict) else entry)
+
+
+@dataclass(frozen=True)
+class DeploySettings:
+    backend: str = "process"
+    run_dir: str = ""
+    state_dir: str = ""
+    kafka_bootstrap_servers: str = ""
+    ws_url: str = ""
+    ca_file: str = ""
+    schema_registry_url: str = ""
+    topic_prefix: str = "market.crypto.binance"
+    symbols: str = "btcusdt,ethusdt"
+    streamer_env: Mapping[str, str] = field(default_factory=dict)
+    blue_port: int = 0
+    green_port: int = 0
+    register_with_prometheus: bool = True
+    prometheus_run_dir: str = ""
+    compose_project: str = "k2"
+    compose_file: str = "docker/compose.yaml"
+    dockerfile: str = "docker/streamer.Dockerfile"
+    build_context: str = "."
+    docker: str = "docker"
+    blue_host_port: int = 8001
+    green_host_port: int = 8002
+    instance_url_template: str = "http://{host_ip}:{host_port}"
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend={self.backend!r}; allowed: {' or '.join(BACKENDS)}")
+
+    def folder(self) -> Path:
+        return stack_run_dir(self.run_dir)
+
+    def deploy_dir(self) -> Path:
+        return Path(self.state_dir) if self.state_dir else self.folder() / "deploy"
+
+    def history(self) -> DeploymentHistory:
+        return DeploymentHistory(self.deploy_dir() / "history.jsonl")
+
+    def bootstrap_servers(self) -> str:
+        return self.kafka_bootstrap_servers or stack_url("kafka", self.run_dir).removeprefix("kafka://")
+
+    def common_env(self) -> dict[str, str]:
+        ws_url = self.ws_url or stack_url("simulator", self.run_dir) + "/stream"
+        ca_file = self.ca_file
+        if not ca_file and not self.ws_url:
+            simulator_ca = self.folder() / "simulator" / "ca.pem"
+            ca_file = str(simulator_ca) if simulator_ca.exists() else ""
+        registry = self.schema_registry_url
+        if not registry:
+            try:
+                registry = stack_url("schema-registry", self.run_dir)
+            except LookupError:
+                registry = "mock://k2-local"
+        return streamer_common_env(self.bootstrap_servers(), ws_url, ca_file=ca_file or None,
+                                   topic_prefix=self.topic_prefix, symbols=self.symbols,
+                                   schema_registry_url=registry, extra=dict(self.streamer_env))
+
+    def make_backend(self) -> DeploymentBackend:
+        if self.backend == "process":
+            prometheus_dir = Path(self.prometheus_run_dir) if self.prometheus_run_dir else self.folder()
+            return ProcessBackend(
+                self.folder(), self.deploy_dir(), self.common_env(),
+                ports={"blue": self.blue_port, "green": self.green_port},
+                prometheus_run_dir=prometheus_dir if self.register_with_prometheus else None,
+            )
+        project = ComposeProject(
+            project=self.compose_project, compose_file=Path(self.compose_file), docker=self.docker,
+            build_context=Path(self.build_context), dockerfile=Path(self.dockerfile),
+            host_ports={"blue": self.blue_host_port, "green": self.green_host_port},
+            url_template=self.instance_url_template,
+        )
+        return ComposeBackend(project, self.deploy_dir())
+
+    def kafka_audit(self) -> Callable[[float], IdAudit] | None:
+        try:
+            bootstrap = self.bootstrap_servers()
+        except LookupError:
+            return None
+        topic = trades_topic(self.topic_prefix)
+        return lambda since: audit_ids(read_trade_ids(bootstrap, topic, int(since * 1000)))
+
+    def orchestrator(self, log: Callable[[str], None] | None = None) -> BlueGreenDeployment:
+        return BlueGreenDeployment(self.make_backend(), self.history(), audit=self.kafka_audit(), log=log)

@@ -1,0 +1,59 @@
+"""`k2 deploy ...` and `k2 rollback` against real services, found through the run folder's stack.json."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+from pathlib import Path
+
+import pytest
+
+from k2_ops.cli import main
+from k2_ops.deploy.cli import parse_settings
+from k2_ops.deploy.history import DeploymentHistory
+from k2_ops.deploy.settings import DeploySettings
+
+
+def test_parse_settings() -> None:
+    assert parse_settings(["K2_LOG_LEVEL=DEBUG", "K2_BINANCE_SYMBOLS=a,b"]) == {
+        "K2_LOG_LEVEL": "DEBUG", "K2_BINANCE_SYMBOLS": "a,b"}
+    with pytest.raises(SystemExit, match="expected K2_NAME=VALUE"):
+        parse_settings(["LOG_LEVEL"])
+
+
+def test_without_a_stack_the_cli_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["deploy", "status", "--run-dir", str(tmp_path)]) == 2
+    assert "error: no local stack state in" in capsys.readouterr().out
+    assert main(["rollback", "--run-dir", str(tmp_path)]) == 1
+    assert "ROLLBACK FAILED: no local stack state" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_start_deploy_status_rollback_history(tmp_path: Path, kafka, deploy_simulator,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    run_dir = tmp_path / "run"
+    (run_dir / "simulator").mkdir(parents=True)
+    shutil.copy(deploy_simulator.ca_file, run_dir / "simulator" / "ca.pem")
+    (run_dir / "stack.json").write_text(json.dumps({"services": {
+        "kafka": {"url": f"kafka://{kafka.bootstrap_servers}"}, "simulator": {"url": deploy_simulator.ws_base_url}}}))
+    common = ["--run-dir", str(run_dir), "--topic-prefix", f"clitest.{uuid.uuid4().hex[:8]}"]
+    try:
+        assert main(["deploy", "start", *common]) == 0
+        assert main(["deploy", "run", *common, "--mode", "handover", "--dual-operation-seconds", "2",
+                     "--validation-seconds", "2", "--set", "K2_LOG_LEVEL=DEBUG"]) == 0
+        assert main(["deploy", "status", *common]) == 0
+        out = capsys.readouterr().out
+        assert "active color: green" in out
+        assert "green: running" in out and "blue: stopped" in out
+        assert main(["rollback", *common]) == 0
+        assert "active color blue after" in capsys.readouterr().out
+        assert main(["deploy", "history", *common]) == 0
+        lines = capsys.readouterr().out.strip().splitlines()
+        assert [line.split()[5] for line in lines] == ["succeeded", "manual_rollback"]
+        assert [r.active_color for r in DeploymentHistory(run_dir / "deploy" / "history.jsonl").records()] == [
+            "green", "blue"]
+    finally:
+        backend = DeploySettings(run_dir=str(run_dir)).make_backend()
+        for color in ("blue", "green"):
+            backend.stop(color, 10.0)
