@@ -10,25 +10,21 @@ import dagster as dg
 from pydantic import Field
 
 from dagster_project.assets.reporting import ReportsResource, checks_table, report_metadata, write_html_report
-from dagster_project.resources import DeploymentResource, PrometheusResource
+from dagster_project.resources import DeploymentResource
 
 
 class SoakConfig(dg.Config):
-    profile: str = Field(default="production", description='"production" or a compressed clock, e.g. "compressed:240"')
-    duration_seconds: float = Field(default=86_400.0, description="soak length in seconds (24 h in production)")
+    profile: str = Field(default="production", description='"production", "ci" or "compressed:<day seconds>"')
+    duration_seconds: float | None = Field(
+        default=None, description="soak length in seconds; empty = the criteria's 24 h / 12 h on the profile clock")
     criteria: str = Field(default="24h", description='"24h" (soak) or "12h" (validation) criteria')
-    sample_interval_seconds: float = Field(default=30.0, description="how often the streamer's metrics are sampled")
+    sample_interval_seconds: float | None = Field(
+        default=None, description="how often the streamer's metrics are sampled; empty = the profile's")
     attach_url: str = Field(default="", description="soak a running streamer at this base URL; empty = start one")
 
 
 def run_soak(config: SoakConfig, env: dict[str, str], out_dir: Path, log: Any) -> Any:
-    """Adapter to the soak runner (issue 4, item 5). Needed from `k2_ops.validation.soak`:
-
-    `run_soak(profile: ValidationProfile, duration_seconds: float, out_dir: Path, *, criteria: str,
-    sample_interval_seconds: float, streamer_env: dict[str, str] | None, attach_url: str | None,
-    progress: Callable[[str], None]) -> SoakResult` where SoakResult has `profile_path: Path`
-    (memory_profile.json), `checks: list[CheckResult]`, `passed: bool`, `summary: dict`.
-    """
+    """The soak runner of issue 4 (`k2_ops.validation.soak.run_soak`); progress lines go to the run log."""
     from k2_ops.validation import soak
     from k2_ops.validation.profiles import get_profile
 
@@ -48,7 +44,8 @@ def soak_memory_profile(context: dg.AssetExecutionContext, config: SoakConfig, d
     result = run_soak(config, env, out_dir, context.log.info)
     data = {"profile_path": str(result.profile_path), "passed": bool(result.passed),
             "checks": [check.to_dict() for check in result.checks], "summary": dict(result.summary),
-            "config": config.model_dump(), "out_dir": str(out_dir)}
+            "config": config.model_dump(), "out_dir": str(out_dir),
+            "report_files": {key: str(path) for key, path in result.report_files.items()}}
     return dg.Output(data, metadata={
         "memory_profile": dg.MetadataValue.path(str(result.profile_path)),
         "summary": dg.MetadataValue.json(dict(result.summary)), "passed": bool(result.passed),
@@ -57,15 +54,17 @@ def soak_memory_profile(context: dg.AssetExecutionContext, config: SoakConfig, d
 
 @dg.asset(group_name="soak", description="Soak report: every criterion observed vs threshold, with charts.",
           check_specs=[dg.AssetCheckSpec("soak_criteria_passed", asset="soak_report")], kinds={"python"})
-def soak_report(context: dg.AssetExecutionContext, soak_memory_profile: dict[str, Any],
-                prometheus: PrometheusResource) -> Any:
+def soak_report(context: dg.AssetExecutionContext, soak_memory_profile: dict[str, Any]) -> Any:
     from k2_ops.validation.checks import CheckResult
 
     checks = [CheckResult.from_dict(item) for item in soak_memory_profile["checks"]]
     out_dir = Path(soak_memory_profile["out_dir"])
-    profile = json.loads(Path(soak_memory_profile["profile_path"]).read_text())
-    files = write_html_report("soak", profile, out_dir)
+    files = {key: Path(path) for key, path in soak_memory_profile.get("report_files", {}).items()}
+    if "html" not in files:  # the runner writes the report; render it here only if it did not
+        profile = json.loads(Path(soak_memory_profile["profile_path"]).read_text())
+        files = write_html_report("soak", profile, out_dir)
     table = checks_table(checks)
+    context.log.info(f"soak {'PASSED' if soak_memory_profile['passed'] else 'FAILED'}; report {files.get('html')}")
     yield dg.Output({"passed": soak_memory_profile["passed"], "files": {k: str(v) for k, v in files.items()}},
                     metadata={"checks": dg.MetadataValue.md(table), **report_metadata(files)})
     failed = [c.name for c in checks if not c.passed]
