@@ -148,14 +148,13 @@ class GroundTruth:
     def sent_ids(self, symbol: str, stream: str = "trade", connection_id: int | None = None) -> list[int]:
         """Ids sent on one connection, or (connection_id None) on any connection, in generation order."""
         key = (symbol.lower(), normalise_stream(stream))
+        if connection_id is not None and connection_id not in self.sent:
+            raise KeyError(f"no connection with id {connection_id} (or it was forgotten: too many closed)")
         series = self.series.get(key)
         if series is None:
             return []
         if connection_id is not None:
-            log = self.sent.get(connection_id)
-            if log is None:
-                raise KeyError(f"no connection with id {connection_id}")
-            return series.ids_in(log.get(key))
+            return series.ids_in(self.sent[connection_id].get(key))
         ranges = [r for log in self.sent.values() for r in log.get(key)]
         return series.ids_in(merge_ranges(ranges))
 
