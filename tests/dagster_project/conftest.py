@@ -127,3 +127,38 @@ def week_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WeekPr
         yield WeekPrometheus(service, start)
     finally:
         service.stop()
+
+
+# ---- a real Prometheus holding a backfilled synthetic month (the 30 days ending with a calendar month) -------
+MONTH_SCRAPE = 120.0
+
+
+@dataclass
+class MonthPrometheus:
+    service: PrometheusService
+    month: str  # partition key, first day of the month
+
+
+def last_whole_month(now: float, margin_s: float = 3 * 3600.0) -> tuple[str, float]:
+    """The latest calendar month that ended at least `margin_s` before now: (partition key, its end)."""
+    limit = datetime.fromtimestamp(now - margin_s, UTC)
+    end = datetime(limit.year, limit.month, 1, tzinfo=UTC)
+    start = datetime(end.year - (end.month == 1), 12 if end.month == 1 else end.month - 1, 1, tzinfo=UTC)
+    return start.strftime("%Y-%m-%d"), end.timestamp()
+
+
+@pytest.fixture(scope="session")
+def month_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MonthPrometheus]:
+    root = tmp_path_factory.mktemp("month-prometheus")
+    month, end = last_whole_month(time.time())
+    start = end - 30 * DAY
+    histories = [SyntheticHistory(start, 30, "good-month", scrape_interval=MONTH_SCRAPE),
+                 SyntheticHistory(start, 30, "bad-month", scrape_interval=MONTH_SCRAPE,
+                                  faults=(Fault("pong_timeout", 4), Fault("leak_alert", 12)))]
+    service = PrometheusService(root, retention="3650d")
+    create_blocks([s for h in histories for s in generate(h)], service.data_dir, root / "openmetrics")
+    service.start()
+    try:
+        yield MonthPrometheus(service, month)
+    finally:
+        service.stop()

@@ -10,10 +10,15 @@ import dagster as dg
 import pytest
 
 from dagster_project.assets.reporting import ReportsResource
-from dagster_project.assets.validation import daily_validation_report, weekly_validation_report
+from dagster_project.assets.validation import (
+    MONTHLY_CHECKS,
+    daily_validation_report,
+    monthly_stability_report,
+    weekly_validation_report,
+)
 from dagster_project.resources import DeploymentResource, PrometheusResource
 
-from .conftest import SCRAPE, WeekPrometheus
+from .conftest import MONTH_SCRAPE, SCRAPE, WeekPrometheus
 
 pytestmark = pytest.mark.slow
 
@@ -96,3 +101,34 @@ def test_weekly_report_says_which_days_were_not_validated(week_prometheus, tmp_p
     report = weekly.output_for_node("weekly_validation_report")
     assert report["missing_days"] == [week_prometheus.day(i) for i in range(1, 7)]
     assert not report["passed"]
+
+
+def materialize_month(month, instance_name: str, tmp_path: Path, dagster_instance: dg.DagsterInstance
+                      ) -> dg.ExecuteInProcessResult:
+    resources = {
+        "prometheus": PrometheusResource(url=month.service.url, scrape_interval_seconds=MONTH_SCRAPE),
+        "deployment": DeploymentResource(state_dir=str(tmp_path / "deploy")),
+        "reports": ReportsResource(root=str(tmp_path / "reports")),
+    }
+    result = dg.materialize([monthly_stability_report], partition_key=month.month, resources=resources,
+                            run_config={"ops": {"monthly_stability_report": {"config": {"instance": instance_name}}}},
+                            instance=dagster_instance)
+    assert result.success
+    return result
+
+
+def test_monthly_stability_checks_on_a_backfilled_month(month_prometheus, tmp_path, dagster_instance) -> None:
+    began = time.monotonic()
+    good = materialize_month(month_prometheus, "good-month", tmp_path / "good", dagster_instance)
+    seconds = time.monotonic() - began
+    evaluations = good.get_asset_check_evaluations()
+    assert {e.check_name for e in evaluations} == set(MONTHLY_CHECKS)
+    assert all(e.passed for e in evaluations), [e.check_name for e in evaluations if not e.passed]
+
+    bad = materialize_month(month_prometheus, "bad-month", tmp_path / "bad", dagster_instance)
+    failed = {e.check_name for e in bad.get_asset_check_evaluations() if not e.passed}
+    # A pong timeout (day 4) and a leak alert (day 12): exactly the criteria those break.
+    assert failed == {"pong_timeouts", "unscheduled_reconnects", "leak_score", "memory_alerts"}
+    metadata = bad.asset_materializations_for_node("monthly_stability_report")[0].metadata
+    assert Path(metadata["html_report"].value).is_file()
+    print(f"\n30-day stability report: {seconds:.2f} s")
