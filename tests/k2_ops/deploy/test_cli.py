@@ -57,3 +57,25 @@ def test_start_deploy_status_rollback_history(tmp_path: Path, kafka, deploy_simu
         backend = DeploySettings(run_dir=str(run_dir)).make_backend()
         for color in ("blue", "green"):
             backend.stop(color, 10.0)
+
+
+@pytest.mark.slow
+def test_streamer_service_for_make_run(tmp_path: Path, kafka, deploy_simulator) -> None:
+    from k2_ops.deploy.service import StreamerService
+
+    run_dir = tmp_path / "run"
+    (run_dir / "simulator").mkdir(parents=True)
+    shutil.copy(deploy_simulator.ca_file, run_dir / "simulator" / "ca.pem")
+    (run_dir / "stack.json").write_text(json.dumps({"services": {
+        "kafka": {"url": f"kafka://{kafka.bootstrap_servers}"}, "simulator": {"url": deploy_simulator.ws_base_url}}}))
+    service = StreamerService(str(run_dir), topic_prefix=f"svctest.{uuid.uuid4().hex[:8]}")
+    try:
+        assert service.start() > 0
+        status = service.status()
+        assert status == {"name": "streamer-blue", "url": service.url, "ready": True}
+        assert (run_dir / "streamer-blue.pid").is_file()
+        assert (run_dir / "prometheus" / "targets" / "streamer-blue.json").is_file()
+    finally:
+        service.stop()
+    assert not (run_dir / "streamer-blue.pid").exists()
+    assert service.status()["ready"] is False
