@@ -11,6 +11,7 @@ COMMAND_MODULES = [
     "k2_ops.stack.cli",
     "k2_ops.deploy.cli",
     "k2_ops.docs.config_reference",
+    "k2_ops.validation.cli",
     "k2_ops.simulator.cli",
 ]
 

@@ -45,6 +45,7 @@ class PeriodResult:
     profile: str
     checks: list[CheckResult]
     series: dict[str, list[Series]] = field(default_factory=dict, repr=False)
+    day_seconds: float = 86_400.0  # the profile's day (report charts bucket per day)
 
     @property
     def passed(self) -> bool:
@@ -78,6 +79,7 @@ class PeriodResult:
             "profile": self.profile,
             "label": self.label,
             "passed": self.passed,
+            "day_seconds": self.day_seconds,
             "checks": [result.to_dict() for result in self.checks],
         }
 
@@ -91,6 +93,7 @@ class PeriodResult:
             float(data["step"]),
             data["profile"],
             [CheckResult.from_dict(item) for item in data["checks"]],
+            day_seconds=float(data.get("day_seconds", 86_400.0)),
         )
 
 
@@ -106,7 +109,17 @@ def _run(
     checks, series, window = criteria.evaluate_with_series(
         criteria_set, prom, start, end, instance, scrape_interval=scrape_interval, extra_queries=CHART_INPUTS
     )
-    return PeriodResult(criteria_set.name, instance, start, end, window.step, profile.name, checks, series)
+    return PeriodResult(
+        criteria_set.name,
+        instance,
+        start,
+        end,
+        window.step,
+        profile.name,
+        checks,
+        series,
+        day_seconds=profile.day_seconds,
+    )
 
 
 def validate_day(

@@ -9,8 +9,9 @@ compressed profile keeps them above a floor (all documented in `compressed()`):
 - the pong deadline is a network round trip plus event-loop lag: at least min(0.8 x ping interval, 1 s);
 - the health timeout must exceed the longest normal gap between two market messages: at least 2 s;
 - RSS sampling and the soak's own sampling: at least every 0.5 s (each sample costs a syscall and a scrape);
-- the leak score's window holds at least 20 RSS samples, and its warm-up (start-up allocations: imports,
-  caches, buffers) lasts at least 10 s, because start-up takes real seconds whatever the clock.
+- the leak score (the streamer's trend in MB per real hour) fits at least 30 s of RSS samples and ignores
+  at least the first 60 s: start-up allocations (imports, caches, TLS and Kafka buffers) take real
+  seconds whatever the clock, and on a short window they read as a steep "leak".
 Message rates (> 10 msg/s) and memory thresholds (MB) are not time-scaled: they are properties of the
 process, measured in real seconds and bytes.
 """
@@ -143,10 +144,8 @@ def compressed(day_seconds: float, name: str | None = None) -> ValidationProfile
         ping_timeout_seconds=min(ping_timeout, ping_interval),
         health_timeout_seconds=max(base.health_timeout_seconds * scale, 2.0),
         memory_sample_seconds=max(base.memory_sample_seconds * scale, 0.5),
-        memory_window_seconds=max(
-            base.memory_window_seconds * scale, 20 * max(base.memory_sample_seconds * scale, 0.5)
-        ),
-        memory_warmup_seconds=max(base.memory_warmup_seconds * scale, 10.0),
+        memory_window_seconds=max(base.memory_window_seconds * scale, 30.0),
+        memory_warmup_seconds=max(base.memory_warmup_seconds * scale, 60.0),
         soak_sample_seconds=sample,
         warmup_seconds=max(base.warmup_seconds * scale, 10 * sample),
         sustained_rate_seconds=max(base.sustained_rate_seconds * scale, 10 * sample),

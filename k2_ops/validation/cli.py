@@ -1,0 +1,265 @@
+"""`k2 soak` and `k2 validate daily|weekly|monthly`.
+
+Service addresses default to the running local stack (`<run>/stack.json`, written by `k2 stack up` /
+`make run`); pass them explicitly for anything else. Exit codes: 0 every criterion passed, 1 a criterion
+failed, 2 the run could not be done (bad option, service unreachable, streamer never ready).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from k2_ops.paths import run_dir
+from k2_ops.stack.local import read_state
+from k2_ops.validation.checks import CheckResult
+from k2_ops.validation.profiles import PRODUCTION, ProfileError, get_profile
+
+EXIT_PASSED, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
+
+
+class CliError(RuntimeError):
+    pass
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    soak = subparsers.add_parser(
+        "soak",
+        help="soak a streamer: sample it for a duration, write the memory "
+        "profile and report, evaluate the 24 h (or 12 h) criteria",
+    )
+    soak.add_argument("--profile", default="production", help="production, ci (240 s day) or compressed:<day s>")
+    soak.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        help="seconds to soak (default: 24 h, or 12 h with --criteria 12h, on the profile clock)",
+    )
+    soak.add_argument("--criteria", choices=("24h", "12h"), default="24h")
+    soak.add_argument("--out", type=Path, default=None, help="output folder (default <run>/soak/<timestamp>)")
+    soak.add_argument(
+        "--attach",
+        default=None,
+        metavar="URL",
+        help="sample a running streamer at this base or /metrics URL instead of starting one",
+    )
+    soak.add_argument(
+        "--source",
+        default="simulator",
+        help="market source of a started streamer: 'simulator' (an exchange simulator started "
+        "here) or a wss:// URL of combined streams (e.g. wss://stream.binance.com:9443/stream)",
+    )
+    soak.add_argument("--symbols", default="btcusdt,ethusdt")
+    soak.add_argument("--rate", type=float, default=50.0, help="simulator trades per second per symbol")
+    soak.add_argument("--ca-file", default=None, help="extra CA for a wss:// source")
+    soak.add_argument("--kafka", default=None, help="Kafka bootstrap servers (default: the local stack's)")
+    soak.add_argument(
+        "--schema-registry", default=None, help="Schema Registry URL (default: the local stack's, else mock://soak)"
+    )
+    soak.add_argument("--topic-prefix", default="market.crypto.binance.soak")
+    soak.add_argument("--sample-interval", type=float, default=None, help="seconds between /metrics samples")
+    soak.add_argument("--grace", type=float, default=None, help="seconds sampled beyond the duration")
+    soak.add_argument("--instance", default="soak", help="K2_INSTANCE of the started streamer")
+    soak.add_argument(
+        "--leak-bytes-per-second",
+        type=float,
+        default=0.0,
+        help="TEST ONLY: make the started streamer retain memory at this rate",
+    )
+    soak.add_argument(
+        "--prometheus",
+        default=None,
+        help="also evaluate from this Prometheus (it must scrape the streamer with instance=<--instance>)",
+    )
+    soak.add_argument(
+        "--env", action="append", default=[], metavar="K2_NAME=VALUE", help="extra streamer setting (repeatable)"
+    )
+    soak.add_argument("--run-dir", type=Path, default=None, help="local stack run folder (default .run)")
+    soak.set_defaults(func=cmd_soak)
+
+    validate = subparsers.add_parser(
+        "validate", help="evaluate the daily, 7-day or 30-day criteria from Prometheus and write the report"
+    )
+    kinds = validate.add_subparsers(dest="period", required=True)
+    for name, help_text in (
+        ("daily", "the daily checks of one day"),
+        ("weekly", "the 7-day validation: 7 daily checks and the report"),
+        ("monthly", "the 30-day stability criteria"),
+    ):
+        parser = kinds.add_parser(name, help=help_text)
+        parser.add_argument("--prometheus", default=None, help="Prometheus URL (default: the local stack's)")
+        parser.add_argument("--instance", default="blue", help="streamer instance (color)")
+        parser.add_argument("--profile", default="production")
+        parser.add_argument(
+            "--start",
+            default=None,
+            help="first day: YYYY-MM-DD (UTC) or unix seconds; default: the last whole "
+            "period before today (yesterday, the 7 days, the 30 days before today)",
+        )
+        parser.add_argument(
+            "--scrape-interval",
+            type=float,
+            default=None,
+            help="seconds between stored samples (default: the local stack's, else 15)",
+        )
+        parser.add_argument("--out", type=Path, default=None, help="report folder (default <run>/reports/...)")
+        parser.add_argument("--run-dir", type=Path, default=None)
+        parser.set_defaults(func=cmd_validate)
+
+
+# --- helpers ------------------------------------------------------------------------------------------
+
+
+def _stack_service_url(service: str, folder: Path | None) -> str | None:
+    state = read_state(folder or run_dir())
+    entry = (state or {}).get("services", {}).get(service)
+    if entry is None:
+        return None
+    return str(entry["url"] if isinstance(entry, dict) else entry)
+
+
+def _print_checks(checks: list[CheckResult]) -> None:
+    width = max((len(check.name) for check in checks), default=10)
+    for check in checks:
+        print(
+            f"  {'PASS' if check.passed else 'FAIL'}  {check.name:<{width}}  observed {check.observed_text():>14}"
+            f"  threshold {check.threshold_text():<16}  {check.evidence}"
+        )
+
+
+def parse_start(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        return datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC).timestamp()
+    except ValueError as error:
+        raise CliError(f"--start {text!r}: expected YYYY-MM-DD or unix seconds") from error
+
+
+def _env_pairs(pairs: list[str]) -> dict[str, str]:
+    env = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.startswith("K2_"):
+            raise CliError(f"--env {pair!r}: expected K2_NAME=VALUE")
+        env[key] = value
+    return env
+
+
+@contextlib.contextmanager
+def _source(args: argparse.Namespace, out_dir: Path) -> Iterator[dict[str, str]]:
+    """The streamer's source settings; starts an exchange simulator for the run when asked."""
+    if args.source != "simulator":
+        if not args.source.startswith(("ws://", "wss://")):
+            raise CliError(f"--source {args.source!r}: expected 'simulator' or a ws:// / wss:// URL")
+        env = {"K2_BINANCE_WS_URL": args.source}
+        if args.ca_file:
+            env["K2_SSL_CA_FILE"] = args.ca_file
+        yield env
+        return
+    from k2_ops.simulator import BackgroundSimulator, SimulatorConfig
+
+    symbols = tuple(symbol.strip() for symbol in args.symbols.split(",") if symbol.strip())
+    config = SimulatorConfig(symbols=symbols, rate_per_symbol=args.rate, workdir=out_dir / "simulator")
+    with BackgroundSimulator(config) as simulator:
+        print(f"soak: exchange simulator on {simulator.ws_base_url} ({args.rate:g} trades/s per symbol)")
+        yield {"K2_BINANCE_WS_URL": f"{simulator.ws_base_url}/stream", "K2_SSL_CA_FILE": str(simulator.ca_file)}
+
+
+# --- commands -----------------------------------------------------------------------------------------
+
+
+def cmd_soak(args: argparse.Namespace) -> int:
+    from k2_ops.validation.soak import SoakConfig, SoakError, SoakRunner
+
+    try:
+        profile = get_profile(args.profile)
+        out_dir = args.out or (args.run_dir or run_dir()) / "soak" / time.strftime("%Y%m%d-%H%M%S")
+        base = {
+            "profile": profile,
+            "out_dir": out_dir,
+            "duration_seconds": args.duration,
+            "criteria": args.criteria,
+            "sample_interval_seconds": args.sample_interval,
+            "grace_seconds": args.grace,
+            "instance": args.instance,
+            "leak_bytes_per_second": args.leak_bytes_per_second,
+            "prometheus_url": args.prometheus,
+        }
+        if args.attach:
+            result = SoakRunner(SoakConfig(**base, attach_url=args.attach)).run()
+            return EXIT_PASSED if result.passed else EXIT_FAILED
+        kafka = args.kafka or (_stack_service_url("kafka", args.run_dir) or "").removeprefix("kafka://")
+        if not kafka:
+            raise CliError("no Kafka: pass --kafka HOST:PORT or start the local stack (`k2 stack up`)")
+        registry = args.schema_registry or _stack_service_url("schema-registry", args.run_dir) or "mock://soak"
+        with _source(args, out_dir) as source_env:
+            env = {
+                "K2_KAFKA_BOOTSTRAP_SERVERS": kafka,
+                "K2_SCHEMA_REGISTRY_URL": registry,
+                "K2_KAFKA_TOPIC_PREFIX": args.topic_prefix,
+                "K2_BINANCE_SYMBOLS": args.symbols,
+                **source_env,
+                **_env_pairs(args.env),
+            }
+            result = SoakRunner(SoakConfig(**base, streamer_env=env)).run()
+    except (CliError, ProfileError, SoakError) as error:
+        print(f"k2 soak: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    return EXIT_PASSED if result.passed else EXIT_FAILED
+
+
+def _default_start(period: str, day_seconds: float) -> float:
+    today = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    days = {"daily": 1, "weekly": 7, "monthly": 30}[period]
+    return (today - timedelta(seconds=days * day_seconds)).timestamp()
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from k2_ops.reports import write_period_report
+    from k2_ops.validation import periods
+    from k2_ops.validation.prometheus import PrometheusClient, PrometheusError
+
+    try:
+        profile = get_profile(args.profile)
+        url = args.prometheus or _stack_service_url("prometheus", args.run_dir)
+        if not url:
+            raise CliError("no Prometheus: pass --prometheus URL or start the local stack (`k2 stack up`)")
+        scrape_interval = args.scrape_interval or (
+            1.0 if _stack_service_url("prometheus", args.run_dir) and not args.prometheus else 15.0
+        )
+        start = parse_start(args.start) if args.start else _default_start(args.period, profile.day_seconds)
+        client = PrometheusClient(url)
+        common = {"profile": profile, "instance": args.instance, "scrape_interval": scrape_interval}
+        label = datetime.fromtimestamp(start, UTC).strftime("%Y-%m-%d") if profile is PRODUCTION else f"{start:.0f}"
+        out_dir = args.out or (args.run_dir or run_dir()) / "reports" / args.period / f"{label}-{args.instance}"
+        if args.period == "daily":
+            results = periods.validate_day(client, start, **common)
+            checks, passed = results.checks, results.passed
+            print(f"daily validation {results.label} ({args.instance}): {'PASS' if passed else 'FAIL'}")
+            _print_checks(checks)
+        elif args.period == "weekly":
+            days = periods.validate_week(client, start, **common)
+            passed = periods.week_passed(days)
+            for day in days:
+                print(f"{day.label}: {'PASS' if day.passed else 'FAIL ' + ', '.join(day.failed())}")
+                _print_checks(day.checks)
+            results = days
+        else:
+            results = periods.validate_month(client, start, **common)
+            passed = results.passed
+            print(f"30-day stability {results.label} ({args.instance}): {'PASS' if passed else 'FAIL'}")
+            _print_checks(results.checks)
+        files = write_period_report(args.period, results, out_dir)
+        print(f"report: {files['html']} (also {files['markdown'].name}, {files['json'].name})")
+    except (CliError, ProfileError, PrometheusError) as error:
+        print(f"k2 validate: {error}", file=sys.stderr)
+        return EXIT_ERROR
+    return EXIT_PASSED if passed else EXIT_FAILED

@@ -1,0 +1,121 @@
+"""`k2 validate` and `k2 soak` from the command line: exit codes, printed checks, reports written."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from k2_ops.cli import main
+from k2_ops.stack import free_port
+
+from .conftest import MONTH_SCRAPE_SECONDS, WEEK_SCRAPE_SECONDS, HistoryPrometheus
+
+pytestmark = pytest.mark.slow
+
+
+def day(timestamp: float) -> str:
+    return datetime.fromtimestamp(timestamp, UTC).strftime("%Y-%m-%d")
+
+
+def test_validate_weekly_exit_codes_and_reports(
+    history_prometheus: HistoryPrometheus, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    common = [
+        "validate",
+        "weekly",
+        "--prometheus",
+        history_prometheus.service.url,
+        "--start",
+        day(history_prometheus.week_start),
+        "--scrape-interval",
+        str(WEEK_SCRAPE_SECONDS),
+    ]
+    assert main([*common, "--instance", "good-week", "--out", str(tmp_path / "good")]) == 0
+    assert main([*common, "--instance", "bad-week", "--out", str(tmp_path / "bad")]) == 1
+    out = capsys.readouterr().out
+    bad_days = [day(history_prometheus.week_start + index * 86_400) for index in (1, 3, 5)]
+    assert f"{bad_days[0]}: FAIL rotations" in out
+    assert f"{bad_days[1]}: FAIL unscheduled_reconnects" in out
+    assert f"{bad_days[2]}: FAIL memory_stable" in out
+    assert "FAIL  rotations" in out and "observed" in out and "threshold = 6" in out
+    for folder in ("good", "bad"):
+        assert (tmp_path / folder / "weekly_report.html").is_file()
+        assert (tmp_path / folder / "weekly_report.md").is_file()
+
+
+def test_validate_daily_and_monthly(history_prometheus: HistoryPrometheus, tmp_path: Path) -> None:
+    url = history_prometheus.service.url
+    assert (
+        main(
+            [
+                "validate",
+                "daily",
+                "--prometheus",
+                url,
+                "--instance",
+                "bad-week",
+                "--start",
+                day(history_prometheus.week_start + 5 * 86_400),
+                "--scrape-interval",
+                str(WEEK_SCRAPE_SECONDS),
+                "--out",
+                str(tmp_path / "daily"),
+            ]
+        )
+        == 1
+    )
+    assert (tmp_path / "daily" / "daily_report.json").is_file()
+    assert (
+        main(
+            [
+                "validate",
+                "monthly",
+                "--prometheus",
+                url,
+                "--instance",
+                "good-month",
+                "--start",
+                day(history_prometheus.month_start),
+                "--scrape-interval",
+                str(MONTH_SCRAPE_SECONDS),
+                "--out",
+                str(tmp_path / "monthly"),
+            ]
+        )
+        == 0
+    )
+
+
+def test_validate_against_an_unreachable_prometheus_says_so(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    assert main(["validate", "daily", "--prometheus", url, "--start", "2026-01-01", "--out", str(tmp_path)]) == 2
+    assert f"Prometheus at {url} is unreachable" in capsys.readouterr().err
+
+
+def test_soak_refuses_bad_input_plainly(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert main(["soak", "--profile", "weekly", "--run-dir", str(tmp_path)]) == 2
+    assert "unknown profile 'weekly'" in capsys.readouterr().err
+    assert main(["soak", "--profile", "ci", "--run-dir", str(tmp_path)]) == 2  # no stack there: no Kafka
+    assert "no Kafka" in capsys.readouterr().err
+    url = f"http://127.0.0.1:{free_port()}"
+    assert main(["soak", "--profile", "ci", "--attach", url, "--out", str(tmp_path / "attach")]) == 2
+    assert "cannot scrape the streamer to attach to" in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "soak",
+                "--profile",
+                "ci",
+                "--kafka",
+                "127.0.0.1:1",
+                "--source",
+                "http://x",
+                "--out",
+                str(tmp_path / "src"),
+            ]
+        )
+        == 2
+    )
+    assert "expected 'simulator' or a ws://" in capsys.readouterr().err
