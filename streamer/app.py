@@ -81,6 +81,7 @@ class Streamer:
             self.metrics,
             start_tracemalloc=config.tracemalloc,
             leak_bytes_per_s=config.test_leak_bytes_per_s,
+            reference_mb_per_hour=config.leak_reference_mb_per_hour,
         )
         self.health = HealthServer(config.metrics_host, config.metrics_port)
         self._register_routes()

@@ -92,6 +92,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("memory_warmup_s", "K2_MEMORY_WARMUP_SECONDS", 300.0, "float", "0 .. 86400 seconds",
             "RSS samples younger than this after start are ignored by the leak score",
             _positive(0.0, 86_400.0)),
+    Setting("leak_reference_mb_per_hour", "K2_LEAK_REFERENCE_MB_PER_HOUR", 10.0, "float",
+            "0.001 .. 1000000 MB/h",
+            "steady RSS growth that scores 0.5 (5x scores ~1); scale by 86400/N on a compressed N-second day",
+            _positive(0.001, 1e6)),
     Setting("tracemalloc", "K2_TRACEMALLOC", False, "bool", "true or false",
             "start tracemalloc at start-up (otherwise when the leak score first passes 0.5)"),
     Setting("test_leak_bytes_per_s", "K2_TEST_LEAK_BYTES_PER_SECOND", 0.0, "float", "0 .. 100000000",
@@ -160,6 +164,7 @@ class StreamerConfig:
     memory_sample_interval_s: float
     memory_window_s: float
     memory_warmup_s: float
+    leak_reference_mb_per_hour: float
     tracemalloc: bool
     test_leak_bytes_per_s: float
     serializer_cache_max_size: int

@@ -137,3 +137,26 @@ def test_test_leak_retains_memory_at_the_configured_rate() -> None:
     grown = process.memory_info().rss - before
     assert retained == pytest.approx(rate * elapsed, rel=0.15)
     assert grown >= 0.8 * retained  # written pages, not just reserved address space
+
+
+def test_a_single_step_is_not_a_leak() -> None:
+    """One more allocator arena (a step) in a short window extrapolates to a steep slope: steady says no."""
+    points = [(float(t), (62.2 if t < 30 else 62.5) * MB) for t in range(0, 60)]
+    estimate = leak_score(points)
+    assert estimate.slope_mb_per_hour > 10  # steep when extrapolated to an hour...
+    assert estimate.steady <= 0.25 and estimate.score < 0.3  # ...but not steady growth
+
+
+def test_a_staircase_leak_is_still_a_leak() -> None:
+    """A real leak shows as arena-sized steps too, but in every part of the window."""
+    points = [(float(t), (200 + (t // 360) * 1.0) * MB) for t in range(0, 3600, 30)]  # 1 MB every 6 min
+    estimate = leak_score(points)
+    assert estimate.steady == 1.0
+    assert 0.4 <= estimate.score <= 0.6
+
+
+def test_reference_slope_scales_with_a_compressed_clock() -> None:
+    """On a clock 360x faster, 3600 MB/h plays the part of 10 MB/h."""
+    fast = [(t / 360, y) for t, y in series(10.0, noise_mb=0.1)]  # 10 MB in 10 s: 3600 MB/h
+    assert 0.4 <= leak_score(fast, reference_mb_per_hour=3600).score <= 0.55
+    assert leak_score(fast).score > 0.99  # unscaled, the same series looks like a violent leak

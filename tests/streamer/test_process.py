@@ -195,3 +195,47 @@ def test_handover_from_blue_to_green_has_no_gap_and_no_duplicate(
         assert ids[switch] == positions[f"{symbol}@trade"] + 1
         assert report[symbol]["missing"] == 0 and report[symbol]["duplicates"] == 0, report[symbol]
     fault_report["handover_blue_to_green"] = report
+
+
+def test_injected_leak_raises_the_score_and_reports_allocators(
+    make_simulator: Any, make_streamer: Any, kafka: Any
+) -> None:
+    sim = make_simulator()
+    streamer = make_streamer(
+        sim,
+        kafka.bootstrap_servers,
+        K2_TEST_LEAK_BYTES_PER_SECOND=4_000_000,
+        K2_MEMORY_SAMPLE_INTERVAL_SECONDS=0.25,
+        K2_MEMORY_WINDOW_SECONDS=20,
+        K2_MEMORY_WARMUP_SECONDS=1,
+        K2_LEAK_REFERENCE_MB_PER_HOUR=2400,  # same compressed clock as below: 4 MB/s is 14,400 MB/h
+    )
+    streamer.wait_ready()
+    wait_for(lambda: streamer.metric("memory_leak_detection_score") > 0.8, 60, "leak score above 0.8")
+    _, allocations = wait_for(
+        lambda: (r := streamer.get("/debug/allocations"))[1]["top_allocators"] and r, 30, "top allocators"
+    )
+    assert any("streamer/memory.py" in line for line in allocations["top_allocators"]), allocations
+    log = streamer.log_text()
+    assert "tracemalloc started (leak score" in log and "memory leak suspected" in log
+    assert streamer.metric("memory_rss_trend_mb_per_hour") > 1000
+
+
+def test_steady_streamer_scores_no_leak(make_simulator: Any, make_streamer: Any, kafka: Any) -> None:
+    sim = make_simulator()
+    streamer = make_streamer(
+        sim,
+        kafka.bootstrap_servers,
+        K2_MEMORY_SAMPLE_INTERVAL_SECONDS=0.25,
+        K2_MEMORY_WINDOW_SECONDS=15,
+        K2_MEMORY_WARMUP_SECONDS=10,
+        # A 15 s window stands for an hour: the reference slope is scaled like the clock (x240).
+        K2_LEAK_REFERENCE_MB_PER_HOUR=2400,
+    )
+    streamer.wait_ready()
+    # A full window after the warm-up, while streaming.
+    wait_for(lambda: streamer.get("/healthz")[1]["uptime_seconds"] >= 26, 60, "warm-up plus one window")
+    assert streamer.metric("kafka_messages_produced_total") >= 1000
+    m = streamer.metrics()
+    assert m.value("memory_leak_detection_score") < 0.5
+    assert "tracemalloc started" not in streamer.log_text()
