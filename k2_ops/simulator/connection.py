@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     from .server import SimServer
 
 COUNTED_OPCODES = (Opcode.TEXT, Opcode.BINARY, Opcode.PING, Opcode.PONG)
+# ((symbol, stream), first generation index, end index) of the data messages in one write.
+SentRanges = tuple[tuple[tuple[str, str], int, int], ...]
 
 
 class SimServerProtocol(ServerProtocol):
@@ -70,6 +72,7 @@ class ConnectionInfo:
     client_pings: int
     pongs_received: int
     pings_sent: int
+    queued_bytes: int  # frames waiting in the simulator because the client reads slowly
 
 
 class ConnState:
@@ -114,6 +117,7 @@ class ConnState:
             client_pings=self.client_pings,
             pongs_received=self.pongs_received,
             pings_sent=self.pings_sent,
+            queued_bytes=self.conn.backlog_bytes if self.conn is not None else 0,
         )
 
 
@@ -129,20 +133,22 @@ class SimConnection(ServerConnection):
         self.state_ref: ConnState | None = None
         limit = sim.config.max_incoming_per_s
         self.limiter = IncomingLimiter(limit, sim.config.incoming_window_s) if limit is not None else None
-        self.backlog: deque[bytes] = deque()
+        self.backlog: deque[tuple[bytes, int, SentRanges]] = deque()
         self.backlog_bytes = 0
 
-    def send_frames(self, data: bytes) -> bool:
-        """Queue pre-built frames; False (and the connection dropped) if the client reads too slowly.
+    def send_frames(self, data: bytes, count: int = 0, ranges: SentRanges = ()) -> bool:
+        """Write pre-built frames, or queue them while the transport is paused.
 
-        Data waits in our own queue while the transport is paused, so the transport's buffers stay
-        small (asyncio 3.11 moves its whole write buffer on every partial send, which collapses
-        throughput once megabytes pile up there).
+        `count` data messages at generation `ranges` are recorded as sent when the bytes are handed to
+        the transport, not before: queued data that never goes out (the connection closed first) is
+        never counted. Our own queue keeps the transport's buffers small (asyncio 3.11 moves its whole
+        write buffer on every partial send, which collapses throughput once megabytes pile up there).
+        Returns False, after dropping the connection, when a client reads too slowly.
         """
         if self.protocol.state is not OPEN:
             return True
         if self.paused or self.backlog:
-            self.backlog.append(data)
+            self.backlog.append((data, count, ranges))
             self.backlog_bytes += len(data)
             if self.backlog_bytes > self.sim.config.max_send_buffer_bytes:
                 self.backlog.clear()
@@ -150,16 +156,24 @@ class SimConnection(ServerConnection):
                 self.abort_with_reset()
                 return False
             return True
-        self.transport.write(data)
+        self._write(data, count, ranges)
         return True
+
+    def _write(self, data: bytes, count: int, ranges: SentRanges) -> None:
+        self.transport.write(data)
+        state = self.state_ref
+        if state is not None and count:
+            state.messages_sent += count
+            for key, start, end in ranges:
+                state.sent_log.add(key, start, end)
 
     def resume_writing(self) -> None:
         super().resume_writing()
         backlog = self.backlog
         while backlog and not self.paused and self.protocol.state is OPEN:
-            data = backlog.popleft()
+            data, count, ranges = backlog.popleft()
             self.backlog_bytes -= len(data)
-            self.transport.write(data)  # may pause us again, synchronously
+            self._write(data, count, ranges)  # may pause us again, synchronously
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)

@@ -224,6 +224,10 @@ class SimServer:
         state.closed_at = time.time()
         state.close_code = code
         state.close_reason = state.server_reason or reason
+        # Keep only the small record (and its sent log) of a closed connection, not its buffers.
+        state.conn = None
+        state.tasks.clear()
+        state.timer = None
         self.states.pop(state.id, None)
         keep = self.config.max_closed_connections_kept
         if keep == 0:
@@ -396,17 +400,14 @@ class SimServer:
     def _flush(self, state: ConnState) -> None:
         conn = state.conn
         assert conn is not None
-        for key, (start, end) in state.tick_ranges.items():
-            state.sent_log.add(key, start, end)
+        ranges = tuple((key, start, end) for key, (start, end) in state.tick_ranges.items())
         state.tick_ranges.clear()
         count = len(state.out)
         data = b"".join(state.out)
         state.out.clear()
         # The protocol object keeps no per-frame state for unfragmented sends, so pre-built frames can
         # go straight to the transport (websockets' broadcast() bypasses send() the same way).
-        if conn.send_frames(data):
-            state.messages_sent += count
-        else:
+        if not conn.send_frames(data, count, ranges):
             log.warning("connection %s reads too slowly; dropped it", state.id)
             state.server_reason = "slow consumer"
 

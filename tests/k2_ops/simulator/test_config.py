@@ -65,3 +65,21 @@ def test_start_failure_is_reported(tmp_path: Path) -> None:
             clash.start()
     with pytest.raises(SimulatorError, match="not running"):
         sim.generated_ids("btcusdt")
+
+
+def test_plain_ws_and_uvloop_variants(make_sim: Any) -> None:
+    import asyncio
+    import json
+
+    from websockets.asyncio.client import connect
+
+    plain = make_sim(tls=False, use_uvloop=True)
+    assert plain.ws_base_url.startswith("ws://127.0.0.1:")
+    with pytest.raises(SimulatorError, match="without TLS"):
+        _ = plain.ca_file
+
+    async def first() -> dict[str, Any]:
+        async with connect(f"{plain.ws_base_url}/ws/btcusdt@aggTrade") as ws:
+            return json.loads(await asyncio.wait_for(ws.recv(), 10))
+
+    assert asyncio.run(first())["e"] == "aggTrade"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from collections.abc import Callable
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -87,7 +88,7 @@ def test_generated_ids_by_event_time(sim: BackgroundSimulator) -> None:
 
 
 def test_ground_truth_is_bounded(make_sim: SimFactory) -> None:
-    sim = make_sim(ground_truth_max_per_series=100, rate_per_symbol=500.0, symbols=("btcusdt",))
+    sim = make_sim(ground_truth_max_per_series=100, rate_per_symbol=5000.0, symbols=("btcusdt",))
     wait_until(lambda: sim.status()["generated"].get("btcusdt@trade", 0) > 500, what="500 trades")
     kept = sim.generated_ids("btcusdt")
     assert 0 < len(kept) <= 100
@@ -126,3 +127,26 @@ def test_sent_logs_merge_contiguous_ranges() -> None:
     truth.sent[2] = other
     assert truth.sent_ids("btcusdt", "trade", 1) == [500, 501, 502, 503, 504, 507, 508]
     assert truth.sent_ids("btcusdt", "trade") == [500, 501, 502, 503, 504, 505, 507, 508]
+
+
+def test_sent_ids_stay_exact_when_the_client_falls_behind(make_sim: SimFactory) -> None:
+    """A client that stops reading makes the simulator queue; queued data that never reaches the socket
+    (the close frame overtakes it) is not counted as sent."""
+    sim = make_sim(rate_per_symbol=20_000.0, symbols=("btcusdt",), max_incoming_per_s=None)
+
+    async def scenario() -> list[int]:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # fill up quickly
+        sock.connect(("127.0.0.1", sim.port))
+        url = f"{sim.ws_base_url}/ws/btcusdt@trade"
+        async with connect(url, ssl=client_ssl_context(sim.ca_file), sock=sock, max_queue=4) as ws:
+            first = await recv_json(ws)
+            wait_until(lambda: sim.connections()[0].queued_bytes > 0, what="the simulator to queue")
+            sim.close_connections(code=1000)
+            return [first["t"]] + [json.loads(t)["t"] for t in await read_until_closed(ws)]
+
+    received = asyncio.run(scenario())
+    (info,) = sim.connections()
+    assert received == sim.sent_ids("btcusdt", "trade", connection_id=info.id)
+    assert info.messages_sent == len(received)
+    assert len(sim.generated_ids("btcusdt")) > len(received)
