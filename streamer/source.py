@@ -260,6 +260,7 @@ class Source:
             self.owner = dict.fromkeys(self.keys, conn)
             if old is not None:
                 self._retire(old)
+            self._start_tasks(conn)
             if self.connecting_planned:  # e.g. serverShutdown: the old one closed before the new one opened
                 self.rotations += 1
                 self.metrics.rotations.labels(self.metrics.instance, self.connecting_reason).inc()
@@ -271,6 +272,7 @@ class Source:
         self.pending_planned = self.connecting_planned
         self.pending_deadline = time.monotonic() + self.config.rotation_overlap_timeout_s
         self.pending_buffers = {}
+        self._start_tasks(conn)
 
     def _on_failed(self, conn: Connection, reason: str) -> None:
         if conn.failed or conn.retiring:
@@ -429,12 +431,17 @@ class Source:
         conn = Connection(self._numbers, ws)
         took_ms = (time.monotonic() - began) * 1000
         log.info("%s opened to %s in %.0f ms (%d streams)", conn, self.host, took_ms, len(self.keys))
+        return conn
+
+    def _start_tasks(self, conn: Connection) -> None:
+        """Started only once the supervisor has made the connection active or pending: frames read before
+        would have no owner. Until then websockets queues them (and TCP holds the rest): nothing is lost."""
+        conn.last_data = time.monotonic()
         conn.tasks = [
             asyncio.create_task(self._reader(conn), name=f"reader-{conn.number}"),
             asyncio.create_task(self._pinger(conn), name=f"pinger-{conn.number}"),
             asyncio.create_task(self._watchdog(conn), name=f"watchdog-{conn.number}"),
         ]
-        return conn
 
     # ---- per-connection tasks -----------------------------------------------------------------------
     async def _reader(self, conn: Connection) -> None:

@@ -213,8 +213,10 @@ def trade_ids(records: list[Record], symbol: str) -> list[int]:
     return [r.value["trade_id"] for r in records if r.value["symbol"] == symbol.upper()]
 
 
-def compare_with_truth(kafka_ids: list[int], generated: list[int]) -> dict[str, Any]:
-    """Kafka's ids against the simulator's, over the window from the first id the streamer delivered."""
+def compare_with_truth(kafka_ids: list[int], generated: list[int], start: int | None = None) -> dict[str, Any]:
+    """Kafka's ids against the simulator's, from `start` (default: the first id the streamer delivered)."""
+    if start is not None:
+        generated = [g for g in generated if g >= start]
     if not kafka_ids:
         return {
             "expected": len(generated),

@@ -36,8 +36,11 @@ def settle_and_compare(streamer: StreamerProcess, sim: BackgroundSimulator, boot
     summary = streamer.summary()
     records = consume(bootstrap, topic, lambda rs: len(rs) >= summary["delivered"], timeout_s=60)
     result: dict[str, Any] = {"metrics": metrics}
+    first_connection = min(sim.connections(), key=lambda c: c.id)
     for symbol in SYMBOLS:
-        result[symbol] = compare_with_truth(trade_ids(records, symbol), truth[symbol])
+        # The window starts at the first trade the exchange sent to the streamer's first connection.
+        start = sim.sent_ids(symbol, connection_id=first_connection.id)[0]
+        result[symbol] = compare_with_truth(trade_ids(records, symbol), truth[symbol], start)
     result["missing_total"] = sum(result[s]["missing"] for s in SYMBOLS)
     result["duplicates_total"] = sum(result[s]["duplicates"] for s in SYMBOLS)
     result["records"] = records
