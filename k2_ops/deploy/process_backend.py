@@ -132,7 +132,8 @@ class ProcessBackend(DeploymentBackend):
         process = self._process(color)
         if process.is_running():
             return None
-        return process.exit_reason() or f"not running; last log lines:\n{process.log_tail()}"
+        # Started by another process (an earlier Dagster step): no exit code here, but its log says why.
+        return process.exit_reason() or f"{process.name} is not running (it exited); last log lines:\n{process.log_tail()}"
 
     def log_tail(self, color: str, lines: int = 20) -> str:
         return self._process(color).log_tail(lines)

@@ -98,19 +98,26 @@ def test_dual_mode_job_counts_duplicates(deploy, resources, dagster_instance) ->
     print(f"\nDagster dual deploy: {audit.messages} trades, {audit.duplicates} duplicates, missing {audit.missing}")
 
 
-def test_green_with_bad_config_fails_the_run_and_rolls_back(deploy, resources, dagster_instance) -> None:
+@pytest.mark.parametrize(("target_env", "failed_step", "reason"), [
+    ({"K2_PING_TIMEOUT_SECONDS": "0"}, "wait_until_ready", "K2_PING_TIMEOUT_SECONDS"),
+    ({"K2_BINANCE_SYMBOLS": "nosuchcoin"}, "dual_operation", "received no market data within 5 s"),
+], ids=["bad-config", "no-data"])
+def test_failing_green_fails_the_run_and_rolls_back(deploy, resources, dagster_instance, target_env, failed_step,
+                                                    reason) -> None:
     start_blue(deploy)
     result = blue_green_deploy.execute_in_process(
-        run_config=deploy_config(mode="handover", target_env={"K2_PING_TIMEOUT_SECONDS": "0"},
-                                 ready_timeout_seconds=15.0),
+        run_config=deploy_config(mode="handover", target_env=target_env, ready_timeout_seconds=15.0,
+                                 first_data_timeout_seconds=5.0),
         resources=resources, instance=dagster_instance, raise_on_error=False)
     assert not result.success
     failure = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
-    assert [e.step_key for e in failure] == ["wait_until_ready"]
+    assert [e.step_key for e in failure] == [failed_step]
     message = failure[0].event_specific_data.error.message
-    assert "K2_PING_TIMEOUT_SECONDS" in message and "rolled back to blue in" in message
+    assert reason in message and "rolled back to blue in" in message
+    steps = ["build_image", "start_new_color", "wait_until_ready", "dual_operation", "cutover", "validate_new_color",
+             "record_deployment"]
     started = [e.step_key for e in result.all_events if e.event_type_value == "STEP_START"]
-    assert started == ["build_image", "start_new_color", "wait_until_ready"]  # later steps never ran
+    assert started == steps[: steps.index(failed_step) + 1]  # later steps never ran
     record = resources["deployment"].history().last()
     assert record.status == "rolled_back" and record.active_color == "blue"
     assert record.rollback_seconds is not None and record.rollback_seconds < 120
@@ -118,4 +125,5 @@ def test_green_with_bad_config_fails_the_run_and_rolls_back(deploy, resources, d
     assert backend.is_running("blue") and not backend.is_running("green")
     audit = settled_audit(deploy)
     assert (audit.duplicates, audit.missing) == (0, 0)
-    print(f"\nDagster failed deploy: rolled back in {record.rollback_seconds:.3f} s; blue kept streaming")
+    print(f"\nDagster failed deploy ({failed_step}): rolled back in {record.rollback_seconds:.3f} s; "
+          "blue kept streaming, no gap/dup")
