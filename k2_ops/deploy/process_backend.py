@@ -133,7 +133,8 @@ class ProcessBackend(DeploymentBackend):
         if process.is_running():
             return None
         # Started by another process (an earlier Dagster step): no exit code here, but its log says why.
-        return process.exit_reason() or f"{process.name} is not running (it exited); last log lines:\n{process.log_tail()}"
+        tail = process.log_tail()
+        return process.exit_reason() or f"{process.name} is not running (it exited); last log lines:\n{tail}"
 
     def log_tail(self, color: str, lines: int = 20) -> str:
         return self._process(color).log_tail(lines)
