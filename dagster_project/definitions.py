@@ -12,6 +12,7 @@ the local stack's `stack.json`) and production (docker/compose.yaml):
 | `K2_DEPLOY_INSTANCE_URL_TEMPLATE` | how jobs reach a color (in compose: `http://{service}:8000`) | host port |
 | `K2_DEPLOY_UNHEALTHY_ROLLBACK_SECONDS` | deployment_health_sensor's limit | 120 |
 | `K2_KAFKA_TOPIC_PREFIX` | streamer topics | market.crypto.binance |
+| `K2_KAFKA_BOOTSTRAP_SERVERS` | Kafka for the deploy audit (and process-backend streamers) | the local stack's |
 | `K2_REPORTS_DIR` | report files | `<run>/reports` |
 | `K2_FAILURE_WEBHOOK_URL` | run-failure sensor webhook | none |
 """
@@ -48,6 +49,7 @@ def resources() -> dict[str, object]:
         "deployment": DeploymentResource(
             backend=_env("K2_DEPLOY_BACKEND", "process"),
             topic_prefix=_env("K2_KAFKA_TOPIC_PREFIX", "market.crypto.binance"),
+            kafka_bootstrap_servers=_env("K2_KAFKA_BOOTSTRAP_SERVERS"),
             instance_url_template=_env("K2_DEPLOY_INSTANCE_URL_TEMPLATE", "http://{host_ip}:{host_port}"),
             unhealthy_rollback_seconds=float(_env("K2_DEPLOY_UNHEALTHY_ROLLBACK_SECONDS", "120")),
         ),
