@@ -118,3 +118,20 @@ class DagsterProcess:
 
     def status(self) -> dict[str, object]:
         return {"name": "dagster", "url": self.url, "ready": http_ok(self.health_url)}
+
+
+def app_services(run_dir: Path, scrape_interval_s: float, with_dagster: bool = True) -> dict[str, object]:
+    """What `make run` adds to the core stack, in start order: simulator, the active streamer, Dagster UI."""
+    # Imported here: the deploy package itself builds on the stack modules.
+    from k2_ops.deploy.service import StreamerService
+
+    services: dict[str, object] = {
+        "simulator": SimulatorProcess(run_dir),
+        "streamer": StreamerService(str(run_dir)),
+    }
+    if with_dagster:
+        services["dagster"] = DagsterProcess(run_dir, env={
+            "K2_RUN_DIR": str(run_dir),
+            "K2_PROMETHEUS_SCRAPE_INTERVAL_SECONDS": f"{scrape_interval_s:g}",
+        })
+    return services

@@ -10,7 +10,8 @@ import threading
 from pathlib import Path
 
 from k2_ops.paths import run_dir
-from k2_ops.stack.local import LocalStack, StackAlreadyRunning, status_report, stop_all
+from k2_ops.stack.apps import app_services
+from k2_ops.stack.local import LocalStack, StackAlreadyRunning, crashed_services, status_report, stop_all
 from k2_ops.stack.process import ServiceError
 
 
@@ -34,6 +35,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run-dir", type=Path, default=None, help="run folder (default: .run in the repository)")
     parser.add_argument("--scrape-interval", type=float, default=5.0, help="Prometheus scrape interval, seconds")
+    parser.add_argument("--core-only", action="store_true",
+                        help="only Kafka, Schema Registry, Prometheus, Alertmanager (no simulator, streamer, Dagster)")
+    parser.add_argument("--no-dagster", action="store_true", help="everything but the Dagster UI")
 
 
 def _setup_logging() -> None:
@@ -41,11 +45,13 @@ def _setup_logging() -> None:
 
 
 def _start(args: argparse.Namespace) -> LocalStack:
-    stack = LocalStack(args.run_dir or run_dir(), scrape_interval_s=args.scrape_interval)
+    folder = args.run_dir or run_dir()
+    extra = {} if args.core_only else app_services(folder, args.scrape_interval, with_dagster=not args.no_dagster)
+    stack = LocalStack(folder, scrape_interval_s=args.scrape_interval, extra_services=extra)
     timings = stack.up()
     print("\nK2 Ops local stack is up:")
     for name, url in stack.urls().items():
-        print(f"  {name:<14} {url}")
+        print(f"  {name:<16} {url}")
     print("start times: " + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in timings.items()))
     print(f"logs and PID files: {stack.run_dir}")
     return stack
@@ -66,20 +72,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"k2 run: could not start the stack: {exc}", file=sys.stderr)
         return 1
     print("Press Ctrl-C to stop.")
+    reported: set[str] = set()
     try:
         while not stop.wait(2.0):
-            dead = [row["name"] for row in status_report(stack.run_dir) if not row["running"]]
-            if dead:
-                print(f"k2 run: service(s) stopped unexpectedly: {', '.join(map(str, dead))}; "
-                      f"see their logs in {stack.run_dir}", file=sys.stderr)
-                stop.set()
-                stack.down()
-                return 1
+            # A PID file whose process is gone means a crash (a deliberate stop removes the file): say so
+            # once and keep the rest running; the service's log has the reason.
+            for name in sorted(crashed_services(stack.run_dir) - reported):
+                print(f"k2 run: {name} stopped unexpectedly; see {stack.run_dir / (name + '.log')}", file=sys.stderr)
+                reported.add(name)
     finally:
-        if stop.is_set():
-            print("\nstopping the local stack ...")
-            stack.down()
-            print("stopped.")
+        print("\nstopping the local stack ...")
+        stack.down()
+        print("stopped.")
     return 0
 
 
@@ -111,5 +115,5 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 1
     for row in rows:
         state = "healthy" if row["healthy"] else ("running, not answering" if row["running"] else "stopped")
-        print(f"{row['name']:<14} {state:<24} {row['url']}")
+        print(f"{row['name']:<16} {state:<24} {row['url']}")
     return 0 if all(row["healthy"] for row in rows) else 1

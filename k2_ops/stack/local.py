@@ -80,20 +80,21 @@ class LocalStack:
             )
         self.run_dir.mkdir(parents=True, exist_ok=True)
         began = time.monotonic()
-        started: list[Service] = []
+        started: dict[str, Service] = {}
         try:
             for name, service in self.services().items():
                 self.start_seconds[name] = service.start()
-                started.append(service)
+                started[name] = service
                 log.info("%s ready in %.1f s", name, self.start_seconds[name])
-                self._write_state()
+                # Later services (the streamer, Dagster) find earlier ones through this file.
+                self._write_state(started)
         except BaseException:
-            for service in reversed(started):
+            for service in reversed(list(started.values())):
                 service.stop()
             (self.run_dir / STATE_FILE).unlink(missing_ok=True)
             raise
         self.start_seconds["stack"] = time.monotonic() - began
-        self._write_state()
+        self._write_state(started)
         return dict(self.start_seconds)
 
     def down(self) -> None:
@@ -104,9 +105,8 @@ class LocalStack:
     def urls(self) -> dict[str, str]:
         return {name: service.url for name, service in self.services().items()}
 
-    def _write_state(self) -> None:
-        services = {name: {"url": service.url, "health_url": service.health_url}
-                    for name, service in self.services().items()}
+    def _write_state(self, started: dict[str, Service]) -> None:
+        services = {name: {"url": service.url, "health_url": service.health_url} for name, service in started.items()}
         state = {"started_at": time.time(), "start_seconds": self.start_seconds, "services": services}
         (self.run_dir / STATE_FILE).write_text(json.dumps(state, indent=2))
 
@@ -118,17 +118,24 @@ def read_state(run_dir: Path) -> dict[str, Any] | None:
         return None
 
 
-def running_services(run_dir: Path) -> list[str]:
-    """Names of services whose PID file points at a live process."""
-    names = []
+def _recorded_pids(run_dir: Path) -> dict[str, int]:
+    pids = {}
     for pid_file in sorted(run_dir.glob("*.pid")):
         try:
-            pid = int(pid_file.read_text().strip())
-        except ValueError:
+            pids[pid_file.stem] = int(pid_file.read_text().strip())
+        except (ValueError, FileNotFoundError):
             continue
-        if pid_alive(pid):
-            names.append(pid_file.stem)
-    return names
+    return pids
+
+
+def running_services(run_dir: Path) -> list[str]:
+    """Names of services whose PID file points at a live process."""
+    return [name for name, pid in _recorded_pids(run_dir).items() if pid_alive(pid)]
+
+
+def crashed_services(run_dir: Path) -> set[str]:
+    """Services whose PID file remains but whose process is gone (a clean stop removes the file)."""
+    return {name for name, pid in _recorded_pids(run_dir).items() if not pid_alive(pid)}
 
 
 def stop_all(run_dir: Path, grace_s: float = 15.0) -> list[str]:
@@ -155,6 +162,12 @@ def status_report(run_dir: Path) -> list[dict[str, object]]:
     state = read_state(run_dir) or {"services": {}}
     alive = set(running_services(run_dir))
     return [
-        {"name": name, "url": entry["url"], "running": name in alive, "healthy": probe(entry["health_url"])}
+        {
+            "name": name,
+            "url": entry["url"],
+            # A service may run as several named processes (the streamer as streamer-blue / streamer-green).
+            "running": name in alive or any(process.startswith(f"{name}-") for process in alive),
+            "healthy": probe(entry["health_url"]),
+        }
         for name, entry in state["services"].items()
     ]

@@ -27,14 +27,20 @@ def test_run_prints_urls_and_ctrl_c_leaves_no_process(tmp_path: Path) -> None:
     reader = threading.Thread(target=lambda: output.extend(iter(process.stdout.readline, "")), daemon=True)
     reader.start()
     try:
-        wait_until(lambda: any("Press Ctrl-C" in line for line in output), 120, "k2 run reports the stack is up",
+        wait_until(lambda: any("Press Ctrl-C" in line for line in output), 240, "k2 run reports the stack is up",
                    abort=lambda: None if process.poll() is None else f"exited {process.returncode}: {output}")
         text = "".join(output)
-        for name in ("kafka", "schema-registry", "prometheus", "alertmanager"):
+        services = ("kafka", "schema-registry", "alertmanager", "prometheus", "simulator", "streamer", "dagster")
+        for name in services:
             assert f"  {name}" in text
         assert "http://127.0.0.1:" in text
-        pids = [int(path.read_text()) for path in run_dir.glob("*.pid")]
-        assert len(pids) >= 4 and all(pid_alive(pid) for pid in pids)
+        pids = {path.stem: int(path.read_text()) for path in run_dir.glob("*.pid")}
+        assert set(pids) == {*services[:-2], "streamer-blue", "dagster"}
+        assert all(pid_alive(pid) for pid in pids.values())
+        status = subprocess.run([sys.executable, "-m", "k2_ops.cli", "stack", "status", "--run-dir", str(run_dir)],
+                                capture_output=True, text=True, timeout=60)
+        assert status.returncode == 0, status.stdout
+        assert status.stdout.count("healthy") == len(services)
         process.send_signal(signal.SIGINT)  # what Ctrl-C sends to the foreground process
         assert process.wait(timeout=120) == 0
     finally:
@@ -42,5 +48,5 @@ def test_run_prints_urls_and_ctrl_c_leaves_no_process(tmp_path: Path) -> None:
             os.kill(process.pid, signal.SIGKILL)
     reader.join(timeout=5)
     assert "stopped." in "".join(output)
-    assert not any(pid_alive(pid) for pid in pids)
+    assert not any(pid_alive(pid) for pid in pids.values())
     assert running_services(run_dir) == []
