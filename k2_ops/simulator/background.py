@@ -60,7 +60,13 @@ class BackgroundSimulator:
             self._thread = None
             raise SimulatorError(f"simulator failed to start: {self._startup_error}") from self._startup_error
         if self.config.control_port is not None:
-            self._control = ControlServer(self, "127.0.0.1", self.config.control_port)
+            try:
+                self._control = ControlServer(self, "127.0.0.1", self.config.control_port)
+            except OSError as exc:
+                self.stop()
+                raise SimulatorError(
+                    f"simulator control endpoint cannot listen on 127.0.0.1:{self.config.control_port}: {exc}"
+                ) from exc
             self._control.start()
         return self
 

@@ -10,6 +10,10 @@ Cheap and bounded:
   is subscribed and not stalled, so a range only breaks on (un)subscribe, stall or pause: a few ints per
   connection, whatever the rate. Closed connections are kept up to a bound set by the server.
 
+"Sent" means handed to the connection's (TLS) transport, in order; frames still queued in the simulator
+when a connection closes (a slow reader) are not counted. So after a close handshake, what a client
+received is exactly `sent_ids` for its connection.
+
 Ids: trade `t`, aggTrade `a`, bookTicker and depth `u`. Times: the event time `E` in ms (bookTicker has
 no `E`; its time is when it was generated, or the recording's receive time in replay).
 """

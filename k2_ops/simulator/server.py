@@ -1,10 +1,13 @@
 """The simulated exchange: a websockets asyncio server, the market tick loop and fan-out, and faults.
 
 Everything here runs on one event loop (BackgroundSimulator gives it its own thread). Each tick
-generates (or replays) everything due since the last one; every message is serialised once and its
-frame bytes are shared by all subscribers; each connection gets one transport write per tick. A client
-that does not read is disconnected once its unsent bytes exceed `max_send_buffer_bytes` (bounded memory;
-the real exchange also drops slow consumers).
+generates (or replays) everything due since the last one, in chunks with a yield to the loop between
+them; every message is serialised once and its frame bytes are shared by all subscribers; each
+connection gets one transport write per chunk. While a client's transport is paused its frames wait in
+the connection's own queue; a client that does not read is dropped (RST, "slow consumer") once that
+queue exceeds `max_send_buffer_bytes` (bounded memory; the real exchange also drops slow consumers).
+`rate_per_symbol` is best effort: an overloaded simulator loses time (at most MAX_TICK_GAP_S per tick)
+rather than queueing work, and the ground truth records what was really generated.
 
 Binance's rules: server ping every `server_ping_interval_s` with a payload, close (1008) if the pong
 echoing a ping has not come within `pong_timeout_s`; close (1001) after `max_lifetime_s`; more than

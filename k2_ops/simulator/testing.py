@@ -48,6 +48,17 @@ async def async_wait_until(
         await asyncio.sleep(interval_s)
 
 
+def all_closed(sim: Any, timeout_s: float = 10.0) -> list[Any]:
+    """The simulator's connections once every one of them has closed (the server records a close a
+    moment after the client sees it)."""
+
+    def check() -> list[Any] | None:
+        infos = sim.connections()
+        return infos if infos and all(c.closed_at is not None for c in infos) else None
+
+    return wait_until(check, timeout_s, what="every connection closed on the simulator")  # type: ignore[no-any-return]
+
+
 async def recv_json(ws: ClientConnection, timeout_s: float = 10.0) -> Any:
     return json.loads(await asyncio.wait_for(ws.recv(), timeout_s))
 

@@ -83,3 +83,13 @@ def test_plain_ws_and_uvloop_variants(make_sim: Any) -> None:
             return json.loads(await asyncio.wait_for(ws.recv(), 10))
 
     assert asyncio.run(first())["e"] == "aggTrade"
+
+
+def test_control_port_clash_is_reported_and_nothing_is_left_running(make_sim: Any, tmp_path: Path) -> None:
+    first = make_sim(control_port=0)
+    taken = int(first.control_url.rsplit(":", 1)[1])
+    clash = BackgroundSimulator(SimulatorConfig(control_port=taken, workdir=tmp_path / "clash"))
+    with pytest.raises(SimulatorError, match="control endpoint"):
+        clash.start()
+    with pytest.raises(SimulatorError, match="not running"):
+        clash.connections()

@@ -17,7 +17,7 @@ from websockets.exceptions import ConnectionClosed
 
 from k2_ops.simulator import BackgroundSimulator, client_ssl_context
 from k2_ops.simulator.control import FAULTS
-from k2_ops.simulator.testing import recv_json, wait_until
+from k2_ops.simulator.testing import all_closed, recv_json, wait_until
 
 SimFactory = Callable[..., BackgroundSimulator]
 
@@ -62,6 +62,7 @@ def test_faults_over_http_reach_the_client(controlled: BackgroundSimulator) -> N
 
     closed = asyncio.run(scenario())
     assert closed.rcvd is not None and (closed.rcvd.code, closed.rcvd.reason) == (1011, "via http")
+    all_closed(sim)  # the server records the close a moment after the client sees it
     status, body = call(sim, "GET", "/connections")
     assert status == 200 and body["result"][0]["close_code"] == 1011
 

@@ -13,7 +13,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, ConnectionClosedError, InvalidMessage, InvalidStatus
 
 from k2_ops.simulator import BackgroundSimulator, client_ssl_context
-from k2_ops.simulator.testing import async_wait_until, recv_json, wait_until
+from k2_ops.simulator.testing import all_closed, async_wait_until, recv_json, wait_until
 
 SimFactory = Callable[..., BackgroundSimulator]
 
@@ -41,7 +41,7 @@ def test_drop_is_an_abrupt_tcp_drop(sim: BackgroundSimulator) -> None:
 
     closed = asyncio.run(scenario())
     assert isinstance(closed, ConnectionClosedError) and closed.rcvd is None  # no close frame
-    (info,) = sim.connections()
+    (info,) = all_closed(sim)
     assert (info.close_code, info.close_reason) == (1006, "dropped")
 
 
@@ -55,7 +55,7 @@ def test_close_with_a_chosen_code(sim: BackgroundSimulator, code: int) -> None:
 
     closed = asyncio.run(scenario())
     assert closed.rcvd is not None and (closed.rcvd.code, closed.rcvd.reason) == (code, f"fault {code}")
-    assert sim.connections()[0].close_code == code
+    assert all_closed(sim)[0].close_code == code
 
 
 def test_close_code_is_validated(sim: BackgroundSimulator) -> None:
@@ -149,7 +149,7 @@ def test_server_shutdown_then_close(sim: BackgroundSimulator) -> None:
 
     closed = asyncio.run(scenario())
     assert closed.rcvd is not None and closed.rcvd.code == 1001
-    assert sim.connections()[0].close_reason == "server shutdown"
+    assert all_closed(sim)[0].close_reason == "server shutdown"
 
 
 def test_oversized_frame(sim: BackgroundSimulator) -> None:

@@ -13,7 +13,7 @@ from websockets.exceptions import ConnectionClosed
 
 from k2_ops.simulator import BackgroundSimulator, client_ssl_context
 from k2_ops.simulator.ground_truth import GroundTruth, SentLog, Series, merge_ranges
-from k2_ops.simulator.testing import recv_json, wait_until
+from k2_ops.simulator.testing import all_closed, recv_json, wait_until
 
 SimFactory = Callable[..., BackgroundSimulator]
 
@@ -37,7 +37,7 @@ def test_sent_ids_are_exactly_what_the_client_received(sim: BackgroundSimulator)
             return [first] + [json.loads(t) for t in await read_until_closed(ws)]
 
     received = asyncio.run(scenario())
-    (info,) = sim.connections()
+    (info,) = all_closed(sim)
     streams = {"btcusdt@trade": "t", "btcusdt@aggTrade": "a", "ethusdt@depth@100ms": "u"}
     for stream, id_field in streams.items():
         symbol, kind = stream.split("@", 1)
@@ -67,7 +67,7 @@ def test_every_connection_sees_the_same_market_from_now_on(sim: BackgroundSimula
     assert late_ids == list(range(late_ids[0], late_ids[0] + len(late_ids)))
     assert all(early_by_id[i] == text for i, text in zip(late_ids, late, strict=True) if i in early_by_id)
     assert any(i in early_by_id for i in late_ids)
-    early_conn, late_conn = sim.connections()
+    early_conn, late_conn = all_closed(sim)
     union = sim.sent_ids("btcusdt", "trade")
     assert set(sim.sent_ids("btcusdt", "trade", late_conn.id)) <= set(sim.sent_ids("btcusdt", "trade", early_conn.id))
     assert union == sim.sent_ids("btcusdt", "trade", early_conn.id)
@@ -146,7 +146,7 @@ def test_sent_ids_stay_exact_when_the_client_falls_behind(make_sim: SimFactory) 
             return [first["t"]] + [json.loads(t)["t"] for t in await read_until_closed(ws)]
 
     received = asyncio.run(scenario())
-    (info,) = sim.connections()
+    (info,) = all_closed(sim)
     assert received == sim.sent_ids("btcusdt", "trade", connection_id=info.id)
     assert info.messages_sent == len(received)
     assert len(sim.generated_ids("btcusdt")) > len(received)

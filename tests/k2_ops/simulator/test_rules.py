@@ -14,6 +14,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from k2_ops.simulator import BackgroundSimulator, client_ssl_context
 from k2_ops.simulator.testing import (
     SilentClientConnection,
+    all_closed,
     async_wait_until,
     recv_json,
     recv_response,
@@ -49,7 +50,7 @@ def test_client_that_never_pongs_is_disconnected(make_sim: SimFactory) -> None:
     closed, pings = asyncio.run(scenario())
     assert closed.rcvd is not None and closed.rcvd.code == 1008 and closed.rcvd.reason == "Pong timeout"
     assert pings and all(pings), "server pings carry a payload"
-    (info,) = sim.connections()
+    (info,) = all_closed(sim)
     assert info.close_reason == "pong timeout" and info.pings_sent >= 1 and info.pongs_received >= 1
 
 
@@ -73,7 +74,7 @@ def test_client_that_echoes_pings_stays_connected(make_sim: SimFactory) -> None:
             assert len(pings) >= 10 and len(set(pings)) == len(pings)
 
     asyncio.run(scenario())
-    (info,) = sim.connections()
+    (info,) = all_closed(sim)
     assert info.close_code == 1000 and info.pongs_received >= 10
 
 
@@ -86,7 +87,7 @@ def test_connection_lifetime_ends_with_a_close(make_sim: SimFactory) -> None:
 
     closed = asyncio.run(scenario())
     assert closed.rcvd is not None and closed.rcvd.code == 1001
-    (info,) = sim.connections()
+    (info,) = all_closed(sim)
     assert info.close_reason == "lifetime" and info.closed_at is not None
     assert info.closed_at - info.opened_at >= 0.5
 
@@ -104,7 +105,7 @@ def test_more_than_five_messages_a_second_disconnects(make_sim: SimFactory) -> N
 
     closed = asyncio.run(scenario())
     assert closed.rcvd is not None and (closed.rcvd.code, closed.rcvd.reason) == (1008, "Too many requests")
-    assert sim.connections()[0].close_reason == "too many incoming messages"
+    assert all_closed(sim)[0].close_reason == "too many incoming messages"
 
 
 def test_messages_within_the_limit_are_fine(make_sim: SimFactory) -> None:
@@ -119,7 +120,7 @@ def test_messages_within_the_limit_are_fine(make_sim: SimFactory) -> None:
                 await recv_response(ws, i)
 
     asyncio.run(scenario())
-    assert sim.connections()[0].close_code == 1000
+    assert all_closed(sim)[0].close_code == 1000
 
 
 def test_stream_limit(make_sim: SimFactory) -> None:
@@ -234,5 +235,5 @@ def test_a_client_that_does_not_read_is_dropped_once_its_queue_is_full(make_sim:
 
     closed = asyncio.run(scenario())
     assert closed.rcvd is None  # dropped, no close frame
-    (info,) = sim.connections()
+    (info,) = all_closed(sim)
     assert (info.close_code, info.close_reason) == (1006, "slow consumer")
