@@ -55,7 +55,7 @@ def test_client_that_never_pongs_is_disconnected(make_sim: SimFactory) -> None:
 
 
 def test_client_that_echoes_pings_stays_connected(make_sim: SimFactory) -> None:
-    sim = make_sim(server_ping_interval_s=0.1, pong_timeout_s=0.3, max_incoming_per_s=None)
+    sim = make_sim(server_ping_interval_s=0.1, pong_timeout_s=0.5, max_incoming_per_s=None)
 
     async def scenario() -> None:
         # No market data on this connection: the client is never blocked behind unread messages.
@@ -64,7 +64,7 @@ def test_client_that_echoes_pings_stays_connected(make_sim: SimFactory) -> None:
         async with connect(url, ssl=tls, create_connection=SilentClientConnection, ping_interval=None) as ws:
             ws.answer_pings = True  # type: ignore[attr-defined]
             reader = asyncio.create_task(ws.recv())
-            # Ten pings span more than three pong deadlines: answered ones never disconnect.
+            # Ten pings span two pong deadlines: answered ones never disconnect.
             await async_wait_until(lambda: sim.connections()[0].pings_sent >= 10, what="10 server pings")
             assert not reader.done()  # nothing ended the connection
             reader.cancel()
