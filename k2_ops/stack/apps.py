@@ -11,11 +11,11 @@ from pathlib import Path
 
 from k2_ops.paths import REPO_ROOT
 from k2_ops.stack.http import http_ok
-from k2_ops.stack.process import ManagedProcess, free_port, port_is_open, wait_until
+from k2_ops.stack.process import SupervisedService, free_port, port_is_open
 
 
 @dataclass
-class SimulatorProcess:
+class SimulatorProcess(SupervisedService):
     """`k2 simulator` as a process: Binance's protocol over TLS with a per-run CA in `<run>/simulator/`."""
 
     run_dir: Path
@@ -24,7 +24,7 @@ class SimulatorProcess:
     port: int = 0
     control_port: int = 0
     ready_timeout_s: float = 30.0
-    _process: ManagedProcess | None = field(default=None, init=False, repr=False)
+    name: str = "simulator"
 
     def __post_init__(self) -> None:
         self.port = self.port or free_port()
@@ -58,29 +58,22 @@ class SimulatorProcess:
             "--symbols", self.symbols, "--rate", f"{self.rate_per_symbol:g}",
             "--port", str(self.port), "--control-port", str(self.control_port), "--workdir", str(self.workdir),
         ]
-        self._process = ManagedProcess("simulator", command, self.run_dir, cwd=REPO_ROOT)
-        self._process.start()
-        wait_until(lambda: self.ca_file.exists() and port_is_open("127.0.0.1", self.port) and http_ok(self.health_url),
-                   self.ready_timeout_s, f"exchange simulator on {self.url}", abort=self._process.exit_reason)
+        self._launch(command, cwd=REPO_ROOT, interval_s=0.1)
         return time.monotonic() - began
 
-    def stop(self) -> None:
-        if self._process is not None:
-            self._process.stop()
-
-    def status(self) -> dict[str, object]:
-        return {"name": "simulator", "url": self.url, "ready": http_ok(self.health_url)}
+    def is_ready(self) -> bool:
+        return self.ca_file.exists() and port_is_open("127.0.0.1", self.port) and http_ok(self.health_url)
 
 
 @dataclass
-class DagsterProcess:
+class DagsterProcess(SupervisedService):
     """`dagster dev` on loopback: the webserver and the daemon (schedules and sensors run)."""
 
     run_dir: Path
     port: int = 0
     env: dict[str, str] = field(default_factory=dict)
     ready_timeout_s: float = 180.0
-    _process: ManagedProcess | None = field(default=None, init=False, repr=False)
+    name: str = "dagster"
 
     def __post_init__(self) -> None:
         self.port = self.port or free_port()
@@ -106,18 +99,11 @@ class DagsterProcess:
                    str(self.port)]
         env = {"DAGSTER_HOME": str(self.dagster_home), "PATH": f"{dagster.parent}{os.pathsep}{os.environ['PATH']}",
                **self.env}
-        self._process = ManagedProcess("dagster", command, self.run_dir, env=env, cwd=REPO_ROOT, stop_grace_s=30)
-        self._process.start()
-        wait_until(lambda: http_ok(self.health_url), self.ready_timeout_s, f"Dagster UI on {self.url}",
-                   interval_s=0.5, abort=self._process.exit_reason)
+        self._launch(command, cwd=REPO_ROOT, env=env, stop_grace_s=30, interval_s=0.5)
         return time.monotonic() - began
 
-    def stop(self) -> None:
-        if self._process is not None:
-            self._process.stop()
-
-    def status(self) -> dict[str, object]:
-        return {"name": "dagster", "url": self.url, "ready": http_ok(self.health_url)}
+    def is_ready(self) -> bool:
+        return http_ok(self.health_url)
 
 
 def app_services(run_dir: Path, scrape_interval_s: float, with_dagster: bool = True) -> dict[str, object]:

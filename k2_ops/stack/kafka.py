@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from k2_ops.paths import KAFKA_VERSION, kafka_libs_dir
-from k2_ops.stack.process import ManagedProcess, ServiceError, free_port, port_is_open, wait_until
+from k2_ops.stack.process import ManagedProcess, ServiceError, SupervisedService, free_port, port_is_open
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ def _cluster_id() -> str:
 
 
 @dataclass
-class KafkaService:
+class KafkaService(SupervisedService):
     """Kafka on a free loopback port. `stop()` then `start()` keeps the data and the port (restart tests)."""
 
     run_dir: Path
@@ -74,7 +74,6 @@ class KafkaService:
     ready_timeout_s: float = 90.0
     name: str = "kafka"
     start_seconds: float | None = field(default=None, init=False)
-    _process: ManagedProcess | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.port = self.port or free_port()
@@ -136,8 +135,7 @@ class KafkaService:
             self.run_dir,
         )
         formatter.start()
-        wait_until(lambda: not formatter.is_running(), 60, "Kafka storage format")
-        if formatter._proc is not None and formatter._proc.returncode != 0:
+        if formatter.wait(timeout_s=60) != 0:
             raise ServiceError(f"Kafka storage format failed:\n{formatter.log_tail()}")
         formatter.pid_path.unlink(missing_ok=True)
         return config
@@ -146,16 +144,7 @@ class KafkaService:
         """Start and wait until an AdminClient lists the cluster; returns the start time in seconds."""
         began = time.monotonic()
         config = self._prepare()
-        self._process = ManagedProcess(self.name, self._java_command("kafka.Kafka", str(config)), self.run_dir)
-        self._process.start()
-        process = self._process
-        wait_until(
-            self.is_ready,
-            self.ready_timeout_s,
-            f"Kafka on {self.bootstrap_servers}",
-            interval_s=0.2,
-            abort=process.exit_reason,
-        )
+        self._launch(self._java_command("kafka.Kafka", str(config)))
         self.start_seconds = time.monotonic() - began
         log.info("Kafka ready on %s in %.1f s", self.bootstrap_servers, self.start_seconds)
         return self.start_seconds
@@ -168,19 +157,3 @@ class KafkaService:
         admin = AdminClient({"bootstrap.servers": self.bootstrap_servers, "socket.timeout.ms": 2000})
         metadata = admin.list_topics(timeout=2)
         return len(metadata.brokers) >= 1
-
-    def is_running(self) -> bool:
-        return self._process is not None and self._process.is_running()
-
-    def stop(self) -> None:
-        if self._process is not None:
-            self._process.stop()
-
-    def status(self) -> dict[str, object]:
-        return {"name": self.name, "url": self.url, "running": self.is_running(), "ready": self._safe_ready()}
-
-    def _safe_ready(self) -> bool:
-        try:
-            return self.is_ready()
-        except Exception:
-            return False

@@ -134,6 +134,15 @@ class ManagedProcess:
         self.pid_path.write_text(f"{self._proc.pid}\n")
         return self._proc.pid
 
+    def wait(self, timeout_s: float) -> int:
+        """Wait for a process we started to end (a one-shot tool); returns its exit code."""
+        if self._proc is None:
+            raise ServiceError(f"{self.name} was not started by this process")
+        try:
+            return self._proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired as exc:
+            raise ServiceError(f"{self.name} did not finish within {timeout_s:.0f} s") from exc
+
     def exit_reason(self) -> str | None:
         """Why the process is gone, with the tail of its log, or None while it runs."""
         if self._proc is None or self._proc.poll() is None:
@@ -188,3 +197,49 @@ def _signal_group(pid: int, signum: int, only_if_leader_gone: bool = False) -> N
             os.killpg(pid, signum)
         else:
             os.kill(pid, signum)
+
+
+class SupervisedService:
+    """What every service of the stack shares: one `ManagedProcess`, readiness polled with a deadline,
+    stop by PID, and a status row. A service sets `name`, `run_dir`, `ready_timeout_s`, and defines `url`,
+    `health_url`, `is_ready()` and `start()` (which calls `_launch`)."""
+
+    name: str
+    run_dir: Path
+    ready_timeout_s: float
+    _process: ManagedProcess | None = None
+
+    @property
+    def url(self) -> str:
+        raise NotImplementedError
+
+    def is_ready(self) -> bool:
+        raise NotImplementedError
+
+    def _launch(
+        self,
+        command: Sequence[str],
+        *,
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,
+        stop_grace_s: float = 15.0,
+        interval_s: float = 0.2,
+    ) -> None:
+        self._process = ManagedProcess(self.name, command, self.run_dir, env=env, cwd=cwd, stop_grace_s=stop_grace_s)
+        self._process.start()
+        wait_until(self.is_ready, self.ready_timeout_s, f"{self.name} on {self.url}", interval_s=interval_s,
+                   abort=self._process.exit_reason)
+
+    def is_running(self) -> bool:
+        return self._process is not None and self._process.is_running()
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.stop()
+
+    def status(self) -> dict[str, object]:
+        try:
+            ready = self.is_ready()
+        except Exception:
+            ready = False
+        return {"name": self.name, "url": self.url, "running": self.is_running(), "ready": ready}

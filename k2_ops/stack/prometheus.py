@@ -17,7 +17,7 @@ import yaml
 
 from k2_ops.paths import rules_dir
 from k2_ops.stack.http import http_json, http_ok
-from k2_ops.stack.process import ManagedProcess, ServiceError, free_port, wait_until
+from k2_ops.stack.process import ServiceError, SupervisedService, free_port
 
 STREAMER_JOB = "k2-streamer"
 
@@ -76,13 +76,13 @@ def alertmanager_config(webhook_url: str | None = None, group_wait_s: float = 1.
 
 
 @dataclass
-class AlertmanagerService:
+class AlertmanagerService(SupervisedService):
     run_dir: Path
     port: int = 0
     webhook_url: str | None = None
     ready_timeout_s: float = 30.0
+    name: str = "alertmanager"
     start_seconds: float | None = field(default=None, init=False)
-    _process: ManagedProcess | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.port = self.port or free_port()
@@ -113,10 +113,7 @@ class AlertmanagerService:
             # An empty cluster address turns gossip off, so nothing listens beyond our loopback port.
             "--cluster.listen-address=",
         ]
-        self._process = ManagedProcess("alertmanager", command, self.run_dir)
-        self._process.start()
-        wait_until(lambda: http_ok(f"{self.url}/-/ready"), self.ready_timeout_s, f"Alertmanager on {self.url}",
-                   abort=self._process.exit_reason)
+        self._launch(command, interval_s=0.1)
         self.start_seconds = time.monotonic() - began
         return self.start_seconds
 
@@ -124,20 +121,12 @@ class AlertmanagerService:
         alerts = http_json(f"{self.url}/api/v2/alerts?active=true&silenced=false&inhibited=false")
         return [alert for alert in alerts if alert.get("status", {}).get("state") == "active"]
 
-    def is_running(self) -> bool:
-        return self._process is not None and self._process.is_running()
-
-    def stop(self) -> None:
-        if self._process is not None:
-            self._process.stop()
-
-    def status(self) -> dict[str, object]:
-        return {"name": "alertmanager", "url": self.url, "running": self.is_running(),
-                "ready": http_ok(f"{self.url}/-/ready")}
+    def is_ready(self) -> bool:
+        return http_ok(self.health_url)
 
 
 @dataclass
-class PrometheusService:
+class PrometheusService(SupervisedService):
     run_dir: Path
     port: int = 0
     scrape_interval_s: float = 1.0
@@ -146,8 +135,8 @@ class PrometheusService:
     rule_files: list[Path] = field(default_factory=lambda: sorted(rules_dir().glob("*.yml")))
     retention: str = "15d"
     ready_timeout_s: float = 60.0
+    name: str = "prometheus"
     start_seconds: float | None = field(default=None, init=False)
-    _process: ManagedProcess | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.port = self.port or free_port()
@@ -197,10 +186,7 @@ class PrometheusService:
             # that first fired before Alertmanager discovery settled (it takes ~5 s after start).
             f"--rules.alert.resend-delay={self.evaluation_interval_s:g}s",
         ]
-        self._process = ManagedProcess("prometheus", command, self.run_dir)
-        self._process.start()
-        wait_until(lambda: http_ok(f"{self.url}/-/ready"), self.ready_timeout_s, f"Prometheus on {self.url}",
-                   abort=self._process.exit_reason)
+        self._launch(command, interval_s=0.1)
         self.start_seconds = time.monotonic() - began
         return self.start_seconds
 
@@ -236,13 +222,5 @@ class PrometheusService:
     def active_targets(self) -> list[dict[str, object]]:
         return http_json(f"{self.url}/api/v1/targets?state=active")["data"]["activeTargets"]
 
-    def is_running(self) -> bool:
-        return self._process is not None and self._process.is_running()
-
-    def stop(self) -> None:
-        if self._process is not None:
-            self._process.stop()
-
-    def status(self) -> dict[str, object]:
-        return {"name": "prometheus", "url": self.url, "running": self.is_running(),
-                "ready": http_ok(f"{self.url}/-/ready")}
+    def is_ready(self) -> bool:
+        return http_ok(self.health_url)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from k2_ops.paths import cache_dir
 from k2_ops.stack.http import http_json, http_ok
-from k2_ops.stack.process import ManagedProcess, ServiceError, free_port, port_is_open, wait_until
+from k2_ops.stack.process import ServiceError, SupervisedService, free_port, port_is_open
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ def runner_jar(home: Path) -> Path:
 
 
 @dataclass
-class SchemaRegistryService:
+class SchemaRegistryService(SupervisedService):
     """Apicurio Registry on a free loopback port. `url` is the base `SchemaRegistryClient` takes.
 
     `default_compatibility` is set as the global level once the registry answers, because Apicurio starts
@@ -55,7 +55,6 @@ class SchemaRegistryService:
     home: Path | None = None
     name: str = "schema-registry"
     start_seconds: float | None = field(default=None, init=False)
-    _process: ManagedProcess | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.default_compatibility is not None and self.default_compatibility not in COMPATIBILITY_LEVELS:
@@ -108,15 +107,7 @@ class SchemaRegistryService:
         """Start and wait until the Confluent API lists subjects; returns the start time in seconds."""
         began = time.monotonic()
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        self._process = ManagedProcess(self.name, self._command(), self.run_dir, cwd=self.work_dir)
-        self._process.start()
-        wait_until(
-            self.is_ready,
-            self.ready_timeout_s,
-            f"Schema Registry on {self.url}",
-            interval_s=0.2,
-            abort=self._process.exit_reason,
-        )
+        self._launch(self._command(), cwd=self.work_dir)
         if self.default_compatibility is not None:
             http_json(self.url + "/config", method="PUT", body={"compatibility": self.default_compatibility})
         self.start_seconds = time.monotonic() - began
@@ -126,21 +117,5 @@ class SchemaRegistryService:
     def is_ready(self) -> bool:
         return port_is_open("127.0.0.1", self.port) and http_ok(self.url + "/subjects")
 
-    def is_running(self) -> bool:
-        return self._process is not None and self._process.is_running()
-
     def pid(self) -> int | None:
         return self._process.recorded_pid() if self._process is not None else None
-
-    def stop(self) -> None:
-        if self._process is not None:
-            self._process.stop()
-
-    def status(self) -> dict[str, object]:
-        return {"name": self.name, "url": self.url, "running": self.is_running(), "ready": self._safe_ready()}
-
-    def _safe_ready(self) -> bool:
-        try:
-            return self.is_ready()
-        except Exception:
-            return False
