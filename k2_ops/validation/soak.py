@@ -107,7 +107,7 @@ class SoakConfig:
     def criteria_set(self) -> criteria.CriteriaSet:
         if self.criteria == "24h":
             return criteria.soak_24h(self.profile, duration_seconds=self.duration)
-        return criteria.validation_12h(self.profile)
+        return criteria.validation_12h(self.profile, duration_seconds=self.duration)
 
 
 @dataclass

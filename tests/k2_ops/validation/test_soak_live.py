@@ -3,7 +3,8 @@ real streamer subprocess, real Kafka, the exchange simulator over verified TLS a
 Alertmanager.
 
 - The compressed 24 h soak passes every 24 h criterion, from its own samples and from Prometheus, and writes
-  the memory profile and the report; a second soak attached to the same streamer works too.
+  the memory profile and the report; a second soak attached to the same streamer passes the 12 h
+  validation criteria (scaled to its duration).
 - The same with a leak injected (K2_TEST_LEAK_BYTES_PER_SECOND) fails exactly the memory criteria, and
   BinanceMemoryLeakDetected fires in a real Prometheus (rules scaled to the compressed clock) and reaches
   the real Alertmanager.
@@ -72,7 +73,7 @@ def ci_soak(
     artifacts_dir: Path,
 ) -> CiSoak:
     """One compressed 24 h soak (240 s + grace), scraped by the stack's Prometheus, with a second soak
-    attached to the same streamer for 20 s."""
+    attached to the same streamer for 20 s, judged by the 12 h validation criteria."""
     tmp_path = tmp_path_factory.mktemp("ci-soak")
     instance = f"soak-{uuid.uuid4().hex[:6]}"
     lines: list[str] = []
@@ -81,8 +82,14 @@ def ci_soak(
 
     def on_ready(host_port: str) -> None:
         prometheus.add_scrape_target(instance, host_port, {"instance": instance})
+        # The 12 h validation criteria on 20 s: no rotation is due (the first comes ~40 s after start).
         config = SoakConfig(
-            PROFILE, tmp_path / "attached", duration_seconds=20.0, attach_url=f"http://{host_port}", instance=instance
+            PROFILE,
+            tmp_path / "attached",
+            duration_seconds=20.0,
+            attach_url=f"http://{host_port}",
+            instance=instance,
+            criteria="12h",
         )
         thread = threading.Thread(target=lambda: attached.append(SoakRunner(config, progress=lambda _: None).run()))
         thread.start()
@@ -186,7 +193,15 @@ def test_a_soak_attached_to_a_running_streamer(ci_soak: CiSoak) -> None:
     assert len(ci_soak.attached) == 1
     attached = ci_soak.attached[0]
     assert attached.passed, [(c.name, c.evidence) for c in attached.checks]
-    assert json.loads(attached.profile_path.read_text())["metadata"]["mode"] == "attached"
+    profile = json.loads(attached.profile_path.read_text())
+    assert profile["metadata"]["mode"] == "attached" and profile["metadata"]["criteria"] == "validation_12h"
+    assert {check.name for check in attached.checks} == {
+        "no_crash",
+        "memory_growth",
+        "rotations",
+        "message_rate",
+        "critical_errors",
+    }
     assert attached.exit_code is None  # nothing was started, nothing stopped
 
 
@@ -223,9 +238,11 @@ def test_leak_soak_fails_memory_criteria_and_the_leak_alert_reaches_alertmanager
         thread.start()
         manager = AlertmanagerClient(alertmanager.url)
         fired: list[dict[str, object]] = []
+        began = time.monotonic()
         while thread.is_alive() and not fired:
             fired = manager.firing("BinanceMemoryLeakDetected", instance=instance)
             time.sleep(0.5)
+        alert_seen_after = time.monotonic() - began
         thread.join(timeout=300)
         if not fired:  # the soak ended first: one last look
             fired = manager.firing("BinanceMemoryLeakDetected", instance=instance)
@@ -236,11 +253,46 @@ def test_leak_soak_fails_memory_criteria_and_the_leak_alert_reaches_alertmanager
     finally:
         own_prometheus.stop()
 
+    growth = next(check for check in result.checks if check.name == "memory_growth")
+    print(
+        f"leak soak measured: growth {growth.observed:.1f} MB, max leak score {result.summary['max_leak_score']:.2f}, "
+        f"alert in Alertmanager {alert_seen_after:.0f} s after the soak started"
+        if fired
+        else "no alert"
+    )
     assert fired, "BinanceMemoryLeakDetected never reached Alertmanager"
     assert fired[0]["labels"]["severity"] == "critical"
     assert "BinanceMemoryLeakDetected" in alert_names
     failed = set(result.failed())
     assert failed == {"memory_growth", "prometheus_memory_growth"}, [(c.name, c.evidence) for c in result.checks]
-    growth = next(check for check in result.checks if check.name == "memory_growth")
     assert growth.observed >= 50
     assert result.summary["max_leak_score"] > 0.8
+
+
+def test_k2_soak_command_with_its_own_simulator(
+    kafka: KafkaService, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`k2 soak` end to end: starts an exchange simulator and a streamer, soaks 15 s, exits 0, writes files."""
+    from k2_ops.cli import main
+
+    code = main(
+        [
+            "soak",
+            "--profile",
+            "ci",
+            "--duration",
+            "15",
+            "--kafka",
+            kafka.bootstrap_servers,
+            "--schema-registry",
+            f"mock://{uuid.uuid4().hex[:8]}",
+            "--topic-prefix",
+            f"cli.{uuid.uuid4().hex[:8]}",
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "exchange simulator on wss://" in out and "soak: PASSED" in out
+    assert (tmp_path / "memory_profile.json").is_file() and (tmp_path / "soak_report.html").is_file()
