@@ -105,7 +105,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "--scrape-interval",
             type=float,
             default=None,
-            help="seconds between stored samples (default: the local stack's, else 15)",
+            help="seconds between stored samples (default: Prometheus' configured scrape interval, else 15)",
         )
         parser.add_argument("--out", type=Path, default=None, help="report folder (default <run>/reports/...)")
         parser.add_argument("--run-dir", type=Path, default=None)
@@ -232,11 +232,10 @@ def cmd_validate(args: argparse.Namespace) -> int:
         url = args.prometheus or _stack_service_url("prometheus", args.run_dir)
         if not url:
             raise CliError("no Prometheus: pass --prometheus URL or start the local stack (`k2 stack up`)")
-        scrape_interval = args.scrape_interval or (
-            1.0 if _stack_service_url("prometheus", args.run_dir) and not args.prometheus else 15.0
-        )
-        start = parse_start(args.start) if args.start else _default_start(args.period, profile.day_seconds)
         client = PrometheusClient(url)
+        # The stored data's resolution: as given, else what Prometheus scrapes at, else 15 s.
+        scrape_interval = args.scrape_interval or client.scrape_interval() or 15.0
+        start = parse_start(args.start) if args.start else _default_start(args.period, profile.day_seconds)
         common = {"profile": profile, "instance": args.instance, "scrape_interval": scrape_interval}
         label = datetime.fromtimestamp(start, UTC).strftime("%Y-%m-%d") if profile is PRODUCTION else f"{start:.0f}"
         out_dir = args.out or (args.run_dir or run_dir()) / "reports" / args.period / f"{label}-{args.instance}"

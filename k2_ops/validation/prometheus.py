@@ -20,6 +20,9 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import yaml
+
+from k2_ops.rules import RulesError, parse_duration
 from k2_ops.validation.series import Series
 
 # Prometheus refuses range queries over 11,000 points per series; stay well under.
@@ -214,6 +217,24 @@ class PrometheusClient:
                 return response.status == 200
         except (TimeoutError, urllib.error.URLError, OSError):
             return False
+
+    def scrape_interval(self, job: str = "k2-streamer") -> float | None:
+        """The scrape interval Prometheus is configured with for `job` (else its global one), in seconds.
+
+        This is the resolution of data Prometheus scraped itself; backfilled data has its own.
+        """
+        request = urllib.request.Request(f"{self.url}/api/v1/status/config")
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_seconds) as response:
+                config = yaml.safe_load(json.loads(response.read())["data"]["yaml"]) or {}
+        except (TimeoutError, urllib.error.URLError, OSError) as error:
+            raise PrometheusUnreachable(f"Prometheus at {self.url} is unreachable: {error}") from error
+        jobs = {item.get("job_name"): item for item in config.get("scrape_configs") or []}
+        text = (jobs.get(job) or {}).get("scrape_interval") or (config.get("global") or {}).get("scrape_interval")
+        try:
+            return parse_duration(text) if text else None
+        except RulesError:
+            return None
 
 
 def alerts_selector(alertstate: str = "firing", matchers: Mapping[str, str] | None = None) -> str:

@@ -132,3 +132,11 @@ def test_unreachable_alertmanager_is_named_plainly() -> None:
     with pytest.raises(AlertmanagerUnreachable, match=f"Alertmanager at {url} is unreachable"):
         AlertmanagerClient(url, timeout_seconds=2).firing()
     assert not AlertmanagerClient(url, timeout_seconds=2).ready()
+
+
+def test_scrape_interval_comes_from_the_prometheus_config(history_prometheus: HistoryPrometheus) -> None:
+    configured = history_prometheus.service.scrape_interval_s
+    assert history_prometheus.client.scrape_interval() == configured
+    assert history_prometheus.client.scrape_interval(job="no-such-job") == configured  # the global one
+    with pytest.raises(PrometheusUnreachable):
+        PrometheusClient(f"http://127.0.0.1:{free_port()}", timeout_seconds=2).scrape_interval()
