@@ -175,16 +175,22 @@ class MemoryMonitor:
         rss = self.read_rss()
         if self.metrics is not None:
             self.metrics.g(self.metrics.rss).set(rss)
+        # RSS climbs while imports, caches and Kafka buffers settle after start: samples from the warm-up
+        # would read as a leak, so the trend only sees what comes after it.
         if now - self.started >= self.warmup_s:
             self.samples.append((now - self.started, rss))
+        # A sliding window: the score describes recent growth, and a leak that stopped ages out of it.
         while self.samples and self.samples[0][0] < now - self.started - self.window_s:
             self.samples.popleft()
         self.estimate = leak_score(self.samples, self.reference_mb_per_hour)
         if self.metrics is not None:
             self.metrics.g(self.metrics.leak_score).set(self.estimate.score)
             self.metrics.g(self.metrics.leak_slope).set(self.estimate.slope_mb_per_hour)
+        # tracemalloc costs CPU and memory on every allocation, so it starts only once a leak looks likely
+        # (score > 0.5); its first snapshot is the baseline the allocator report diffs against.
         if self.estimate.score > START_TRACEMALLOC_AT and self._baseline is None:
             self._start_tracemalloc(f"leak score {self.estimate.score:.2f} > {START_TRACEMALLOC_AT}")
+        # Above 0.8 log the top allocators, at most every 10 samples so a real leak does not flood the log.
         self._samples_since_report += 1
         if self.estimate.score > REPORT_ALLOCATORS_AT and self._samples_since_report >= 10:
             self._samples_since_report = 0
@@ -207,6 +213,8 @@ class MemoryMonitor:
 
     async def run(self) -> None:
         while True:
+            # One RSS sample per interval; a failed sample (e.g. psutil cannot read /proc) is logged and the
+            # loop goes on: memory monitoring must never stop the streamer.
             try:
                 self.sample()
             except Exception:
