@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -41,6 +42,21 @@ def test_run_prints_urls_and_ctrl_c_leaves_no_process(tmp_path: Path) -> None:
                                 capture_output=True, text=True, timeout=60)
         assert status.returncode == 0, status.stdout
         assert status.stdout.count("healthy") == len(services)
+
+        # A deployment from the running stack replaces blue with green; status follows the active color.
+        deploy = subprocess.run(
+            [sys.executable, "-m", "k2_ops.cli", "deploy", "run", "--run-dir", str(run_dir), "--mode", "handover",
+             "--dual-operation-seconds", "2", "--validation-seconds", "2"],
+            capture_output=True, text=True, timeout=180)
+        assert deploy.returncode == 0, deploy.stdout + deploy.stderr
+        wait_until(lambda: not pid_alive(pids["streamer-blue"]), 60, "blue stopped after the cutover")
+        status = subprocess.run([sys.executable, "-m", "k2_ops.cli", "stack", "status", "--run-dir", str(run_dir)],
+                                capture_output=True, text=True, timeout=60)
+        assert status.returncode == 0, status.stdout
+        streamer_row = next(line for line in status.stdout.splitlines() if line.startswith("streamer"))
+        green_url = json.loads((run_dir / "deploy" / "instance-green.json").read_text())["base_url"]
+        assert "healthy" in streamer_row and green_url in streamer_row
+        pids["streamer-green"] = int((run_dir / "streamer-green.pid").read_text())
         process.send_signal(signal.SIGINT)  # what Ctrl-C sends to the foreground process
         assert process.wait(timeout=120) == 0
     finally:
