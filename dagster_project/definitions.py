@@ -9,7 +9,9 @@ the local stack's `stack.json`) and production (docker/compose.yaml):
 | `K2_PROMETHEUS_URL` / `K2_ALERTMANAGER_URL` | URLs | the local stack's |
 | `K2_PROMETHEUS_SCRAPE_INTERVAL_SECONDS` | scrape interval the validations assume | 15 |
 | `K2_DEPLOY_BACKEND` | `process` or `compose` | process |
-| `K2_DEPLOY_INSTANCE_URL_TEMPLATE` | how jobs reach a color (in compose: `http://{service}:8000`) | host port |
+| `K2_DEPLOY_INSTANCE_URL_TEMPLATE` | URL of a color (compose: `http://{service}:{container_port}`) | host port |
+| `K2_DEPLOY_COMPOSE_FILE` | compose backend: the compose file it drives | `docker/compose.yaml` |
+| `K2_DEPLOY_COMPOSE_ENV_FILE` | compose backend: `--env-file` of every compose command | the `.env` beside it |
 | `K2_DEPLOY_UNHEALTHY_ROLLBACK_SECONDS` | deployment_health_sensor's limit | 120 |
 | `K2_KAFKA_TOPIC_PREFIX` | streamer topics | market.crypto.binance |
 | `K2_KAFKA_BOOTSTRAP_SERVERS` | Kafka for the deploy audit (and process-backend streamers) | the local stack's |
@@ -19,6 +21,7 @@ the local stack's `stack.json`) and production (docker/compose.yaml):
 
 
 import os
+from collections.abc import Mapping
 
 import dagster as dg
 
@@ -35,11 +38,12 @@ from dagster_project.sensors import (
 )
 
 
-def _env(name: str, default: str = "") -> str:
-    return os.environ.get(name, default)
+def resources(env: Mapping[str, str] = os.environ) -> dict[str, object]:
+    """The resources, configured from `env` (the process environment)."""
 
+    def _env(name: str, default: str = "") -> str:
+        return env.get(name, default)
 
-def resources() -> dict[str, object]:
     return {
         "prometheus": PrometheusResource(
             url=_env("K2_PROMETHEUS_URL"),
@@ -51,6 +55,8 @@ def resources() -> dict[str, object]:
             topic_prefix=_env("K2_KAFKA_TOPIC_PREFIX", "market.crypto.binance"),
             kafka_bootstrap_servers=_env("K2_KAFKA_BOOTSTRAP_SERVERS"),
             instance_url_template=_env("K2_DEPLOY_INSTANCE_URL_TEMPLATE", "http://{host_ip}:{host_port}"),
+            compose_file=_env("K2_DEPLOY_COMPOSE_FILE", "docker/compose.yaml"),
+            compose_env_file=_env("K2_DEPLOY_COMPOSE_ENV_FILE"),
             unhealthy_rollback_seconds=float(_env("K2_DEPLOY_UNHEALTHY_ROLLBACK_SECONDS", "120")),
         ),
         "reports": ReportsResource(root=_env("K2_REPORTS_DIR")),

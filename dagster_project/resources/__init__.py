@@ -72,6 +72,8 @@ class DeploymentResource(dg.ConfigurableResource):
     # compose backend
     compose_project: str = "k2"
     compose_file: str = "docker/compose.yaml"
+    compose_env_file: str = Field(default="", description="--env-file of every compose command (the operator's "
+                                  ".env); empty = the .env next to compose_file")
     dockerfile: str = "docker/streamer.Dockerfile"
     build_context: str = "."
     docker: str = "docker"

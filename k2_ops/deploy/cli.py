@@ -12,8 +12,8 @@ import logging
 from datetime import UTC, datetime
 from pathlib import Path
 
-from k2_ops.deploy.model import COLORS, DEFAULT_IMAGE, MODES, DeployConfig
-from k2_ops.deploy.orchestrator import DeploymentFailed
+from k2_ops.deploy.model import COLORS, DEFAULT_IMAGE, MODES, DeployConfig, DeploymentError
+from k2_ops.deploy.orchestrator import BlueGreenDeployment, DeploymentFailed
 from k2_ops.deploy.probe import read_readiness
 from k2_ops.deploy.settings import BACKENDS, DeploySettings
 
@@ -24,7 +24,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     start = actions.add_parser("start", help="start one color (active) if it is not running")
     _common(start)
-    start.add_argument("--color", choices=COLORS, default="blue")
+    start.add_argument("--color", choices=COLORS, default=None,
+                       help="default: the active color (history; before any deployment the one that runs; blue)")
     start.add_argument("--image", default=DEFAULT_IMAGE)
     start.set_defaults(func=cmd_start)
 
@@ -77,8 +78,10 @@ def parse_settings(pairs: list[str]) -> dict[str, str]:
 
 
 def cmd_start(args: argparse.Namespace) -> int:
-    started = _settings(args).orchestrator(print).ensure_running(args.color, DeployConfig(image=args.image))
-    print(f"{args.color} {'started' if started else 'was already running'}")
+    orchestrator = _settings(args).orchestrator(print)
+    color = args.color or orchestrator.active_color()
+    started = orchestrator.ensure_running(color, DeployConfig(image=args.image))
+    print(f"{color} {'started' if started else 'was already running'}")
     return 0
 
 
@@ -102,19 +105,20 @@ def cmd_status(args: argparse.Namespace) -> int:
     settings = _settings(args)
     try:
         backend = settings.make_backend()
-    except LookupError as exc:
+        print(f"active color: {BlueGreenDeployment(backend, settings.history()).active_color()}")
+        for color in COLORS:
+            info = backend.instance(color)
+            if info is None:
+                print(f"  {color}: never started")
+                continue
+            readiness = read_readiness(info.base_url)
+            state = "running" if backend.is_running(color) else "stopped"
+            mode = readiness.body.get("mode") if isinstance(readiness.body, dict) else None
+            print(f"  {color}: {state}, {info.base_url}, image {info.image}, "
+                  f"{'ready' if readiness.ready else readiness.reason()}{f', {mode}' if mode else ''}")
+    except (LookupError, DeploymentError) as exc:
         print(f"error: {exc}")
         return 2
-    print(f"active color: {settings.history().active_color()}")
-    for color in COLORS:
-        info = backend.instance(color)
-        if info is None:
-            print(f"  {color}: never started")
-            continue
-        readiness = read_readiness(info.base_url)
-        state = "running" if backend.is_running(color) else "stopped"
-        print(f"  {color}: {state}, {info.base_url}, image {info.image}, "
-              f"{'ready' if readiness.ready else readiness.reason()}")
     return 0
 
 

@@ -17,7 +17,7 @@ from k2_ops.deploy import handover, probe
 from k2_ops.deploy.audit import IdAudit
 from k2_ops.deploy.backend import DeploymentBackend
 from k2_ops.deploy.history import DeploymentHistory, DeploymentRecord
-from k2_ops.deploy.model import DeployConfig, DeploymentError, DeploymentState, other_color
+from k2_ops.deploy.model import COLORS, DeployConfig, DeploymentError, DeploymentState, other_color
 
 _log = logging.getLogger(__name__)
 
@@ -60,8 +60,16 @@ class BlueGreenDeployment:
         self.log = log or _log.info
 
     # ---- planning ------------------------------------------------------------------------------------------
+    def active_color(self) -> str:
+        """The color that produces: the history's, or before any deployment the one color that runs (e.g.
+        started by `docker compose up -d`, adopted as it is), else blue."""
+        if self.history.last() is not None:
+            return self.history.active_color()
+        running = [color for color in COLORS if self.backend.is_running(color)]
+        return running[0] if len(running) == 1 else self.history.active_color()
+
     def plan(self, config: DeployConfig, run_id: str | None = None) -> DeploymentState:
-        source = self.history.active_color()
+        source = self.active_color()
         return DeploymentState(source=source, target=other_color(source), config=config, run_id=run_id)
 
     @contextmanager
@@ -391,8 +399,12 @@ class BlueGreenDeployment:
         return record
 
     def ensure_running(self, color: str, config: DeployConfig) -> bool:
-        """Start `color` (active) unless it runs; True if it was started. For a fresh stack."""
+        """Start `color` (active) unless it runs; True if it was started. For a fresh stack. A running one is
+        adopted as it is (whoever started it): a later deployment goes from it."""
         if self.backend.is_running(color):
+            info = self.backend.instance(color)
+            where = f"{info.base_url}, image {info.image}" if info is not None else "no address known"
+            self.log(f"{color} already runs ({where}); adopted as it is")
             return False
         self.backend.start(color, config.image, standby=False)
         probe.wait_ready(

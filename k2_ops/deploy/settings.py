@@ -60,6 +60,8 @@ class DeploySettings:
     prometheus_run_dir: str = ""
     compose_project: str = "k2"
     compose_file: str = "docker/compose.yaml"
+    # --env-file for every compose command; empty = compose's default (.env next to the compose file).
+    compose_env_file: str = ""
     dockerfile: str = "docker/streamer.Dockerfile"
     build_context: str = "."
     docker: str = "docker"
@@ -112,6 +114,7 @@ class DeploySettings:
             build_context=Path(self.build_context), dockerfile=Path(self.dockerfile),
             host_ports={"blue": self.blue_host_port, "green": self.green_host_port},
             url_template=self.instance_url_template,
+            env_file=Path(self.compose_env_file) if self.compose_env_file else None,
         )
         return ComposeBackend(project, self.deploy_dir())
 
