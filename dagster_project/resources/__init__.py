@@ -74,8 +74,8 @@ class DeploymentResource(dg.ConfigurableResource):
     compose_file: str = "docker/compose.yaml"
     compose_env_file: str = Field(default="", description="--env-file of every compose command (the operator's "
                                   ".env); empty = the .env next to compose_file")
-    dockerfile: str = "docker/streamer.Dockerfile"
-    build_context: str = "."
+    dockerfile: str = Field(default="docker/streamer.Dockerfile", description="relative to build_context")
+    build_context: str = Field(default=".", description="the repository checkout the streamer image is built from")
     docker: str = "docker"
     blue_host_port: int = 8001
     green_host_port: int = 8002

@@ -51,6 +51,7 @@ class ComposeProject:
     compose_file: Path = Path("docker/compose.yaml")
     docker: str = "docker"
     build_context: Path = Path(".")
+    # Relative to build_context (as in the compose file's `build:`), so one setting moves both.
     dockerfile: Path = Path("docker/streamer.Dockerfile")
     host_ports: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_HOST_PORTS))
     host_ip: str = "127.0.0.1"
@@ -78,13 +79,14 @@ def compose_base_argv(project: ComposeProject, color: str | None = None) -> list
 
 
 def build_argv(project: ComposeProject, image: str) -> list[str]:
+    # `docker build --file` resolves a relative path against the working directory, not the context.
     return [
         project.docker,
         "build",
         "--tag",
         image,
         "--file",
-        str(project.dockerfile),
+        str(project.build_context / project.dockerfile),
         str(project.build_context),
     ]
 

@@ -62,7 +62,7 @@ class DeploySettings:
     compose_file: str = "docker/compose.yaml"
     # --env-file for every compose command; empty = compose's default (.env next to the compose file).
     compose_env_file: str = ""
-    dockerfile: str = "docker/streamer.Dockerfile"
+    dockerfile: str = "docker/streamer.Dockerfile"  # relative to build_context
     build_context: str = "."
     docker: str = "docker"
     blue_host_port: int = 8001

@@ -118,3 +118,122 @@ def test_daemon_can_drive_compose(compose: Any, dagster_dockerfile: Any) -> None
     copied = [i.args for i in dagster_dockerfile.instructions if i.keyword == "COPY" and "--from=docker-cli" in i.args]
     assert any("/usr/local/bin/docker" in c for c in copied) and any("cli-plugins" in c for c in copied)
     assert compose.service("dagster-daemon")["healthcheck"]["test"] == ["CMD", "dagster-daemon", "liveness-check"]
+
+
+# ---- the Dagster resources in this stack (dagster_project/definitions.py reads the K2_* environment) ----------
+
+# Without these the resources look for a local stack's .run/stack.json, which does not exist in this stack.
+PRODUCTION_SETTINGS = frozenset({
+    "K2_DEPLOY_BACKEND", "K2_DEPLOY_INSTANCE_URL_TEMPLATE", "K2_PROMETHEUS_URL", "K2_ALERTMANAGER_URL",
+    "K2_KAFKA_BOOTSTRAP_SERVERS",
+})
+# Where the compose backend in dagster-daemon finds the operator's checkout (compose file, .env, build context).
+DAEMON_SETTINGS = frozenset({"K2_DEPLOY_COMPOSE_FILE", "K2_DEPLOY_COMPOSE_ENV_FILE", "K2_DEPLOY_BUILD_CONTEXT"})
+
+
+class RecordingEnv(dict[str, str]):
+    """A process environment that remembers every name the code asked for."""
+
+    def __init__(self, values: dict[str, str]) -> None:
+        super().__init__(values)
+        self.asked: set[str] = set()
+
+    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+        self.asked.add(key)
+        return super().get(key, default)
+
+    def __getitem__(self, key: str) -> str:
+        self.asked.add(key)
+        return super().__getitem__(key)
+
+
+def dagster_resources(compose: Any, service: str) -> dict[str, Any]:
+    from dagster_project.definitions import resources
+
+    return resources(compose.environment(service))
+
+
+def service_address(compose: Any, url_or_address: str) -> tuple[str, int]:
+    """("prometheus", 9090) from http://prometheus:9090 or kafka:9092; the service must exist."""
+    host, _, port = url_or_address.removeprefix("http://").rstrip("/").partition(":")
+    assert host in compose.services, f"{url_or_address}: no compose service {host!r}"
+    return host, int(port)
+
+
+def test_every_k2_variable_of_the_dagster_services_is_read_by_the_definitions(compose: Any) -> None:
+    from dagster_project.definitions import resources
+
+    for service in DAGSTER_SERVICES:
+        env = RecordingEnv(compose.environment(service))
+        resources(env)
+        unread = sorted(key for key in env if key.startswith("K2_") and key not in env.asked)
+        assert not unread, f"{service} sets K2_* variables dagster_project/definitions.py never reads: {unread}"
+
+
+def test_the_dagster_services_point_the_resources_at_this_stack(compose: Any, repo_root: Path) -> None:
+    scrape_interval = yaml.safe_load((repo_root / "docker/prometheus/prometheus.yml").read_text())["global"][
+        "scrape_interval"]
+    kafka_advertised = dict(item.split("://") for item in
+                            compose.environment("kafka")["KAFKA_ADVERTISED_LISTENERS"].split(","))
+    for service in DAGSTER_SERVICES:
+        env = compose.environment(service)
+        missing = sorted(PRODUCTION_SETTINGS - set(env))
+        assert not missing, f"{service} lacks {missing}"
+        resources = dagster_resources(compose, service)
+        for name, resource in (("prometheus", resources["prometheus"]), ("alertmanager", resources["alertmanager"])):
+            host, port = service_address(compose, resource.resolved_url())
+            assert host == name and port in {c for _, _, c in compose.published_ports(name)}, resource.url
+        assert resources["prometheus"].scrape_interval_seconds == float(scrape_interval.removesuffix("s"))
+        deployment = resources["deployment"]
+        assert deployment.backend == "compose"
+        assert deployment.settings().bootstrap_servers() == kafka_advertised["PLAINTEXT"] == "kafka:9092"
+        service_address(compose, deployment.kafka_bootstrap_servers)
+        project = deployment.make_backend().project
+        assert project.project == compose.doc["name"]
+        for color in ("blue", "green"):
+            streamer = f"streamer-{color}"
+            port = int(compose.environment(streamer)["K2_METRICS_PORT"])
+            assert project.instance_url(color) == f"http://{streamer}:{port}", "the color inside the compose network"
+
+
+def test_the_daemon_drives_compose_on_the_operators_checkout(compose: Any, repo_root: Path, docker_dir: Path) -> None:
+    """Compose interpolates the whole file at load (${POSTGRES_PASSWORD:?...}), so `docker compose` in the daemon
+    needs the operator's docker/.env, which the image does not hold (dockerignored): the daemon mounts the
+    checkout and passes --env-file. These are the exact commands its compose backend runs."""
+    from k2_ops.deploy.compose import build_argv, ps_argv, up_argv
+
+    env = compose.environment("dagster-daemon")
+    assert set(env) >= DAEMON_SETTINGS, f"dagster-daemon lacks {sorted(DAEMON_SETTINGS - set(env))}"
+    project = dagster_resources(compose, "dagster-daemon")["deployment"].make_backend().project
+    checkout = env["K2_DEPLOY_BUILD_CONTEXT"]
+    base = ["docker", "compose", "--project-name", "k2", "--file", f"{checkout}/docker/compose.yaml",
+            "--env-file", f"{checkout}/docker/.env"]
+    assert ps_argv(project, "blue") == [*base, "ps", "--all", "--format", "json", "streamer-blue"]
+    assert up_argv(project, "green") == [*base, "--profile", "green", "up", "--detach", "--no-deps", "--no-build",
+                                         "--force-recreate", "streamer-green"]
+    assert build_argv(project, "k2-platform:v2.1") == [
+        "docker", "build", "--tag", "k2-platform:v2.1", "--file", f"{checkout}/docker/streamer.Dockerfile", checkout]
+
+    # What those paths are on the Docker host: this repository's files.
+    assert compose.host_path("dagster-daemon", str(project.compose_file)) == docker_dir / "compose.yaml"
+    assert compose.host_path("dagster-daemon", str(project.env_file)) == docker_dir / ".env"
+    assert compose.host_path("dagster-daemon", str(project.build_context)) == repo_root
+    assert compose.host_path("dagster-daemon", f"{checkout}/docker/streamer.Dockerfile").is_file()
+    assert "docker/.env" in (docker_dir / ".env.example").read_text(), "operators create .env where it is read"
+
+    # The new color's settings file: written by the backend next to the compose file, read by compose for green.
+    settings_file = project.compose_file.parent / "streamer-green.env"
+    assert compose.host_path("dagster-daemon", str(settings_file)) == docker_dir / "streamer-green.env"
+    writable = [m for m in compose.mounts("dagster-daemon") if m.target == str(project.compose_file.parent)]
+    assert len(writable) == 1 and not writable[0].read_only, "the backend writes streamer-<color>.env there"
+    read_only = [m for m in compose.mounts("dagster-daemon") if m.target == checkout]
+    assert len(read_only) == 1 and read_only[0].read_only, "the rest of the checkout is only read"
+    green_env_files = [e["path"] if isinstance(e, dict) else e for e in compose.service("streamer-green")["env_file"]]
+    assert settings_file.name in green_env_files
+
+
+def test_without_the_env_file_compose_cannot_even_load(load_compose_with: Any) -> None:
+    """What every compose command in the daemon would hit without --env-file: its own environment has
+    DAGSTER_POSTGRES_PASSWORD, not POSTGRES_PASSWORD."""
+    with pytest.raises(ValueError, match=r"POSTGRES_PASSWORD: set POSTGRES_PASSWORD in docker/\.env"):
+        load_compose_with({"DAGSTER_POSTGRES_PASSWORD": "x"})

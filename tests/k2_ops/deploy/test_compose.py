@@ -44,9 +44,11 @@ def test_build_argv() -> None:
         "--tag",
         "k2-platform:v2.1",
         "--file",
-        "docker/Dockerfile",
+        "/src/k2/docker/Dockerfile",
         "/src/k2",
     ]
+    # From the repository root (k2 deploy on the Docker host), the defaults.
+    assert build_argv(ComposeProject(), "k2-platform:v2.1")[-3:] == ["--file", "docker/streamer.Dockerfile", "."]
 
 
 def test_green_commands_enable_its_profile_blue_ones_do_not() -> None:
