@@ -118,14 +118,15 @@ class KafkaService(SupervisedService):
         ]
 
     def _prepare(self) -> Path:
-        """Write the config and format the storage once; a restart reuses both."""
+        """Write the config for this object's ports (a reused run folder may have had others) and format
+        the storage once; a restart keeps the data."""
         config = self.home / "server.properties"
-        if config.exists():
-            return config
         data_dir = self.home / "data"
         data_dir.mkdir(parents=True, exist_ok=True)
         config.write_text(server_properties(data_dir, self.port, self.controller_port))
         (self.home / "log4j2.properties").write_text(LOG4J2_CONFIG.format(log_file=self.home / "server.log"))
+        if (data_dir / "meta.properties").exists():
+            return config
         formatter = ManagedProcess(
             f"{self.name}-format",
             # `--cluster-id=` form: a random id may start with "-", which argparse would take for an option.

@@ -119,3 +119,38 @@ def test_stack_up_refuses_a_second_start_and_down_leaves_no_process(tmp_path: Pa
                              str(tmp_path / "run")], capture_output=True, text=True, timeout=60)
     assert status.returncode == 1
     assert "not running" in status.stdout
+
+
+@pytest.mark.slow
+def test_kafka_restarts_on_new_ports_in_a_reused_run_folder_and_keeps_its_data(tmp_path: Path) -> None:
+    first = KafkaService(tmp_path)
+    first.start()
+    try:
+        topic = f"kept-{uuid.uuid4().hex[:8]}"
+        admin = AdminClient({"bootstrap.servers": first.bootstrap_servers})
+        admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])[topic].result(timeout=30)
+        producer = Producer({"bootstrap.servers": first.bootstrap_servers})
+        producer.produce(topic, value=b"survives")
+        assert producer.flush(30) == 0
+    finally:
+        first.stop()
+    second = KafkaService(tmp_path)  # new free ports, same folder (e.g. `k2 stack up` after a reboot)
+    assert second.port != first.port
+    second.start()
+    try:
+        consumer = Consumer({"bootstrap.servers": second.bootstrap_servers, "group.id": "kept",
+                             "auto.offset.reset": "earliest"})
+        consumer.subscribe([topic])
+        values: list[bytes] = []
+
+        def consumed() -> bool:
+            message = consumer.poll(0.5)
+            if message is not None and message.error() is None:
+                values.append(message.value())
+            return bool(values)
+
+        wait_until(consumed, 60, "the message produced before the restart", interval_s=0)
+        consumer.close()
+        assert values == [b"survives"]
+    finally:
+        second.stop()
