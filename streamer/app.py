@@ -12,9 +12,11 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import signal
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -43,6 +45,52 @@ def setup_logging(config: StreamerConfig, metrics: StreamerMetrics) -> None:
     root.handlers = [handler, ErrorCountingHandler(metrics)]
     # websockets logs every connection at INFO/DEBUG itself; we log what matters.
     logging.getLogger("websockets").setLevel(logging.WARNING)
+
+
+def saved_mode(path: str | None) -> str | None:
+    """The handover mode an earlier run of this instance recorded in K2_HANDOVER_MODE_FILE, if any."""
+    if not path:
+        return None
+    try:
+        text = Path(path).read_text().strip()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        log.warning("cannot read the handover mode file %s (%s): starting in K2_START_MODE", path, exc)
+        return None
+    if text in ("active", "standby"):
+        return text
+    log.warning("handover mode file %s holds %r, not active or standby: starting in K2_START_MODE", path, text[:40])
+    return None
+
+
+def initial_mode(config: StreamerConfig) -> str:
+    """A container restarted after a handover resumes the mode it had, not the one it was created with."""
+    return saved_mode(config.handover_mode_file) or config.start_mode
+
+
+def record_mode(path: str | None, mode: str) -> None:
+    if not path:
+        return
+    temporary = Path(f"{path}.tmp")
+    try:
+        temporary.write_text(mode + "\n")
+        os.replace(temporary, path)
+    except OSError as exc:
+        log.error("cannot record handover mode %s in %s (%s): a restart would start in K2_START_MODE",
+                  mode, path, exc)
+
+
+def standby_check(standby_seconds: float | None, limit_s: float) -> dict[str, Any]:
+    """The /readyz check of the handover mode: a standby nobody released within `limit_s` is not serving."""
+    if standby_seconds is None:
+        return {"ok": True, "reason": "not in standby"}
+    if limit_s > 0 and standby_seconds > limit_s:
+        return {"ok": False, "reason": (
+            f"standby for {standby_seconds:.0f} s without a release (K2_HANDOVER_STANDBY_MAX_SECONDS={limit_s:g}): "
+            "produces nothing; POST /handover/release, or stop it")}
+    limit = f"limit {limit_s:g} s" if limit_s > 0 else "no limit"
+    return {"ok": True, "reason": f"standby for {standby_seconds:.1f} s ({limit})"}
 
 
 async def _retry_until(
@@ -110,6 +158,9 @@ class Streamer:
         since = source.seconds_since_data() if source is not None else None
         fresh = since is not None and since < self.config.health_timeout_s
         kafka = sink is not None and sink.reachable
+        pipeline = self.pipeline
+        handover = standby_check(pipeline.standby_seconds() if pipeline is not None else None,
+                                 self.config.handover_standby_max_s)
         checks = {
             "connected": {
                 "ok": connected,
@@ -124,9 +175,10 @@ class Streamer:
                 "ok": kafka,
                 "reason": sink.reachable_detail if sink else "Kafka not set up yet",
             },
+            "handover": handover,
         }
         return {
-            "ready": connected and fresh and kafka,
+            "ready": connected and fresh and kafka and handover["ok"],
             "instance": self.config.instance,
             "mode": "standby" if self.pipeline is not None and self.pipeline.standby else "active",
             "checks": checks,
@@ -159,6 +211,7 @@ class Streamer:
         except (ValueError, TypeError) as exc:
             return json_response(400, {"error": f"bad request: {exc}"})
         result = await self.pipeline.enter_standby(timeout)
+        record_mode(self.config.handover_mode_file, "standby")
         return json_response(200 if result["flushed"] else 503, {"instance": self.config.instance, **result})
 
     async def _release(self, body: bytes) -> tuple[int, str, bytes]:
@@ -172,7 +225,9 @@ class Streamer:
                 raise ValueError('"after" must map stream keys ("btcusdt@trade") to integer ids')
         except ValueError as exc:
             return json_response(400, {"error": f"bad request: {exc}"})
-        return json_response(200, {"instance": self.config.instance, **self.pipeline.release(after)})
+        report = self.pipeline.release(after)
+        record_mode(self.config.handover_mode_file, "active")
+        return json_response(200, {"instance": self.config.instance, **report})
 
     async def _allocations(self, _body: bytes) -> tuple[int, str, bytes]:
         return json_response(200, {"leak_score": self.memory.estimate.score,
@@ -218,8 +273,13 @@ class Streamer:
                         config.test_leak_bytes_per_s)
             tasks.append(asyncio.create_task(self.memory.run_test_leak(), name="test-leak"))
         if not self.stop_event.is_set():
+            mode = initial_mode(config)
+            if mode != config.start_mode:
+                log.warning("resuming in %s mode as recorded in %s before this instance restarted "
+                            "(K2_START_MODE=%s applies to a new container only)", mode, config.handover_mode_file,
+                            config.start_mode)
             self.pipeline = Pipeline(
-                self.tracker, serializer, sink, standby=config.start_mode == "standby",
+                self.tracker, serializer, sink, standby=mode == "standby",
                 standby_buffer_max=config.handover_buffer_messages,
                 expected_keys=len(config.symbols) * len(config.streams), metrics=self.metrics,
             )

@@ -138,6 +138,14 @@ SETTINGS: tuple[Setting, ...] = (
             lambda v: v in ("active", "standby")),
     Setting("handover_buffer_messages", "K2_HANDOVER_BUFFER_MESSAGES", 200_000, "int", "100 .. 10000000",
             "messages a standby instance keeps (newest) for a handover", _positive(100, 10_000_000)),
+    Setting("handover_standby_max_s", "K2_HANDOVER_STANDBY_MAX_SECONDS", 1800.0, "float",
+            "0 .. 604800 seconds (0 = no limit)",
+            "/readyz fails once the instance has been in standby this long without a release (it produces "
+            "nothing); keep it above a deployment's ready + dual-operation time", _positive(0.0, 604_800.0)),
+    Setting("handover_mode_file", "K2_HANDOVER_MODE_FILE", None, "path", "unset or a path in an existing folder",
+            "where the instance records its handover mode (active/standby) at every change; at start a mode "
+            "recorded there wins over K2_START_MODE, so a restarted container resumes the mode it had",
+            lambda v: v is None or Path(v).parent.is_dir()),
     Setting("log_level", "K2_LOG_LEVEL", "INFO", "str", "DEBUG, INFO, WARNING or ERROR", "log level",
             lambda v: v in ("DEBUG", "INFO", "WARNING", "ERROR")),
 )
@@ -182,6 +190,8 @@ class StreamerConfig:
     instance: str
     start_mode: str
     handover_buffer_messages: int
+    handover_standby_max_s: float
+    handover_mode_file: str | None
     log_level: str
 
     @property

@@ -2,8 +2,9 @@
 
 GET  /metrics            Prometheus exposition (prometheus_client.generate_latest)
 GET  /healthz            200 while the process runs its event loop
-GET  /readyz             200 when connected, data within the health timeout and Kafka reachable; else 503.
-                         JSON with every check and its reason.
+GET  /readyz             200 when connected, data within the health timeout, Kafka reachable and not in standby
+                         longer than K2_HANDOVER_STANDBY_MAX_SECONDS; else 503. JSON with every check and its
+                         reason.
 GET  /positions          handover: mode, last produced and last received id per stream key
 POST /handover/standby   stop producing, wait for Kafka to acknowledge, answer the last produced ids
                          (body optional: {"flush_timeout_seconds": 30})

@@ -13,6 +13,7 @@ and goes on producing: per stream, one instance stops after id N and the other s
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 from typing import Any
 
@@ -45,6 +46,8 @@ class Pipeline:
         self.sink = sink
         self.metrics = metrics
         self.standby = standby
+        # When the current standby began (monotonic), None while producing: /readyz flags a forgotten standby.
+        self.standby_since: float | None = time.monotonic() if standby else None
         self.produced_last: dict[str, int] = {}
         self.produced = 0
         self._per_key_buffer = max(100, standby_buffer_max // max(1, expected_keys))
@@ -94,6 +97,8 @@ class Pipeline:
         """Stop producing; wait until Kafka has it all; report the last produced id per stream."""
         was_standby = self.standby
         self.standby = True
+        if not was_standby:
+            self.standby_since = time.monotonic()
         self._set_standby_gauge()
         flushed = await self.sink.wait_delivered(flush_timeout_s)
         if not flushed:
@@ -143,9 +148,14 @@ class Pipeline:
                 state.last_id = start_after
         self._standby_buffers.clear()
         self.standby = False
+        self.standby_since = None
         self._set_standby_gauge()
         log.info("handover: released, producing; %s", report)
         return {"mode": "active", "streams": report}
+
+    def standby_seconds(self) -> float | None:
+        """How long this instance has been in standby, or None while it produces."""
+        return None if self.standby_since is None else time.monotonic() - self.standby_since
 
     def positions(self) -> dict[str, Any]:
         return {
