@@ -42,6 +42,10 @@ class ValidationProfile:
     # The streamer's leak score: trend over this sliding window, ignoring samples this young after start.
     memory_window_seconds: float = HOUR
     memory_warmup_seconds: float = 300.0
+    # Steady RSS growth (MB per real hour) that gives a leak score of 0.5. Leaks grow with work done
+    # (messages, rotations), and a compressed day does a production day's work faster, so compressed
+    # profiles scale this by 86,400 / day seconds: the score then means the same per day of work.
+    leak_reference_mb_per_hour: float = 10.0
     # The soak runner's sampling period of the streamer's /metrics.
     soak_sample_seconds: float = 30.0
     # Start-up allocations (imports, buffers, Kafka client) are not growth: memory growth is measured after.
@@ -107,6 +111,7 @@ class ValidationProfile:
             "K2_MEMORY_SAMPLE_INTERVAL_SECONDS": _seconds(self.memory_sample_seconds),
             "K2_MEMORY_WINDOW_SECONDS": _seconds(self.memory_window_seconds),
             "K2_MEMORY_WARMUP_SECONDS": _seconds(self.memory_warmup_seconds),
+            "K2_LEAK_REFERENCE_MB_PER_HOUR": _seconds(self.leak_reference_mb_per_hour),
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -146,6 +151,7 @@ def compressed(day_seconds: float, name: str | None = None) -> ValidationProfile
         memory_sample_seconds=max(base.memory_sample_seconds * scale, 0.5),
         memory_window_seconds=max(base.memory_window_seconds * scale, 30.0),
         memory_warmup_seconds=max(base.memory_warmup_seconds * scale, 60.0),
+        leak_reference_mb_per_hour=base.leak_reference_mb_per_hour / scale,
         soak_sample_seconds=sample,
         warmup_seconds=max(base.warmup_seconds * scale, 10 * sample),
         sustained_rate_seconds=max(base.sustained_rate_seconds * scale, 10 * sample),
