@@ -89,7 +89,10 @@ class KafkaSink:
             self._counts[topic] = self._counts.get(topic, 0) + 1
             return
         self._new_errors += 1
-        log.error("Kafka rejected a message for %s: %s", msg.topic(), err)
+        # Name what was lost (topic and symbol key; delivery reports carry no headers) so an operator can find
+        # the gap in that symbol's ids and backfill it.
+        key = msg.key().decode(errors="replace") if msg.key() else "?"
+        log.error("Kafka rejected a message for %s (key %s, %d bytes): %s", msg.topic(), key, len(msg), err)
 
     def _on_error(self, err: KafkaError) -> None:
         code = err.code()
