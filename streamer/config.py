@@ -118,6 +118,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("kafka_stats_interval_s", "K2_KAFKA_STATS_INTERVAL_SECONDS", 1.0, "float", "0.1 .. 60 seconds",
             "how often the producer reports broker state (Kafka reachability for /readyz)",
             _positive(0.1, 60.0)),
+    Setting("kafka_linger_s", "K2_KAFKA_LINGER_SECONDS", 0.005, "float", "0 .. 1 seconds",
+            "how long the producer waits to batch messages: longer costs latency, shorter costs CPU per "
+            "message at high rates (docs/performance.md)", _positive(0.0, 1.0)),
     Setting("schema_registry_url", "K2_SCHEMA_REGISTRY_URL", "http://localhost:8081", "str",
             "an http(s):// URL, or mock://<name> for tests and local mode", "Confluent Schema Registry",
             lambda v: v.startswith(("http://", "https://", "mock://"))),
@@ -182,6 +185,7 @@ class StreamerConfig:
     kafka_replication_factor: int
     kafka_compression: str
     kafka_stats_interval_s: float
+    kafka_linger_s: float
     schema_registry_url: str
     max_buffered_messages: int
     shutdown_flush_timeout_s: float

@@ -36,6 +36,21 @@ _DEPTH_KEYS = frozenset(["e", "E", "s", "U", "u", "b", "a"])
 
 # An exact non-negative decimal as Binance prints it ("61837.63000000"). 30+30 digits covers any magnitude.
 _DECIMAL = re.compile(r"\d{1,30}(?:\.\d{1,30})?\Z")
+# Decimal strings already validated. Prices and quantities repeat (72 % of the 9.3 decimals per message in
+# the real BTCUSDT recording were seen among the previous 8192 distinct ones): a set lookup costs ~0.03 µs,
+# the regex ~0.2 µs. Bounded: emptied when full.
+_VALID_DECIMALS: set[str] = set()
+_VALID_DECIMALS_MAX = 8192
+
+
+def _new_decimal(value: str) -> bool:
+    """Validate a string not in _VALID_DECIMALS, and remember it when valid."""
+    if _DECIMAL.match(value) is None:
+        return False
+    if len(_VALID_DECIMALS) >= _VALID_DECIMALS_MAX:
+        _VALID_DECIMALS.clear()
+    _VALID_DECIMALS.add(value)
+    return True
 
 # Error types counted in binance_message_errors_total{error_type}.
 MALFORMED_JSON = "malformed_json"
@@ -51,6 +66,23 @@ SUBSCRIPTION_RESPONSE = "subscription_response"
 CONTROL_NOTICES = frozenset({SERVER_SHUTDOWN, SUBSCRIPTION_RESPONSE})
 MESSAGE_ERROR_TYPES = (MALFORMED_JSON, NOT_OBJECT, MISSING_FIELD, INVALID_VALUE, UNKNOWN_EVENT, OVERSIZED,
                        UNEXPECTED_STREAM)
+
+
+_scan_once = json.JSONDecoder().scan_once
+
+
+def _loads(text: str) -> Any:
+    """json.loads for one frame, calling the C scanner directly: json.loads adds two Python calls and two
+    whitespace regex matches around it (about 1 µs of the 2 µs per frame). Anything but one JSON value
+    filling the whole text (leading or trailing whitespace, extra data, invalid) goes through json.loads,
+    so results and errors stay exactly json.loads'."""
+    try:
+        value, end = _scan_once(text, 0)
+    except StopIteration:
+        return json.loads(text)  # raises the proper JSONDecodeError (or handles leading whitespace)
+    if end != len(text):
+        return json.loads(text)
+    return value
 
 
 class Event:
@@ -113,7 +145,7 @@ def _dec(data: dict[str, Any], field: str) -> str:
         value = data[field]
     except KeyError:
         raise _Invalid(MISSING_FIELD, field) from None
-    if type(value) is not str or _DECIMAL.match(value) is None:
+    if type(value) is not str or (value not in _VALID_DECIMALS and not _new_decimal(value)):
         raise _Invalid(INVALID_VALUE, field)
     return value
 
@@ -156,7 +188,9 @@ def _levels(data: dict[str, Any], field: str) -> list[dict[str, str]]:
         price, quantity = level[0], level[1]
         if type(price) is not str or type(quantity) is not str:
             raise _Invalid(INVALID_VALUE, field)
-        if _DECIMAL.match(price) is None or _DECIMAL.match(quantity) is None:
+        if (price not in _VALID_DECIMALS and not _new_decimal(price)) or (
+            quantity not in _VALID_DECIMALS and not _new_decimal(quantity)
+        ):
             raise _Invalid(INVALID_VALUE, field)
         levels.append({"price": price, "quantity": quantity})
     return levels
@@ -202,7 +236,7 @@ class FrameParser:
             if type(raw) is not str:
                 # Binary frames: decoding UTF-8 here is cheaper than json's own encoding detection.
                 raw = raw.decode()
-            obj = json.loads(raw)
+            obj = _loads(raw)
         except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
             return Notice(MALFORMED_JSON, type(exc).__name__)
         if type(obj) is not dict:

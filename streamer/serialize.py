@@ -12,7 +12,6 @@ it), which is a blocking HTTP call for a real registry, so the app warms the cac
 
 from __future__ import annotations
 
-import io
 import json
 import struct
 from collections import OrderedDict
@@ -21,9 +20,12 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from fastavro import parse_schema, schemaless_writer
+from fastavro import parse_schema
+from fastavro._write import write_data
 
 MAGIC_BYTE = 0
+# schemaless_writer's defaults (fastavro 1.13).
+_WRITE_OPTIONS = {"strict": False, "strict_allow_default": False, "disable_tuple_notation": False}
 
 SCHEMA_FILES = {
     "trade": "trade.avsc",
@@ -100,19 +102,22 @@ def without_logical_types(schema: Any) -> Any:
 class AvroSerializer:
     """Encodes records of one subject: header + schemaless Avro body."""
 
-    __slots__ = ("_header", "_parsed", "schema_id", "subject")
+    __slots__ = ("_header", "_named", "_parsed", "schema_id", "subject")
 
     def __init__(self, subject: str, schema_id: int, schema: dict[str, Any]) -> None:
         self.subject = subject
         self.schema_id = schema_id
-        self._parsed = parse_schema(without_logical_types(schema))
+        self._named: dict[str, Any] = {}
+        self._parsed = parse_schema(without_logical_types(schema), self._named)
         self._header = wire_header(schema_id)
 
     def encode(self, record: dict[str, Any]) -> bytes:
-        buffer = io.BytesIO()
-        buffer.write(self._header)
-        schemaless_writer(buffer, self._parsed, record)
-        return buffer.getvalue()
+        # fastavro's Cython writer straight into a bytearray that already holds the wire header: what
+        # schemaless_writer does, minus its per-call parse_schema, BinaryEncoder and BytesIO copy
+        # (0.6 µs of 4.4 µs per record). Same bytes (tests compare with schemaless_reader).
+        out = bytearray(self._header)
+        write_data(out, record, self._parsed, self._named, "", _WRITE_OPTIONS)
+        return bytes(out)
 
 
 class SerializerCache:

@@ -27,7 +27,8 @@ log = logging.getLogger(__name__)
 
 
 def producer_config(
-    bootstrap_servers: str, instance: str, compression: str, max_buffered: int, stats_interval_s: float
+    bootstrap_servers: str, instance: str, compression: str, max_buffered: int, stats_interval_s: float,
+    linger_s: float = 0.005,
 ) -> dict[str, Any]:
     return {
         "bootstrap.servers": bootstrap_servers,
@@ -36,7 +37,10 @@ def producer_config(
         "enable.idempotence": True,
         "acks": "all",
         "compression.type": compression,
-        "linger.ms": 5,
+        # Batching vs latency (K2_KAFKA_LINGER_SECONDS): a message waits up to this long for others to share
+        # its produce request. Measured (docs/performance.md): at full speed librdkafka's threads cost ~1.5 µs
+        # per message at 5 ms, ~5 µs at 1 ms (small requests); at 1k msg/s 5 ms is most of the latency.
+        "linger.ms": linger_s * 1000,
         # Keep messages for as long as the broker is away (0 = never expire); the app applies its own bound.
         "message.timeout.ms": 0,
         # librdkafka's own queue must never be the limit: our bound (plus handover/rotation slack) is.
@@ -57,6 +61,7 @@ class KafkaSink:
         compression: str = "lz4",
         max_buffered: int = 100_000,
         stats_interval_s: float = 1.0,
+        linger_s: float = 0.005,
     ) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.metrics = metrics
@@ -70,7 +75,7 @@ class KafkaSink:
         self._overflow: deque[tuple[str, bytes, bytes, list[tuple[str, bytes]]]] = deque()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        config = producer_config(bootstrap_servers, instance, compression, max_buffered, stats_interval_s)
+        config = producer_config(bootstrap_servers, instance, compression, max_buffered, stats_interval_s, linger_s)
         config.update(
             on_delivery=self._on_delivery,
             error_cb=self._on_error,
