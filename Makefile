@@ -66,5 +66,8 @@ test: setup
 lint: setup
 	$(PY) -m ruff check .
 
+bench: setup
+	$(PY) -m k2_ops.cli bench
+
 clean:
 	rm -rf .run

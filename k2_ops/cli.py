@@ -13,6 +13,7 @@ COMMAND_MODULES = [
     "k2_ops.docs.config_reference",
     "k2_ops.validation.cli",
     "k2_ops.simulator.cli",
+    "k2_ops.bench.cli",
 ]
 
 

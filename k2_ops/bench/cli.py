@@ -1,0 +1,107 @@
+"""`k2 bench`: the streamer benchmark on a temporary local stack (see k2_ops/bench/__init__.py).
+
+    k2 bench                 # full run, under 10 minutes; writes docs/performance.json and the table in
+                             # docs/performance.md (and a copy under .run/bench/run-*/)
+    k2 bench --quick         # CI-sized windows: checks the harness, numbers mean little
+    k2 bench --memory-seconds 600 --repeats 5 --profile
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from k2_ops.bench.config import BenchConfig, BenchConfigError, quick
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser("bench", help="benchmark the streamer on a temporary local stack",
+                                   description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="CI-sized run (about 2 minutes)")
+    parser.add_argument("--repeats", type=int, help="repeats per figure (default 3; --quick 1)")
+    parser.add_argument("--window-seconds", type=float, help="full-speed measuring window per repeat")
+    parser.add_argument("--warmup-seconds", type=float, help="warm-up before each measuring window")
+    parser.add_argument("--latency-rates", help="comma list of msg/s, e.g. 1000,10000")
+    parser.add_argument("--latency-window-seconds", type=float)
+    parser.add_argument("--latency-lingers", help="comma list of extra K2_KAFKA_LINGER_SECONDS values for the "
+                        "latency runs (default 0.001; 'none' for no extra runs)")
+    parser.add_argument("--memory-seconds", type=float, help="length of the memory run")
+    parser.add_argument("--memory-rate", type=float, help="msg/s during the memory run")
+    parser.add_argument("--rotations", type=int, help="rotations counted for loss and duplicates")
+    parser.add_argument("--rotation-lifetime-seconds", type=float)
+    parser.add_argument("--health-timeout-seconds", type=float)
+    parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
+    parser.add_argument("--kafka-cpu", help="pin Kafka to this CPU, or 'none' (default: the simulator's CPU 0)")
+    parser.add_argument("--simulator-uvloop", action="store_true", help="run the simulator on uvloop")
+    parser.add_argument("--profile", action="store_true", help="add a cProfile run of the streamer")
+    parser.add_argument("--streamer-source", type=Path, metavar="DIR",
+                        help="benchmark the streamer/ package in DIR (e.g. a worktree of an older commit)")
+    parser.add_argument("--json", type=Path, help="where the JSON goes (default docs/performance.json)")
+    parser.add_argument("--markdown", type=Path, help="Markdown file to update (default docs/performance.md)")
+    parser.add_argument("--work-dir", type=Path, help="logs and per-run copies (default .run/bench)")
+    parser.set_defaults(func=main)
+
+
+def config_from_args(args: argparse.Namespace) -> BenchConfig:
+    changes: dict[str, Any] = {}
+    for attr, field_name in (("repeats", "repeats"), ("window_seconds", "window_s"), ("warmup_seconds", "warmup_s"),
+                             ("latency_window_seconds", "latency_window_s"), ("memory_seconds", "memory_s"),
+                             ("memory_rate", "memory_rate"), ("rotations", "rotations"),
+                             ("rotation_lifetime_seconds", "rotation_lifetime_s"),
+                             ("health_timeout_seconds", "health_timeout_s"),
+                             ("streamer_source", "streamer_source"), ("json", "out_json"),
+                             ("markdown", "out_markdown"), ("work_dir", "work_dir")):
+        value = getattr(args, attr)
+        if value is not None:
+            changes[field_name] = value
+    if args.latency_rates:
+        try:
+            changes["latency_rates"] = tuple(float(x) for x in args.latency_rates.split(",") if x.strip())
+        except ValueError:
+            raise BenchConfigError(
+                f"--latency-rates={args.latency_rates!r}: expected numbers like 1000,10000") from None
+    if args.kafka_cpu is not None:
+        text = args.kafka_cpu.strip().lower()
+        if text != "none" and not text.isdigit():
+            raise BenchConfigError(f"--kafka-cpu={args.kafka_cpu!r}: expected a CPU number or none")
+        changes["kafka_cpu"] = None if text == "none" else int(text)
+    if args.latency_lingers:
+        text = args.latency_lingers.strip().lower()
+        try:
+            changes["latency_lingers_s"] = () if text == "none" else tuple(
+                float(x) for x in text.split(",") if x.strip())
+        except ValueError:
+            raise BenchConfigError(
+                f"--latency-lingers={args.latency_lingers!r}: expected seconds like 0.001,0.002 or none") from None
+    if args.no_pin:
+        changes["pin"] = False
+    if args.simulator_uvloop:
+        changes["simulator_uvloop"] = True
+    if args.profile:
+        changes["profile"] = True
+    if args.quick:
+        return quick(**changes)
+    return BenchConfig(**changes)
+
+
+def main(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        config = config_from_args(args)
+    except BenchConfigError as exc:
+        print(f"k2 bench: {exc}", file=sys.stderr)
+        return 2
+    from k2_ops.bench.runner import run
+
+    result = run(config)
+    missed = [t for t in result["targets"] if t["met"] is False]
+    print(f"k2 bench: wrote {config.out_json} and the table in {config.out_markdown}")
+    for target in result["targets"]:
+        state = {True: "met", False: "MISSED", None: "n/a"}[target["met"]]
+        print(f"  {target['figure']:<40} median {target['median']!s:>12}  target {target['target']:<26} {state}")
+    # Targets are reported, not enforced: a missed target is information, not a failed command.
+    print(f"k2 bench: {len(missed)} target(s) missed" if missed else "k2 bench: every target met")
+    return 0

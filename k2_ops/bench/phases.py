@@ -1,0 +1,500 @@
+"""One function per benchmark figure. Each returns plain JSON-able data; the runner owns the processes."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from itertools import pairwise
+from pathlib import Path
+from typing import Any
+
+from k2_ops.bench import stats
+from k2_ops.bench.config import BenchConfig
+from k2_ops.bench.kafka_io import Rec, create_topics, read_records
+from k2_ops.bench.machine import load_average
+from k2_ops.bench.procs import SimulatorProxy, StreamerRun, poll, run_floor_client
+from k2_ops.stack import free_port
+from streamer.memory import theil_sen
+
+log = logging.getLogger("k2_ops.bench")
+
+MB = 2**20
+
+
+@dataclass
+class Bench:
+    """What every phase needs: settings, Kafka, the simulator, where logs go."""
+
+    config: BenchConfig
+    bootstrap: str
+    simulator: SimulatorProxy
+    log_dir: Path
+    messages_per_trade: float = 4.0
+    runs: int = 0
+    loads: list[dict[str, Any]] = field(default_factory=list)
+
+    # ---- simulator rate ----------------------------------------------------------------------------
+    def calibrate(self, trades_per_symbol: float = 500.0, seconds: float = 2.0) -> float:
+        """Messages per trade of the subscribed streams (the simulator's rate knob is trades/s/symbol)."""
+        sim = self.simulator
+        sim.call("set_rate", trades_per_symbol)
+        before = sim.call("status")["generated"]
+        time.sleep(seconds)
+        after = sim.call("status")["generated"]
+        sim.call("set_rate", 0.0)
+        kinds = {"trade": "trade", "aggTrade": "aggTrade", "bookTicker": "bookTicker", "depth": "depth@100ms"}
+        wanted = {f"{s}@{kinds[k]}" for s in self.config.symbols for k in self.config.streams}
+        delivered = sum(after.get(key, 0) - before.get(key, 0) for key in wanted)
+        trades = sum(after.get(f"{s}@trade", 0) - before.get(f"{s}@trade", 0) for s in self.config.symbols)
+        if trades > 0 and delivered > 0:
+            self.messages_per_trade = delivered / trades
+        return self.messages_per_trade
+
+    def set_message_rate(self, messages_per_s: float) -> None:
+        per_symbol = messages_per_s / self.messages_per_trade / len(self.config.symbols)
+        self.simulator.call("set_rate", per_symbol)
+
+    def note_load(self, phase: str) -> None:
+        self.loads.append({"phase": phase, "time": round(time.time(), 1), "load_average": load_average()})
+
+    # ---- streamer ----------------------------------------------------------------------------------
+    def streamer_env(self, prefix: str, instance: str, port: int, extra: dict[str, str]) -> dict[str, str]:
+        config = self.config
+        env = {k: v for k, v in os.environ.items() if not k.startswith("K2_")}
+        env.update({
+            "K2_BINANCE_WS_URL": self.simulator.ws_base_url + "/stream",
+            "K2_SSL_CA_FILE": self.simulator.ca_file,
+            "K2_BINANCE_SYMBOLS": ",".join(config.symbols),
+            "K2_BINANCE_STREAMS": ",".join(config.streams),
+            "K2_KAFKA_BOOTSTRAP_SERVERS": self.bootstrap,
+            "K2_KAFKA_TOPIC_PREFIX": prefix,
+            # The in-process registry: the cache is warmed at start-up, so no registry call per message.
+            "K2_SCHEMA_REGISTRY_URL": "mock://k2-bench",
+            "K2_METRICS_PORT": str(port),
+            "K2_INSTANCE": instance,
+            "K2_LOG_LEVEL": "INFO",
+        })
+        env.update(extra)
+        return env
+
+    def new_prefix(self, phase: str) -> str:
+        self.runs += 1
+        prefix = f"bench.{phase}.{uuid.uuid4().hex[:6]}"
+        create_topics(self.bootstrap, prefix, self.config.streams)
+        return prefix
+
+    def streamer(self, name: str, prefix: str, instance: str = "blue", **extra: str) -> StreamerRun:
+        port = free_port()
+        cpu = self.config.client_cpu if self.config.pin else None
+        env = self.streamer_env(prefix, instance, port, extra)
+        run = StreamerRun(name, env, port, self.log_dir / f"{name}.log", cpu=cpu)
+        if self.config.streamer_source is not None:
+            run.cwd = Path(self.config.streamer_source)
+            env["PYTHONPATH"] = str(run.cwd)
+        return run
+
+    @contextmanager
+    def running(self, name: str, prefix: str, instance: str = "blue", **extra: str) -> Iterator[StreamerRun]:
+        run = self.streamer(name, prefix, instance, **extra)
+        try:
+            yield run.start()
+        finally:
+            code = run.stop()
+            if code not in (0, None):
+                log.warning("streamer %s exited with %s; log %s", name, code, run.log_path)
+
+    def records(self, prefix: str) -> list[Rec]:
+        return read_records(self.bootstrap, prefix, self.config.streams)
+
+
+def _sleep_until(deadline: float) -> None:
+    remaining = deadline - time.monotonic()
+    if remaining > 0:
+        time.sleep(remaining)
+
+
+# ---- 1 + 2: floor and streamer end to end at full speed --------------------------------------------------
+
+
+def throughput(bench: Bench) -> dict[str, Any]:
+    """Per repeat: the floor client, then the streamer, at the same full-speed offer (ratios pair up)."""
+    config, sim = bench.config, bench.simulator
+    cpu = config.client_cpu if config.pin else None
+    url = sim.ws_base_url + "/stream?streams=" + "/".join(
+        f"{s}@{k if k != 'depth' else 'depth@100ms'}" for s in config.symbols for k in config.streams)
+    floors: list[dict[str, Any]] = []
+    e2es: list[dict[str, Any]] = []
+    for repeat in range(config.repeats):
+        bench.note_load(f"throughput {repeat + 1}")
+        sim.call("set_rate", config.full_speed_trades_per_symbol)
+        sim_cpu: dict[str, tuple[float, float]] = {}
+
+        def mark(edge: str, into: dict[str, tuple[float, float]] = sim_cpu) -> None:
+            into[edge] = (sim.call("cpu_seconds"), time.monotonic())
+
+        floor = run_floor_client(url, sim.ca_file, cpu, config.warmup_s, config.window_s, mark)
+        floor["msg_per_s"] = floor["messages"] / floor["elapsed_s"]
+        floor["cpu_us_per_msg"] = floor["cpu_s"] / floor["messages"] * 1e6 if floor["messages"] else None
+        floor["cpu_share"] = floor["cpu_s"] / floor["elapsed_s"]
+        (s0, w0), (s1, w1) = sim_cpu["start"], sim_cpu["end"]
+        floor["simulator_cpu_share"] = (s1 - s0) / (w1 - w0)
+        floors.append(floor)
+        sim.call("set_rate", 0.0)
+        prefix = bench.new_prefix("e2e")
+        with bench.running(f"e2e-{repeat + 1}", prefix) as run:
+            sim.call("set_rate", config.full_speed_trades_per_symbol)
+            time.sleep(config.warmup_s)
+            m0, c0, th0, s0, t0 = run.metrics(), run.cpu_seconds(), run.thread_cpu(), sim.call("cpu_seconds"), \
+                time.monotonic()
+            time.sleep(config.window_s)
+            m1, c1, th1, s1, t1 = run.metrics(), run.cpu_seconds(), run.thread_cpu(), sim.call("cpu_seconds"), \
+                time.monotonic()
+            rss = run.process.memory_info().rss
+            sim.call("set_rate", 0.0)
+        elapsed = t1 - t0
+        received = m1["binance_messages_received_total"] - m0["binance_messages_received_total"]
+        acked = m1["kafka_messages_produced_total"] - m0["kafka_messages_produced_total"]
+        cpu_s = c1 - c0
+        e2e: dict[str, Any] = {
+            "received": received,
+            "acked": acked,
+            "elapsed_s": elapsed,
+            "msg_per_s": acked / elapsed,
+            "received_per_s": received / elapsed,
+            "cpu_s": cpu_s,
+            "cpu_us_per_msg": cpu_s / received * 1e6 if received else None,
+            "cpu_share": cpu_s / elapsed,
+            "simulator_cpu_share": (s1 - s0) / elapsed,
+            "rss_mb": rss / MB,
+            "backpressure": m1.get("streamer_backpressure_active", 0.0),
+            "produce_errors": m1.get("kafka_produce_errors_total", 0.0),
+            "thread_us_per_msg": {
+                k: (th1[k] - th0[k]) / received * 1e6 if received else None for k in th1
+            },
+        }
+        e2e["ratio_cpu_to_floor"] = stats.ratio(e2e["cpu_us_per_msg"], floor["cpu_us_per_msg"])
+        e2e["ratio_rate_to_floor"] = stats.ratio(e2e["msg_per_s"], floor["msg_per_s"])
+        e2e["one_core_capacity_msg_per_s"] = 1e6 / e2e["cpu_us_per_msg"] if e2e["cpu_us_per_msg"] else None
+        e2es.append(e2e)
+        log.info("throughput %d: floor %.0f msg/s %.1f us/msg; streamer %.0f msg/s %.1f us/msg", repeat + 1,
+                 floor["msg_per_s"], floor["cpu_us_per_msg"] or 0, e2e["msg_per_s"], e2e["cpu_us_per_msg"] or 0)
+    return {"floor_runs": floors, "e2e_runs": e2es}
+
+
+def profile(bench: Bench, out_path: Path, top: int = 30) -> dict[str, Any]:
+    """cProfile of the streamer's event-loop thread over one full-speed window (the Kafka poll thread and
+    librdkafka's threads are not in it; the per-thread CPU split of the throughput figure covers them)."""
+    import pstats
+    import sys
+
+    config, sim = bench.config, bench.simulator
+    prefix = bench.new_prefix("profile")
+    run = bench.streamer("profile", prefix)
+    run.command = [sys.executable, "-m", "cProfile", "-o", str(out_path), "-m", "streamer"]
+    run.start()
+    try:
+        sim.call("set_rate", config.full_speed_trades_per_symbol)
+        time.sleep(config.warmup_s + config.window_s)
+        sim.call("set_rate", 0.0)
+    finally:
+        run.stop()
+    poll(out_path.exists, 30, f"profile written to {out_path}")
+    stream = _Text()
+    stats_obj = pstats.Stats(str(out_path), stream=stream)  # type: ignore[arg-type]
+    stats_obj.sort_stats("tottime").print_stats(top)
+    return {"path": str(out_path), "top_by_tottime": stream.text}
+
+
+class _Text:
+    def __init__(self) -> None:
+        self.text = ""
+
+    def write(self, chunk: str) -> int:
+        self.text += chunk
+        return len(chunk)
+
+
+# ---- 3: latency at fixed rates ------------------------------------------------------------------------
+
+
+def latency(bench: Bench, rate: float, linger_s: float | None = None) -> dict[str, Any]:
+    """Exchange event time (E, ms) -> Kafka LogAppendTime (ms), per window of `latency_window_s`.
+    `linger_s` sets K2_KAFKA_LINGER_SECONDS (None: the streamer's default)."""
+    config = bench.config
+    name = f"latency-{rate:g}" + ("" if linger_s is None else f"-linger{linger_s * 1000:g}ms")
+    bench.note_load(name)
+    prefix = bench.new_prefix(f"lat{int(rate)}")
+    windows: list[tuple[float, float]] = []
+    cpu: list[float] = []
+    extra = {} if linger_s is None else {"K2_KAFKA_LINGER_SECONDS": f"{linger_s}"}
+    with bench.running(name, prefix, **extra) as run:
+        bench.set_message_rate(rate)
+        time.sleep(config.warmup_s)
+        for _ in range(config.repeats):
+            c0, w0 = run.cpu_seconds(), time.time()
+            time.sleep(config.latency_window_s)
+            c1, w1 = run.cpu_seconds(), time.time()
+            windows.append((w0, w1))
+            cpu.append((c1 - c0) / (w1 - w0))
+        bench.simulator.call("set_rate", 0.0)
+    records = bench.records(prefix)
+    return {"target_rate": rate, "linger_s": linger_s,
+            "windows": [_latency_window(records, w0, w1) | {"cpu_share": share}
+                                             for (w0, w1), share in zip(windows, cpu, strict=True)]}
+
+
+def _latency_window(records: list[Rec], w0: float, w1: float) -> dict[str, Any]:
+    lo, hi = w0 * 1000, w1 * 1000
+    inside = [r for r in records if r.event_time is not None and lo <= r.event_time < hi]
+    in_window = sum(1 for r in records if lo <= r.ingestion_time < hi)
+    total = [r.append_time - r.event_time for r in inside]  # type: ignore[operator]
+    receive = [r.ingestion_time - r.event_time for r in inside]  # type: ignore[operator]
+    kafka = [r.append_time - r.ingestion_time for r in inside]
+    return {
+        "msg_per_s": in_window / (w1 - w0),
+        "samples": len(inside),
+        "event_to_append_ms": stats.distribution(total),
+        "event_to_receive_ms": stats.distribution(receive),
+        "receive_to_append_ms": stats.distribution(kafka),
+    }
+
+
+# ---- 4: memory ----------------------------------------------------------------------------------------
+
+
+def memory(bench: Bench) -> dict[str, Any]:
+    config = bench.config
+    bench.note_load("memory")
+    prefix = bench.new_prefix("memory")
+    samples: list[tuple[float, float]] = []
+    with bench.running("memory", prefix) as run:
+        bench.set_message_rate(config.memory_rate)
+        process = run.process
+        m0, c0 = run.metrics(), run.cpu_seconds()
+        start = time.monotonic()
+        next_at = start
+        while next_at - start <= config.memory_s:
+            _sleep_until(next_at)
+            samples.append((time.monotonic() - start, process.memory_info().rss / MB))
+            next_at += config.memory_sample_s
+        m1, c1 = run.metrics(), run.cpu_seconds()
+        elapsed = time.monotonic() - start
+        bench.simulator.call("set_rate", 0.0)
+    steady = [(t, rss) for t, rss in samples if t >= config.memory_warmup_s]
+    received = m1["binance_messages_received_total"] - m0["binance_messages_received_total"]
+    parts = [steady[i * len(steady) // config.repeats:(i + 1) * len(steady) // config.repeats]
+             for i in range(config.repeats)]
+    thinned = steady if len(steady) <= 300 else steady[:: max(1, len(steady) // 300)]
+    slope_per_s, _ = theil_sen(thinned)
+    return {
+        "rate_msg_per_s": received / elapsed,
+        "seconds": elapsed,
+        "warmup_s": config.memory_warmup_s,
+        "samples": len(samples),
+        "rss_mb_first": samples[0][1] if samples else None,
+        "window_medians_mb": [stats.summary([rss for _, rss in part])["median"] for part in parts if part],
+        "steady_rss_mb": stats.summary([rss for _, rss in steady])["median"],
+        "steady_rss_max_mb": max((rss for _, rss in steady), default=None),
+        "slope_mb_per_hour_theil_sen": slope_per_s * 3600,
+        "slope_mb_per_hour_least_squares": stats.least_squares_slope(steady) * 3600,
+        "cpu_share": (c1 - c0) / elapsed,
+        "cpu_us_per_msg": (c1 - c0) / received * 1e6 if received else None,
+        "series_mb": [[round(t, 2), round(rss, 2)] for t, rss in samples],
+    }
+
+
+# ---- 5: resilience ------------------------------------------------------------------------------------
+
+
+def _accounting(bench: Bench, records: list[Rec], instances: set[str] | None = None) -> dict[str, Any]:
+    """Lost / duplicated ids per stream key between the first and last id Kafka holds, against the
+    simulator's ground truth."""
+    by_key: dict[tuple[str, str], list[int]] = {}
+    for r in records:
+        if instances is None or r.instance in instances:
+            by_key.setdefault((r.symbol, r.stream), []).append(r.ident)
+    keys: dict[str, Any] = {}
+    for (symbol, stream), seen in sorted(by_key.items()):
+        lo, hi = min(seen), max(seen)
+        truth = [i for i in bench.simulator.call("generated_ids", symbol, stream) if lo <= i <= hi]
+        keys[f"{symbol}@{stream}"] = stats.id_accounting(truth, seen)
+    return {
+        "keys": keys,
+        "lost": sum(k["lost"] for k in keys.values()),
+        "duplicated": sum(k["duplicated"] for k in keys.values()),
+        "records": sum(k["seen"] for k in keys.values()),
+    }
+
+
+def rotations(bench: Bench) -> dict[str, Any]:
+    """Scheduled make-before-break rotations every `rotation_lifetime_s`: nothing may be lost or doubled."""
+    config = bench.config
+    bench.note_load("rotations")
+    prefix = bench.new_prefix("rotations")
+    bench.set_message_rate(config.resilience_rate)
+    began = time.monotonic()
+    with bench.running("rotations", prefix, K2_CONNECTION_MAX_LIFETIME_SECONDS=f"{config.rotation_lifetime_s}") as run:
+        poll(lambda: run.metrics()["binance_connection_rotations_total"] >= config.rotations,
+             config.rotations * config.rotation_lifetime_s * 4 + 60, f"{config.rotations} rotations", 0.1)
+        final = run.metrics()
+    bench.simulator.call("set_rate", 0.0)
+    summary = _streamer_summary(run)
+    records = bench.records(prefix)
+    result = _accounting(bench, records)
+    result.update({
+        "rotations": int(final["binance_connection_rotations_total"]),
+        "seconds": time.monotonic() - began,
+        "lifetime_s": config.rotation_lifetime_s,
+        "streamer_gaps": summary.get("gaps"),
+        "streamer_missing": summary.get("missing"),
+        "streamer_duplicates_dropped": summary.get("duplicates_dropped"),
+        "reconnects": summary.get("reconnects"),
+    })
+    return result
+
+
+def _streamer_summary(run: StreamerRun) -> dict[str, Any]:
+    import json
+
+    for line in reversed(run.log_text().splitlines()):
+        if "stopped; summary " in line:
+            return dict(json.loads(line.split("stopped; summary ", 1)[1]))
+    return {}
+
+
+def log_times(text: str, needle: str) -> list[float]:
+    """Unix times of the streamer log lines containing `needle` (its format starts with logging's asctime,
+    local time with milliseconds: "2026-01-31 12:00:00,123 WARNING ...")."""
+    out = []
+    for line in text.splitlines():
+        if needle in line and len(line) > 23 and line[19] == ",":
+            try:
+                whole = time.mktime(time.strptime(line[:19], "%Y-%m-%d %H:%M:%S"))
+                out.append(whole + int(line[20:23]) / 1000)
+            except ValueError:
+                continue
+    return out
+
+
+def _new_connection(bench: Bench, known: set[int], timeout_s: float) -> Any:
+    def opened() -> Any:
+        fresh = [c for c in bench.simulator.call("connections") if c.id not in known]
+        return fresh[0] if fresh else None
+
+    return poll(opened, timeout_s, "a new connection from the streamer", 0.01)
+
+
+def _first_delivery(bench: Bench, records: list[Rec], connection_id: int) -> float | None:
+    """Ingestion time (s) of the first record the streamer received on one connection (trade streams)."""
+    firsts = []
+    by_id = {(r.symbol, r.stream, r.ident): r for r in records}
+    for symbol in bench.config.symbols:
+        for stream in bench.config.streams:
+            sent = bench.simulator.call("sent_ids", symbol, stream, connection_id)
+            for ident in sent[:5]:
+                record = by_id.get((symbol, stream, ident))
+                if record is not None:
+                    firsts.append(record.ingestion_time / 1000)
+                    break
+    return min(firsts) if firsts else None
+
+
+def faults(bench: Bench) -> dict[str, Any]:
+    """Stalls (data stops, socket stays open) and abrupt drops (TCP RST), `repeats` of each."""
+    config, sim = bench.config, bench.simulator
+    bench.note_load("faults")
+    prefix = bench.new_prefix("faults")
+    bench.set_message_rate(config.resilience_rate)
+    stalls: list[dict[str, Any]] = []
+    drops: list[dict[str, Any]] = []
+    wait_s = config.health_timeout_s * 3 + 30
+    with bench.running("faults", prefix, K2_HEALTH_CHECK_TIMEOUT_SECONDS=f"{config.health_timeout_s}") as run:
+        for _ in range(config.repeats):
+            time.sleep(config.settle_s)
+            known = {c.id for c in sim.call("connections")}
+            base = run.metrics().get("binance_reconnects_total{reason=health_timeout}", 0.0)
+            t0 = time.time()
+            sim.call("stall", None)
+            poll(lambda b=base: run.metrics().get("binance_reconnects_total{reason=health_timeout}", 0.0) > b,
+                 wait_s, "stall detected (health timeout)", 0.01)
+            t_detect = time.time()
+            new = _new_connection(bench, known, wait_s)
+            poll(lambda n=new: sim.call("sent_ids", config.symbols[0], config.streams[0], n.id), wait_s,
+                 "data on the replacement connection", 0.01)
+            stalls.append({"t0": t0, "t_detect": t_detect, "connection": new.id, "opened_at": new.opened_at})
+        for _ in range(config.repeats):
+            time.sleep(config.settle_s)
+            known = {c.id for c in sim.call("connections")}
+            t0 = time.time()
+            sim.call("drop_connections")
+            new = _new_connection(bench, known, wait_s)
+            poll(lambda n=new: sim.call("sent_ids", config.symbols[0], config.streams[0], n.id), wait_s,
+                 "data on the replacement connection", 0.01)
+            drops.append({"t0": t0, "connection": new.id, "opened_at": new.opened_at})
+        time.sleep(config.settle_s)
+    sim.call("set_rate", 0.0)
+    records = bench.records(prefix)
+    # The streamer logs the health timeout the moment its watchdog fires (ms resolution); the metrics poll
+    # that noticed it (t_detect above) is up to a poll interval plus a scrape later.
+    fired = log_times(run.log_text(), "(health timeout)")
+    for item in stalls:
+        first = _first_delivery(bench, records, item["connection"])
+        logged = [t for t in fired if t >= item["t0"]]
+        if logged:
+            item["t_detect_polled"] = item["t_detect"]
+            item["t_detect"] = logged[0]
+        item["detect_s"] = item["t_detect"] - item["t0"]
+        item["replaced_s"] = item["opened_at"] - item["t0"]
+        item["data_after_detect_s"] = None if first is None else first - item["t_detect"]
+        item["stall_to_data_s"] = None if first is None else first - item["t0"]
+    for item in drops:
+        first = _first_delivery(bench, records, item["connection"])
+        item["reconnected_s"] = item["opened_at"] - item["t0"]
+        item["data_flowing_s"] = None if first is None else first - item["t0"]
+    return {"health_timeout_s": config.health_timeout_s, "stalls": stalls, "drops": drops}
+
+
+def handover(bench: Bench) -> dict[str, Any]:
+    """Blue-green handovers back and forth: the gap between the last record the old instance appended and
+    the first the new one appended, and loss / duplicates across all of them."""
+    from k2_ops.deploy.handover import enter_standby, release
+
+    config = bench.config
+    bench.note_load("handover")
+    prefix = bench.new_prefix("handover")
+    bench.set_message_rate(config.resilience_rate)
+    events: list[dict[str, Any]] = []
+    with bench.running("handover-blue", prefix, "blue") as blue, \
+            bench.running("handover-green", prefix, "green", K2_START_MODE="standby") as green:
+        active, standby = (blue, "blue"), (green, "green")
+        for _ in range(config.repeats):
+            time.sleep(config.settle_s)
+            t0 = time.time()
+            positions = enter_standby(active[0].base_url, 30.0)
+            t1 = time.time()
+            release(standby[0].base_url, positions)
+            t2 = time.time()
+            events.append({"from": active[1], "to": standby[1], "t0": t0, "standby_s": t1 - t0,
+                           "release_s": t2 - t1})
+            active, standby = standby, active
+        time.sleep(config.settle_s)
+    bench.simulator.call("set_rate", 0.0)
+    records = bench.records(prefix)
+    for i, event in enumerate(events):
+        lo = event["t0"] * 1000
+        hi = events[i + 1]["t0"] * 1000 if i + 1 < len(events) else float("inf")
+        old = [r.append_time for r in records if r.instance == event["from"] and r.append_time < hi]
+        new = [r.append_time for r in records if r.instance == event["to"] and lo <= r.append_time < hi]
+        event["gap_ms"] = (min(new) - max(old)) if old and new else None
+        # For scale: the largest gap between consecutive appends of the old instance in normal flow (the
+        # simulator sends in 10 ms ticks, so appends come in bursts even without a handover).
+        before = sorted(t for t in old if t >= lo - config.settle_s * 1000)
+        event["normal_max_gap_ms"] = max((b - a for a, b in pairwise(before)), default=None)
+    result = _accounting(bench, records)
+    result["handovers"] = events
+    return result

@@ -1,0 +1,93 @@
+"""Runs the whole benchmark: its own Kafka and simulator, every phase, then JSON and Markdown."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from k2_ops.bench import machine, phases, report
+from k2_ops.bench.config import BenchConfig
+from k2_ops.bench.procs import SimulatorProxy, pin_process
+from k2_ops.stack import KafkaService
+
+log = logging.getLogger("k2_ops.bench")
+
+
+def simulator_settings(config: BenchConfig) -> dict[str, Any]:
+    return {
+        "symbols": config.symbols,
+        "rate_per_symbol": 0.0,
+        "control_port": None,
+        # Binance's keepalive and rules stay on (pings every 20 s, 5 incoming frames/s); only the slow-reader
+        # bound is raised so a full-speed backlog is not cut off while it is being measured.
+        "max_send_buffer_bytes": 512 * 1024 * 1024,
+        "use_uvloop": config.simulator_uvloop,
+    }
+
+
+def pinning_note(config: BenchConfig) -> str:
+    if not config.pin:
+        return "none (--no-pin)"
+    kafka = "not pinned" if config.kafka_cpu is None else f"CPU {config.kafka_cpu}"
+    return (f"os.sched_setaffinity: simulator on CPU {config.simulator_cpu}, the client under test (floor client "
+            f"or streamer with its librdkafka threads) on CPU {config.client_cpu}, Kafka {kafka}")
+
+
+def run(config: BenchConfig) -> dict[str, Any]:
+    started = time.time()
+    description = machine.describe()
+    work = config.work_dir
+    work.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    log_dir = work / f"run-{stamp}"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    kafka_dir = Path(tempfile.mkdtemp(prefix="k2-bench-kafka-"))
+    kafka = KafkaService(kafka_dir, name="kafka-bench")
+    simulator: SimulatorProxy | None = None
+    raw: dict[str, Any] = {}
+    try:
+        log.info("starting Kafka (temporary, %s)", kafka_dir)
+        kafka.start()
+        if config.pin and config.kafka_cpu is not None and kafka._process is not None and kafka._process._proc:
+            pin_process(kafka._process._proc.pid, config.kafka_cpu)
+        simulator = SimulatorProxy(simulator_settings(config), config.simulator_cpu if config.pin else None).start()
+        bench = phases.Bench(config, kafka.bootstrap_servers, simulator, log_dir)
+        per_trade = bench.calibrate()
+        log.info("simulator: %.2f messages per trade on the subscribed streams", per_trade)
+        log.info("phase 1+2: floor and streamer at full speed (%d repeats)", config.repeats)
+        raw["throughput"] = phases.throughput(bench)
+        raw["latency"] = {}
+        for key, rate, linger in report.latency_runs(config.latency_rates, config.latency_lingers_s):
+            log.info("phase 3: latency at %g msg/s (linger %s)", rate, "default" if linger is None else linger)
+            raw["latency"][key] = phases.latency(bench, rate, linger)
+        log.info("phase 4: memory at %g msg/s for %.0f s", config.memory_rate, config.memory_s)
+        raw["memory"] = phases.memory(bench)
+        log.info("phase 5: resilience (%d rotations, stalls, drops, handovers)", config.rotations)
+        raw["rotations"] = phases.rotations(bench)
+        raw["faults"] = phases.faults(bench)
+        raw["handover"] = phases.handover(bench)
+        if config.profile:
+            log.info("profile: cProfile of the streamer's event loop at full speed")
+            raw["profile"] = phases.profile(bench, log_dir / "streamer.prof")
+        notes = {
+            "pinning": pinning_note(config),
+            "traffic": f"{config.messages_note}, {per_trade:.2f} messages per trade",
+            "messages_per_trade": per_trade,
+            "load": bench.loads,
+            "logs": str(log_dir),
+        }
+    finally:
+        if simulator is not None:
+            simulator.stop()
+        kafka.stop()
+        shutil.rmtree(kafka_dir, ignore_errors=True)
+    description["load_average_at_end"] = machine.load_average()
+    result = report.build_result(raw, description, config.as_dict(), notes, started)
+    report.write_json(log_dir / "performance.json", result)
+    report.write_json(config.out_json, result)
+    report.update_markdown(config.out_markdown, report.render_table(result))
+    return result

@@ -1,0 +1,68 @@
+"""Benchmark settings: validated with messages naming the setting; the command line maps onto them."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+
+import pytest
+
+from k2_ops.bench.cli import config_from_args, register
+from k2_ops.bench.config import BenchConfig, BenchConfigError, quick
+from k2_ops.bench.phases import log_times
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    return parser.parse_args(["bench", *argv])
+
+
+@pytest.mark.parametrize(
+    ("changes", "named"),
+    [
+        ({"repeats": 0}, "repeats"),
+        ({"window_s": 0.0}, "window_s"),
+        ({"memory_warmup_s": 200.0, "memory_s": 100.0}, "memory_warmup_s"),
+        ({"rotation_lifetime_s": 0.1}, "rotation_lifetime_s"),
+        ({"latency_rates": ()}, "latency_rates"),
+        ({"latency_lingers_s": (2.0,)}, "latency_lingers_s"),
+        ({"streams": ("trade", "kline")}, "streams"),
+        ({"client_cpu": 64}, "client_cpu"),
+    ],
+)
+def test_bad_settings_are_refused_by_name(changes: dict[str, object], named: str) -> None:
+    with pytest.raises(BenchConfigError, match=named):
+        BenchConfig(**changes)  # type: ignore[arg-type]
+
+
+def test_quick_is_small_and_keeps_every_phase() -> None:
+    full, small = BenchConfig(), quick()
+    assert small.quick and small.repeats == 1
+    assert small.memory_s < full.memory_s and small.window_s < full.window_s and small.rotations < full.rotations
+    assert small.latency_rates and small.latency_lingers_s
+
+
+def test_command_line_maps_to_settings(tmp_path: object) -> None:
+    config = config_from_args(parse("--quick", "--latency-rates", "500,2000", "--latency-lingers", "none",
+                                    "--kafka-cpu", "none", "--rotations", "5", "--memory-seconds", "9"))
+    assert config.quick and config.latency_rates == (500.0, 2000.0) and config.latency_lingers_s == ()
+    assert config.kafka_cpu is None and config.rotations == 5 and config.memory_s == 9.0
+    assert config_from_args(parse("--no-pin")).pin is False
+    with pytest.raises(BenchConfigError, match="latency-rates"):
+        config_from_args(parse("--latency-rates", "fast"))
+    with pytest.raises(BenchConfigError, match="kafka-cpu"):
+        config_from_args(parse("--kafka-cpu", "first"))
+
+
+def test_log_times_reads_the_streamer_log_format() -> None:
+    # The streamer's format (streamer/app.py setup_logging): asctime first, milliseconds after a comma.
+    formatter = logging.Formatter("%(asctime)s %(levelname)s [blue] %(name)s: %(message)s")
+    record = logging.LogRecord("streamer.source", logging.WARNING, __file__, 1,
+                               "connection #3: no market data for 2.00 s (health timeout)", None, None)
+    record.created = time.time()
+    record.msecs = int(record.created * 1000) % 1000
+    lines = ["noise", formatter.format(record), "2026-01-01 00:00:00,000 INFO [blue] x: other"]
+    times = log_times("\n".join(lines), "(health timeout)")
+    assert len(times) == 1 and times[0] == pytest.approx(record.created, abs=0.0011)
