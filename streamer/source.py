@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 import ssl
 import time
@@ -50,6 +51,11 @@ log = logging.getLogger(__name__)
 # Binance: at most 5 incoming messages per second per connection (pings, pongs, close, subscriptions) and
 # 300 connection attempts per 5 minutes per IP. We keep our own frames at 4/s and attempts at a third.
 CLIENT_FRAMES_PER_SECOND = 4
+# Our 4 frames must fit in any second *as the exchange sees them*: arrival jitter can bring two of our frames
+# closer than we sent them, and websockets' automatic pongs to the server's pings (outside the budget) take
+# the fifth place. So the budget's window is a bit longer than a second. With fixed-rate pings at the
+# 0.25 s minimum interval this costs ~9 % of the slots (skipped, never bursted); at 0.5 s and above nothing.
+FRAME_WINDOW_S = 1.1
 ATTEMPT_WINDOW_S = 300.0
 MAX_ATTEMPTS_PER_WINDOW = 100
 CLOSE_TIMEOUT_S = 5.0
@@ -92,21 +98,59 @@ def classify_connect_error(exc: BaseException) -> str:
 
 
 class FrameBudget:
-    """Sliding one-second window of frames we send on one connection (Binance allows 5 per second)."""
+    """Sliding window of frames we send on one connection (Binance allows 5 per second; see FRAME_WINDOW_S)."""
 
-    def __init__(self, per_second: int = CLIENT_FRAMES_PER_SECOND) -> None:
+    def __init__(self, per_second: int = CLIENT_FRAMES_PER_SECOND, window_s: float = FRAME_WINDOW_S) -> None:
         self.per_second = per_second
+        self.window_s = window_s
         self.sent: deque[float] = deque()
 
     async def acquire(self) -> None:
         while True:
             now = time.monotonic()
-            while self.sent and self.sent[0] <= now - 1.0:
+            while self.sent and self.sent[0] <= now - self.window_s:
                 self.sent.popleft()
             if len(self.sent) < self.per_second:
                 self.sent.append(now)
                 return
-            await asyncio.sleep(self.sent[0] + 1.0 - now)
+            await asyncio.sleep(self.sent[0] + self.window_s - now)
+
+
+class PingSchedule:
+    """The client ping grid of the process: slot k (k >= 1) is due at epoch + k * interval.
+
+    One schedule per process, not per connection, because the validation counts the process's
+    `binance_pings_sent_total` per day (480 at 180 s): a rotation must neither restart the grid (a ping
+    lost per rotation) nor let the old and the new connection both ping in one slot (counted twice). The
+    epoch is the first connection's start; a slot is claimed once, by whichever connection is active.
+    """
+
+    def __init__(self, interval_s: float) -> None:
+        self.interval_s = interval_s
+        self.epoch: float | None = None
+        self.last_claimed = 0
+
+    def start(self, now: float) -> None:
+        if self.epoch is None:
+            self.epoch = now
+
+    def due(self, slot: int) -> float:
+        assert self.epoch is not None
+        return self.epoch + slot * self.interval_s
+
+    def next_slot(self, now: float) -> int:
+        """The first unclaimed slot due at or after `now`: slots already past are skipped, never made up."""
+        assert self.epoch is not None
+        # 1e-9: a wake-up exactly on a slot's due time (float rounding) still counts as that slot.
+        ahead = math.ceil((now - self.epoch) / self.interval_s - 1e-9)
+        return max(ahead, self.last_claimed + 1, 1)
+
+    def claim(self, slot: int) -> bool:
+        """True once per slot: the caller sends that slot's ping."""
+        if slot <= self.last_claimed:
+            return False
+        self.last_claimed = slot
+        return True
 
 
 class Connection:
@@ -141,8 +185,11 @@ class Source:
         metrics: Any,
         backlog: Callable[[], int] = lambda: 0,
         backlog_limit: int = 1 << 62,
+        attempt_window_s: float = ATTEMPT_WINDOW_S,
     ) -> None:
         self.config = config
+        # Binance's 5-minute attempt window; a test on a compressed clock scales it like every other interval.
+        self.attempt_window_s = attempt_window_s
         self.parser = parser
         self.tracker = tracker
         self.deliver = deliver
@@ -179,6 +226,7 @@ class Source:
         self._error_logged: dict[str, int] = {}
         self._closing: set[asyncio.Task[None]] = set()
         self._drain_watcher: asyncio.Task[None] | None = None
+        self.ping_schedule = PingSchedule(config.ping_interval_s)
         m = metrics
         m.g(m.ssl_verify_enabled).set(1 if config.ssl_verify else 0)
         m.set_function(m.connection_lifetime, lambda: self.active.age() if self.active else 0.0)
@@ -388,11 +436,11 @@ class Source:
 
     def _attempt_window_wait(self) -> float:
         now = time.monotonic()
-        while self._attempt_times and self._attempt_times[0] < now - ATTEMPT_WINDOW_S:
+        while self._attempt_times and self._attempt_times[0] < now - self.attempt_window_s:
             self._attempt_times.popleft()
         if len(self._attempt_times) < MAX_ATTEMPTS_PER_WINDOW:
             return 0.0
-        return self._attempt_times[0] + ATTEMPT_WINDOW_S - now
+        return self._attempt_times[0] + self.attempt_window_s - now
 
     async def _open(self) -> Connection | None:
         self._attempt_times.append(time.monotonic())
@@ -531,25 +579,57 @@ class Source:
             log.warning("%s: skipped a frame (%s: %s); %d so far", conn, notice.kind, notice.detail, seen + 1)
 
     async def _pinger(self, conn: Connection) -> None:
+        """Client pings on the process-wide schedule (PingSchedule), each with its own pong deadline.
+
+        Fixed rate: the next ping is due at epoch + k * interval whatever the pong latency, so the period is
+        the interval, not interval + round trip. The pong is awaited alongside the schedule (a late pong or a
+        deadline running into the next slot neither delays that ping nor makes it up later: no drift, no
+        burst). Only the active connection pings; during a make-before-break overlap the new connection stays
+        silent until it is switched to, and the schedule's claim makes each slot send at most one ping even
+        when the switch happens exactly at a slot, so `binance_pings_sent_total` counts one ping per interval
+        across rotations (480 per day at 180 s). Frames: at most one ping per interval >= 0.25 s, plus pongs
+        and the close, stay within the per-connection FrameBudget (4 of Binance's 5 per second).
+        """
         m = self.metrics
+        schedule = self.ping_schedule
+        schedule.start(time.monotonic())
+        timeout = self.config.ping_timeout_s
+        waiting: deque[tuple[float, asyncio.Future[float]]] = deque()  # (deadline, pong), oldest first
+        slot = schedule.next_slot(time.monotonic())
         try:
             while True:
-                await asyncio.sleep(self.config.ping_interval_s)
-                if self.paused:
-                    continue  # not reading: a pong could not be seen either
-                await conn.budget.acquire()
-                pong = await conn.ws.ping()
-                m.c_pings_sent.inc()
-                try:
-                    await asyncio.wait_for(pong, self.config.ping_timeout_s)
-                except TimeoutError:
+                now = time.monotonic()
+                # websockets acknowledges pings in order, so pongs complete oldest first.
+                while waiting and waiting[0][1].done():
+                    _, pong = waiting.popleft()
+                    if pong.cancelled() or pong.exception() is not None:
+                        return  # the connection closed: the reader reports it
+                    m.g(m.last_pong).set(time.time())
+                if waiting and now >= waiting[0][0]:
                     if self.paused:
-                        continue
-                    m.c_pong_timeouts.inc()
-                    log.warning("%s: no pong within %.2f s", conn, self.config.ping_timeout_s)
-                    await self._events.put(("failed", conn, "pong_timeout"))
-                    return
-                m.g(m.last_pong).set(time.time())
+                        waiting.clear()  # not reading: a pong could not be seen, so its absence means nothing
+                    else:
+                        m.c_pong_timeouts.inc()
+                        log.warning("%s: no pong within %.2f s", conn, timeout)
+                        await self._events.put(("failed", conn, "pong_timeout"))
+                        return
+                due = schedule.due(slot)
+                if now >= due:
+                    # Paused: not reading, a pong could not be seen either; the slot passes unused.
+                    if conn is self.active and not self.paused and schedule.claim(slot):
+                        await conn.budget.acquire()
+                        pong = await conn.ws.ping()
+                        m.c_pings_sent.inc()
+                        waiting.append((time.monotonic() + timeout, pong))
+                    # The next slot still ahead: slots missed while the loop was late are skipped, not sent
+                    # in a burst.
+                    slot = schedule.next_slot(time.monotonic())
+                    continue
+                wake = min(due, waiting[0][0]) if waiting else due
+                if waiting:
+                    await asyncio.wait([waiting[0][1]], timeout=wake - now)
+                else:
+                    await asyncio.sleep(wake - now)
         except ConnectionClosed:
             return
 
