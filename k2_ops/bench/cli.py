@@ -27,7 +27,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--latency-rates", help="comma list of msg/s, e.g. 1000,10000")
     parser.add_argument("--latency-window-seconds", type=float)
     parser.add_argument("--latency-lingers", help="comma list of extra K2_KAFKA_LINGER_SECONDS values for the "
-                        "latency runs (default 0.001; 'none' for no extra runs)")
+                        "latency runs (default 0; 'none' for no extra runs)")
     parser.add_argument("--memory-seconds", type=float, help="length of the memory run")
     parser.add_argument("--memory-rate", type=float, help="msg/s during the memory run")
     parser.add_argument("--rotations", type=int, help="rotations counted for loss and duplicates")
