@@ -19,7 +19,7 @@ from k2_ops.deploy.backend import DeploymentBackend, InstanceInfo
 from k2_ops.deploy.model import COLORS
 from k2_ops.paths import REPO_ROOT
 from k2_ops.stack.process import ManagedProcess, free_port
-from k2_ops.stack.prometheus import PrometheusService
+from k2_ops.stack.prometheus import remove_scrape_target, scrape_targets_dir, write_scrape_target
 
 
 def streamer_env(
@@ -61,7 +61,8 @@ class ProcessBackend(DeploymentBackend):
         self.state_dir = Path(state_dir)
         self.common_env = dict(common_env)
         self.ports = {color: int((ports or {}).get(color, 0)) for color in COLORS}
-        self.prometheus = PrometheusService(Path(prometheus_run_dir), port=1) if prometheus_run_dir else None
+        # The file_sd folder of the stack's Prometheus, when the colors should be scraped.
+        self.targets_dir = scrape_targets_dir(Path(prometheus_run_dir)) if prometheus_run_dir else None
         self.python = python
         self._processes: dict[str, ManagedProcess] = {}
 
@@ -105,16 +106,16 @@ class ProcessBackend(DeploymentBackend):
                 }
             )
         )
-        if self.prometheus is not None:
-            self.prometheus.add_scrape_target(f"streamer-{color}", f"127.0.0.1:{port}", {"instance": color})
+        if self.targets_dir is not None:
+            write_scrape_target(self.targets_dir, f"streamer-{color}", f"127.0.0.1:{port}", {"instance": color})
         return info
 
     def stop(self, color: str, grace_seconds: float) -> None:
         process = self._process(color)
         process.stop_grace_s = grace_seconds
         process.stop()
-        if self.prometheus is not None:
-            self.prometheus.remove_scrape_target(f"streamer-{color}")
+        if self.targets_dir is not None:
+            remove_scrape_target(self.targets_dir, f"streamer-{color}")
 
     def is_running(self, color: str) -> bool:
         return self._process(color).is_running()

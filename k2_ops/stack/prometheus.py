@@ -59,6 +59,26 @@ def prometheus_config(
     return config
 
 
+def scrape_targets_dir(run_dir: Path) -> Path:
+    """The file_sd folder of the Prometheus of the stack in `run_dir`."""
+    return run_dir / "prometheus" / "targets"
+
+
+def write_scrape_target(targets_dir: Path, name: str, host_port: str, labels: dict[str, str] | None = None) -> Path:
+    """Register a target (e.g. a streamer's metrics port). `labels` usually holds instance=<color>."""
+    targets_dir.mkdir(parents=True, exist_ok=True)
+    path = targets_dir / f"{name}.json"
+    tmp = path.with_suffix(".tmp")
+    # Write then rename: Prometheus watches the folder and must never read a half-written file.
+    tmp.write_text(json.dumps([{"targets": [host_port], "labels": labels or {}}]))
+    tmp.replace(path)
+    return path
+
+
+def remove_scrape_target(targets_dir: Path, name: str) -> None:
+    (targets_dir / f"{name}.json").unlink(missing_ok=True)
+
+
 def alertmanager_config(webhook_url: str | None = None, group_wait_s: float = 1.0) -> dict[str, object]:
     receiver: dict[str, object] = {"name": "default"}
     if webhook_url:
@@ -147,7 +167,7 @@ class PrometheusService(SupervisedService):
 
     @property
     def targets_dir(self) -> Path:
-        return self.home / "targets"
+        return scrape_targets_dir(self.run_dir)
 
     @property
     def data_dir(self) -> Path:
@@ -191,17 +211,10 @@ class PrometheusService(SupervisedService):
         return self.start_seconds
 
     def add_scrape_target(self, name: str, host_port: str, labels: dict[str, str] | None = None) -> Path:
-        """Register a target (e.g. a streamer's metrics port). `labels` usually holds instance=<color>."""
-        self.targets_dir.mkdir(parents=True, exist_ok=True)
-        path = self.targets_dir / f"{name}.json"
-        tmp = path.with_suffix(".tmp")
-        # Write then rename: Prometheus watches the folder and must never read a half-written file.
-        tmp.write_text(json.dumps([{"targets": [host_port], "labels": labels or {}}]))
-        tmp.replace(path)
-        return path
+        return write_scrape_target(self.targets_dir, name, host_port, labels)
 
     def remove_scrape_target(self, name: str) -> None:
-        (self.targets_dir / f"{name}.json").unlink(missing_ok=True)
+        remove_scrape_target(self.targets_dir, name)
 
     def set_rule_files(self, rule_files: Sequence[Path]) -> None:
         self.rule_files = list(rule_files)
