@@ -31,6 +31,7 @@ from streamer.pipeline import Pipeline
 from streamer.serialize import RecordSerializer, SerializerCache, make_registry_client
 from streamer.sink import KafkaSink, ensure_topics
 from streamer.source import Source
+from streamer.summary import format_summary
 
 log = logging.getLogger("streamer")
 
@@ -341,7 +342,7 @@ class Streamer:
             "last_received": {k: s.last_id for k, s in self.tracker.states.items()},
             "shutdown_seconds": round(time.monotonic() - began, 3),
         }
-        log.info("stopped; summary %s", json.dumps(summary, sort_keys=True))
+        log.info("%s", format_summary(summary))
         await self.health.stop()
         return 0
 

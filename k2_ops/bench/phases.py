@@ -20,6 +20,7 @@ from k2_ops.bench.machine import load_average
 from k2_ops.bench.procs import SimulatorProxy, StreamerRun, poll, run_floor_client
 from k2_ops.stack import free_port
 from streamer.memory import theil_sen
+from streamer.summary import summary_from_log
 
 log = logging.getLogger("k2_ops.bench")
 
@@ -359,12 +360,7 @@ def rotations(bench: Bench) -> dict[str, Any]:
 
 
 def _streamer_summary(run: StreamerRun) -> dict[str, Any]:
-    import json
-
-    for line in reversed(run.log_text().splitlines()):
-        if "stopped; summary " in line:
-            return dict(json.loads(line.split("stopped; summary ", 1)[1]))
-    return {}
+    return summary_from_log(run.log_text()) or {}
 
 
 def log_times(text: str, needle: str) -> list[float]:

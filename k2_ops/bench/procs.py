@@ -26,6 +26,7 @@ import psutil
 from prometheus_client.parser import text_string_to_metric_families
 
 from k2_ops.paths import REPO_ROOT
+from k2_ops.polling import poll_until
 
 SPAWN = mp.get_context("spawn")
 
@@ -51,19 +52,7 @@ def pin_process(pid: int, cpu: int) -> int:
 
 def poll(condition: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 0.02) -> Any:
     """Poll until `condition()` is truthy and return it; BenchError naming `what` at the deadline."""
-    deadline = time.monotonic() + timeout_s
-    last_error: Exception | None = None
-    while True:
-        try:
-            value = condition()
-            if value:
-                return value
-        except Exception as exc:
-            last_error = exc
-        if time.monotonic() >= deadline:
-            detail = f" (last error: {last_error})" if last_error else ""
-            raise BenchError(f"{what}: not within {timeout_s:.1f} s{detail}")
-        time.sleep(interval_s)
+    return poll_until(condition, timeout_s, what, interval_s=interval_s, error=BenchError)
 
 
 # ---- simulator ---------------------------------------------------------------------------------------

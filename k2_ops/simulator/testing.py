@@ -18,6 +18,8 @@ from websockets.asyncio.client import ClientConnection
 from websockets.client import ClientProtocol
 from websockets.frames import Frame, Opcode
 
+from k2_ops.polling import poll_until
+
 
 class ConditionTimeout(AssertionError):
     """A polled condition did not become true before its deadline."""
@@ -25,14 +27,9 @@ class ConditionTimeout(AssertionError):
 
 def wait_until(condition: Callable[[], Any], timeout_s: float = 10.0, interval_s: float = 0.02, what: str = "") -> Any:
     """Poll `condition` until it returns a truthy value (returned) or the deadline passes."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() >= deadline:
-            raise ConditionTimeout(f"timed out after {timeout_s} s waiting for {what or condition}")
-        time.sleep(interval_s)
+    return poll_until(
+        condition, timeout_s, what or str(condition), interval_s=interval_s, error=ConditionTimeout, retry_errors=False
+    )
 
 
 async def async_wait_until(

@@ -18,6 +18,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from k2_ops.polling import poll_until
+
 log = logging.getLogger(__name__)
 
 
@@ -49,16 +51,8 @@ def wait_until(
 ) -> float:
     """Poll `condition` until it holds; return the seconds it took. `abort` may return a reason to stop early."""
     start = time.monotonic()
-    deadline = start + timeout_s
-    while True:
-        with contextlib.suppress(Exception):
-            if condition():
-                return time.monotonic() - start
-        if abort is not None and (reason := abort()):
-            raise ServiceError(f"{description}: {reason}")
-        if time.monotonic() >= deadline:
-            raise ServiceError(f"{description}: not reached within {timeout_s:.1f} s")
-        time.sleep(interval_s)
+    poll_until(condition, timeout_s, description, interval_s=interval_s, abort=abort, error=ServiceError)
+    return time.monotonic() - start
 
 
 def pid_alive(pid: int) -> bool:

@@ -18,6 +18,8 @@ Schema (version 1), all times in unix seconds, memory in bytes unless the key sa
         "streamer_env": {"K2_...": "..."},         # what the soak set (spawned mode)
         "leak_bytes_per_second": 0.0,              # K2_TEST_LEAK_BYTES_PER_SECOND
         "exit_code": 0 | null,                     # the streamer's, when spawned
+        "shutdown_summary": {...} | null,          # spawned: what the streamer logged after its final flush
+                                                   # (received, produced, delivered, unacknowledged, ...)
         "scrape_failures": 0
       },
       "summary": {
@@ -223,4 +225,40 @@ def check_profile_written(path: Path) -> CheckResult:
         ">=",
         kind="artifact",
         details={"path": str(path), "samples": samples},
+    )
+
+
+def check_shutdown_delivery(shutdown: Mapping[str, Any] | None) -> CheckResult:
+    """Spawned soaks: Kafka acknowledged every event the streamer accepted, by its own count after the final
+    flush (`streamer.summary`). The last /metrics sample cannot show this: it is taken while messages are
+    still in flight, and the endpoint is gone once the flush is done."""
+    name = "kafka_delivery"
+    if shutdown is None:
+        return CheckResult(
+            name,
+            False,
+            None,
+            0,
+            "messages",
+            "the streamer logged no shutdown summary (killed, or crashed)",
+            "==",
+            kind="zero-events",
+        )
+    received = int(shutdown.get("received", 0))
+    delivered = int(shutdown.get("delivered", 0))
+    unacknowledged = int(shutdown.get("unacknowledged", 0))
+    errors = int(shutdown.get("produce_errors", 0))
+    undelivered = received - delivered
+    passed = undelivered == 0 and unacknowledged == 0 and errors == 0
+    return CheckResult(
+        name,
+        passed,
+        float(undelivered),
+        0,
+        "messages",
+        f"at shutdown: {received} accepted, {delivered} acknowledged by Kafka, {unacknowledged} unacknowledged, "
+        f"{errors} produce errors",
+        "==",
+        kind="zero-events",
+        details={key: shutdown.get(key) for key in ("received", "produced", "delivered", "unacknowledged")},
     )

@@ -39,6 +39,7 @@ from k2_ops.validation.profiles import ValidationProfile
 from k2_ops.validation.prometheus import PrometheusClient, PrometheusError
 from k2_ops.validation.scrape import Scrape, ScrapeError, fetch_metrics, metrics_url, parse_metrics, raw_series
 from k2_ops.validation.series import Window
+from streamer.summary import summary_from_log
 
 log = logging.getLogger(__name__)
 
@@ -177,6 +178,9 @@ class StreamerProcess:
                 self._proc.kill()
                 self._proc.wait(10)
         return self._proc.returncode
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def log_tail(self, lines: int = 20) -> str:
         try:
@@ -366,6 +370,7 @@ class SoakRunner:
             "streamer_env": self.spawn_env,
             "leak_bytes_per_second": config.leak_bytes_per_second,
             "exit_code": self.exit_code,
+            "shutdown_summary": summary_from_log(self.process.log_text()) if self.process is not None else None,
             "scrape_failures": self.scrape_failures,
         }
         profile = memory_profile.build_profile(metadata, samples, counters_from_zero=spawned)
@@ -375,6 +380,8 @@ class SoakRunner:
         checks = criteria.evaluate_series(criteria_set, series, window)
         if criteria_set.name == "soak_24h":
             checks.append(memory_profile.check_profile_written(path))
+        if spawned:
+            checks.append(memory_profile.check_shutdown_delivery(metadata["shutdown_summary"]))
         if self.exit_code not in (None, 0):
             checks.append(
                 CheckResult(

@@ -24,27 +24,18 @@ from confluent_kafka import Consumer, TopicPartition
 from fastavro import parse_schema, schemaless_reader
 from prometheus_client.parser import text_string_to_metric_families
 
+from k2_ops.polling import poll_until
 from k2_ops.simulator import BackgroundSimulator, SimulatorConfig
 from k2_ops.stack import KafkaService, free_port
 from streamer.serialize import load_schema, split_wire
+from streamer.summary import summary_from_log
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 def wait_for(condition: Callable[[], Any], timeout_s: float, what: str, interval_s: float = 0.05) -> Any:
     """Poll until `condition()` is truthy; return its value, or fail naming what never happened."""
-    deadline = time.monotonic() + timeout_s
-    last_error: Exception | None = None
-    while True:
-        try:
-            value = condition()
-            if value:
-                return value
-        except Exception as exc:  # e.g. the metrics endpoint not up yet
-            last_error = exc
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"{what}: not within {timeout_s} s (last error: {last_error})")
-        time.sleep(interval_s)
+    return poll_until(condition, timeout_s, what, interval_s=interval_s, error=AssertionError)
 
 
 @dataclass
@@ -150,9 +141,9 @@ class StreamerProcess:
 
     def summary(self) -> dict[str, Any]:
         """The JSON summary the streamer logs when it stops."""
-        for line in reversed(self.log_text().splitlines()):
-            if "stopped; summary " in line:
-                return json.loads(line.split("stopped; summary ", 1)[1])
+        summary = summary_from_log(self.log_text())
+        if summary is not None:
+            return summary
         raise AssertionError(f"no shutdown summary in the log:\n{self.log_tail()}")
 
 

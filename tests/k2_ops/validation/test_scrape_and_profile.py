@@ -100,3 +100,23 @@ def test_memory_profile_written_check_fails_on_missing_or_broken_files(tmp_path:
     )
     result = memory_profile.check_profile_written(tmp_path / "empty.json")
     assert not result.passed and "no samples" in result.evidence
+
+
+def _shutdown(**changes: int) -> dict[str, int]:
+    return {"received": 24266, "produced": 24266, "delivered": 24266, "unacknowledged": 0, "produce_errors": 0,
+            **changes}
+
+
+def test_kafka_delivery_passes_only_when_kafka_acknowledged_every_accepted_message() -> None:
+    passed = memory_profile.check_shutdown_delivery(_shutdown())
+    assert passed.passed and passed.observed == 0
+    assert "24266 accepted, 24266 acknowledged" in passed.evidence
+    short = memory_profile.check_shutdown_delivery(_shutdown(delivered=24264, unacknowledged=2))
+    assert not short.passed and short.observed == 2 and "2 unacknowledged" in short.evidence
+    errors = memory_profile.check_shutdown_delivery(_shutdown(produce_errors=1))
+    assert not errors.passed
+
+
+def test_kafka_delivery_fails_without_a_shutdown_summary() -> None:
+    result = memory_profile.check_shutdown_delivery(None)
+    assert not result.passed and "no shutdown summary" in result.evidence

@@ -165,7 +165,13 @@ def test_compressed_24h_soak_passes_every_criterion(ci_soak: CiSoak) -> None:
     assert result.exit_code == 0  # SIGTERM: flushed and exited cleanly
     summary = result.summary
     assert summary["duration_seconds"] >= PROFILE.day_seconds
-    assert summary["kafka_produced"] == summary["messages"]  # every accepted message delivered to Kafka
+    # Every accepted message acknowledged by Kafka, by the streamer's own count after its final flush; the last
+    # /metrics sample is taken with messages still in flight, so there Kafka may only trail.
+    assert "kafka_delivery" in names
+    shutdown = json.loads(result.profile_path.read_text())["metadata"]["shutdown_summary"]
+    assert shutdown["delivered"] == shutdown["received"] >= summary["messages"]
+    assert shutdown["unacknowledged"] == 0 and shutdown["produce_errors"] == 0
+    assert summary["messages"] - 1000 < summary["kafka_produced"] <= summary["messages"]
 
 
 def test_compressed_day_holds_six_rotations(ci_soak: CiSoak) -> None:
