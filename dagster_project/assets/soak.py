@@ -39,7 +39,7 @@ def run_soak(config: SoakConfig, env: dict[str, str], out_dir: Path, log: Any) -
           kinds={"python"})
 def soak_memory_profile(context: dg.AssetExecutionContext, config: SoakConfig, deployment: DeploymentResource,
                         reports: ReportsResource) -> dg.Output[dict[str, Any]]:
-    out_dir = reports.folder("soak", context.run_id[:8])
+    out_dir = reports.folder("soak", context.run.run_id[:8])
     env = deployment.common_env() if not config.attach_url else {}
     result = run_soak(config, env, out_dir, context.log.info)
     data = {"profile_path": str(result.profile_path), "passed": bool(result.passed),

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from k2_ops.stack.http import http_ok
 from k2_ops.stack.kafka import KafkaService
-from k2_ops.stack.process import ManagedProcess, ServiceError, pid_alive, port_is_open
+from k2_ops.stack.process import ManagedProcess, ServiceError, pid_alive, port_is_open, read_pid_file
 from k2_ops.stack.prometheus import AlertmanagerService, PrometheusService
 from k2_ops.stack.registry import SchemaRegistryService
 
@@ -118,24 +118,19 @@ def read_state(run_dir: Path) -> dict[str, Any] | None:
         return None
 
 
-def _recorded_pids(run_dir: Path) -> dict[str, int]:
-    pids = {}
-    for pid_file in sorted(run_dir.glob("*.pid")):
-        try:
-            pids[pid_file.stem] = int(pid_file.read_text().strip())
-        except (ValueError, FileNotFoundError):
-            continue
-    return pids
+def _recorded_pids(run_dir: Path) -> dict[str, tuple[int, int | None]]:
+    recorded = {pid_file.stem: read_pid_file(pid_file) for pid_file in sorted(run_dir.glob("*.pid"))}
+    return {name: value for name, value in recorded.items() if value is not None}
 
 
 def running_services(run_dir: Path) -> list[str]:
-    """Names of services whose PID file points at a live process."""
-    return [name for name, pid in _recorded_pids(run_dir).items() if pid_alive(pid)]
+    """Names of services whose PID file points at a live process (the one recorded, not a reused PID)."""
+    return [name for name, recorded in _recorded_pids(run_dir).items() if pid_alive(*recorded)]
 
 
 def crashed_services(run_dir: Path) -> set[str]:
     """Services whose PID file remains but whose process is gone (a clean stop removes the file)."""
-    return {name for name, pid in _recorded_pids(run_dir).items() if not pid_alive(pid)}
+    return {name for name, recorded in _recorded_pids(run_dir).items() if not pid_alive(*recorded)}
 
 
 def stop_all(run_dir: Path, grace_s: float = 15.0) -> list[str]:

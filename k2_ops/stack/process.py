@@ -3,6 +3,10 @@
 Every service of the local stack (Kafka, Prometheus, Alertmanager, the simulator, streamers, Dagster) is a
 `ManagedProcess`: logs go to `<run folder>/<name>.log`, the PID to `<run folder>/<name>.pid`, readiness is
 polled with a deadline, and stop is SIGTERM then SIGKILL after a grace period, for that PID only.
+
+A PID file holds "<pid> <start time>" (the kernel's start time of the process, in clock ticks since boot):
+after a reboot or a long time, the PID may belong to an unrelated process, and only a matching start time
+says it is still ours. A file with a bare PID (older runs) is trusted as it is.
 """
 
 from __future__ import annotations
@@ -55,19 +59,48 @@ def wait_until(
     return time.monotonic() - start
 
 
-def pid_alive(pid: int) -> bool:
+def process_start_ticks(pid: int) -> int | None:
+    """When the process started, in clock ticks since boot (/proc/<pid>/stat field 22); None if it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses: count fields after its closing ")".
+    return int(stat.rpartition(")")[2].split()[19])
+
+
+def pid_alive(pid: int, start_ticks: int | None = None) -> bool:
+    """`pid` runs and is not a zombie; with `start_ticks`, it is also the same process (not a reused PID)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        if start_ticks is None:
+            return True
     # A process that exited but was not yet reaped by its parent (a zombie) is gone for our purposes.
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
-        return True
-    return stat.rpartition(")")[2].split()[0] != "Z"
+        return start_ticks is None
+    fields = stat.rpartition(")")[2].split()
+    if fields[0] == "Z":
+        return False
+    return start_ticks is None or int(fields[19]) == start_ticks
+
+
+def write_pid_file(path: Path, pid: int) -> None:
+    start = process_start_ticks(pid)
+    path.write_text(f"{pid} {start}\n" if start is not None else f"{pid}\n")
+
+
+def read_pid_file(path: Path) -> tuple[int, int | None] | None:
+    """(pid, start ticks or None) from a PID file; None when it is missing or not a PID file."""
+    try:
+        parts = path.read_text().split()
+        return int(parts[0]), int(parts[1]) if len(parts) > 1 else None
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 @dataclass
@@ -89,17 +122,15 @@ class ManagedProcess:
         return self.run_dir / f"{self.name}.pid"
 
     def recorded_pid(self) -> int | None:
-        try:
-            return int(self.pid_path.read_text().strip())
-        except (FileNotFoundError, ValueError):
-            return None
+        recorded = read_pid_file(self.pid_path)
+        return recorded[0] if recorded is not None else None
 
     def is_running(self) -> bool:
         if self._proc is not None:
             # Our own child: poll() reaps it, so a finished process is never mistaken for a live zombie.
             return self._proc.poll() is None
-        pid = self.recorded_pid()
-        return pid is not None and pid_alive(pid)
+        recorded = read_pid_file(self.pid_path)
+        return recorded is not None and pid_alive(*recorded)
 
     def start(self) -> int:
         if self.is_running():
@@ -125,7 +156,7 @@ class ManagedProcess:
             raise ServiceError(f"{self.name}: command not found: {self.command[0]} (run `make setup`)") from exc
         finally:
             log_file.close()
-        self.pid_path.write_text(f"{self._proc.pid}\n")
+        write_pid_file(self.pid_path, self._proc.pid)
         return self._proc.pid
 
     def wait(self, timeout_s: float) -> int:

@@ -43,7 +43,7 @@ def test_everything_is_listed() -> None:
 
 
 def test_deploy_steps_are_separate_ops_in_order() -> None:
-    job = defs.get_job_def("blue_green_deploy")
+    job = defs.resolve_job_def("blue_green_deploy")
     order = [node.name for node in job.nodes_in_topological_order]
     assert order == ["build_image", "start_new_color", "wait_until_ready", "dual_operation", "cutover",
                      "validate_new_color", "record_deployment"]
@@ -56,7 +56,7 @@ def test_deploy_steps_are_separate_ops_in_order() -> None:
 
 
 def test_daily_schedule_runs_at_0015_utc_for_the_previous_day() -> None:
-    schedule = defs.get_schedule_def("daily_validation_schedule")
+    schedule = defs.resolve_schedule_def("daily_validation_schedule")
     assert schedule.cron_schedule == "15 0 * * *"
     assert schedule.execution_timezone in (None, "UTC")
     at = datetime(2026, 3, 10, 0, 15, tzinfo=UTC)
@@ -67,8 +67,8 @@ def test_daily_schedule_runs_at_0015_utc_for_the_previous_day() -> None:
 
 
 def test_weekly_and_monthly_schedules_target_the_previous_period() -> None:
-    weekly = defs.get_schedule_def("weekly_validation_schedule")
-    monthly = defs.get_schedule_def("monthly_stability_schedule")
+    weekly = defs.resolve_schedule_def("weekly_validation_schedule")
+    monthly = defs.resolve_schedule_def("monthly_stability_schedule")
     with dg.instance_for_test() as instance:
         week = weekly.evaluate_tick(dg.build_schedule_context(
             instance=instance, scheduled_execution_time=datetime(2026, 3, 16, 1, 0, tzinfo=UTC)))  # a Monday

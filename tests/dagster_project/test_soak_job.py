@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_soak_job_emits_profile_and_report(deploy, resources, dagster_instance) -> None:
-    job = defs.get_job_def(soak_test.name)
+    job = defs.resolve_job_def(soak_test.name)
     run_config = {"ops": {"soak_memory_profile": {"config": {
         "profile": "ci", "duration_seconds": 12.0, "sample_interval_seconds": 1.0}}}}
     result = job.execute_in_process(run_config=run_config, resources=resources, instance=dagster_instance,

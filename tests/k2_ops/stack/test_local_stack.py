@@ -22,7 +22,7 @@ from k2_ops.stack import (
     wait_until,
 )
 from k2_ops.stack.local import running_services, status_report
-from k2_ops.stack.process import pid_alive
+from k2_ops.stack.process import pid_alive, read_pid_file
 
 
 def test_kafka_round_trip_and_high_watermarks(kafka: KafkaService) -> None:
@@ -103,9 +103,9 @@ def test_stack_up_refuses_a_second_start_and_down_leaves_no_process(tmp_path: Pa
     timings = stack.up()
     try:
         assert set(timings) >= {"kafka", "schema-registry", "prometheus", "alertmanager", "stack"}
-        pids = {pid_file.stem: int(pid_file.read_text()) for pid_file in (tmp_path / "run").glob("*.pid")}
+        pids = {pid_file.stem: read_pid_file(pid_file) for pid_file in (tmp_path / "run").glob("*.pid")}
         assert set(pids) == {"kafka", "schema-registry", "prometheus", "alertmanager"}
-        assert all(pid_alive(pid) for pid in pids.values())
+        assert all(pid_alive(*recorded) for recorded in pids.values())
         assert all(row["healthy"] for row in status_report(tmp_path / "run"))
         with pytest.raises(StackAlreadyRunning, match="already running"):
             LocalStack(tmp_path / "run").up()
@@ -113,7 +113,7 @@ def test_stack_up_refuses_a_second_start_and_down_leaves_no_process(tmp_path: Pa
         # `down` from another process, like a user typing `k2 stack down` in a second shell.
         subprocess.run([sys.executable, "-m", "k2_ops.cli", "stack", "down", "--run-dir", str(tmp_path / "run")],
                        check=True, timeout=120)
-    assert not any(pid_alive(pid) for pid in pids.values())
+    assert not any(pid_alive(*recorded) for recorded in pids.values())
     assert running_services(tmp_path / "run") == []
     status = subprocess.run([sys.executable, "-m", "k2_ops.cli", "stack", "status", "--run-dir",
                              str(tmp_path / "run")], capture_output=True, text=True, timeout=60)

@@ -14,7 +14,7 @@ import pytest
 
 from k2_ops.stack import wait_until
 from k2_ops.stack.local import running_services
-from k2_ops.stack.process import pid_alive
+from k2_ops.stack.process import pid_alive, read_pid_file
 
 
 @pytest.mark.slow
@@ -35,9 +35,9 @@ def test_run_prints_urls_and_ctrl_c_leaves_no_process(tmp_path: Path) -> None:
         for name in services:
             assert f"  {name}" in text
         assert "http://127.0.0.1:" in text
-        pids = {path.stem: int(path.read_text()) for path in run_dir.glob("*.pid")}
+        pids = {path.stem: read_pid_file(path) for path in run_dir.glob("*.pid")}
         assert set(pids) == {*services[:-2], "streamer-blue", "dagster"}
-        assert all(pid_alive(pid) for pid in pids.values())
+        assert all(pid_alive(*recorded) for recorded in pids.values())
         status = subprocess.run([sys.executable, "-m", "k2_ops.cli", "stack", "status", "--run-dir", str(run_dir)],
                                 capture_output=True, text=True, timeout=60)
         assert status.returncode == 0, status.stdout
@@ -49,14 +49,14 @@ def test_run_prints_urls_and_ctrl_c_leaves_no_process(tmp_path: Path) -> None:
              "--dual-operation-seconds", "2", "--validation-seconds", "2"],
             capture_output=True, text=True, timeout=180)
         assert deploy.returncode == 0, deploy.stdout + deploy.stderr
-        wait_until(lambda: not pid_alive(pids["streamer-blue"]), 60, "blue stopped after the cutover")
+        wait_until(lambda: not pid_alive(*pids["streamer-blue"]), 60, "blue stopped after the cutover")
         status = subprocess.run([sys.executable, "-m", "k2_ops.cli", "stack", "status", "--run-dir", str(run_dir)],
                                 capture_output=True, text=True, timeout=60)
         assert status.returncode == 0, status.stdout
         streamer_row = next(line for line in status.stdout.splitlines() if line.startswith("streamer"))
         green_url = json.loads((run_dir / "deploy" / "instance-green.json").read_text())["base_url"]
         assert "healthy" in streamer_row and green_url in streamer_row
-        pids["streamer-green"] = int((run_dir / "streamer-green.pid").read_text())
+        pids["streamer-green"] = read_pid_file(run_dir / "streamer-green.pid")
         process.send_signal(signal.SIGINT)  # what Ctrl-C sends to the foreground process
         assert process.wait(timeout=120) == 0
     finally:
@@ -64,5 +64,5 @@ def test_run_prints_urls_and_ctrl_c_leaves_no_process(tmp_path: Path) -> None:
             os.kill(process.pid, signal.SIGKILL)
     reader.join(timeout=5)
     assert "stopped." in "".join(output)
-    assert not any(pid_alive(pid) for pid in pids.values())
+    assert not any(pid_alive(*recorded) for recorded in pids.values())
     assert running_services(run_dir) == []
