@@ -2,7 +2,8 @@
 
 Every op hands the `DeploymentState` (a dict) to the next. An op whose step fails rolls back at once (the old
 color keeps or resumes streaming, the new one stops), records the rollback time in the deployment history,
-and fails the run with the reason; the later steps are skipped.
+and fails the run with the reason; the later steps are skipped. Terminating the run while a step runs rolls
+back the same way before the run ends.
 """
 
 
@@ -39,13 +40,19 @@ def _run_step(context: dg.OpExecutionContext, deployment: DeploymentResource, st
     orchestrator = deployment.orchestrator(log=context.log.info)
     try:
         return orchestrator, getattr(orchestrator, step)(state)
-    except Exception as exc:
-        reason = f"{step}: {exc}"
+    except BaseException as exc:
+        # Terminating the run (UI, `dagster run terminate`) raises DagsterExecutionInterruptedError, a
+        # BaseException, inside the running op: roll back then too, or both colors keep running unattended.
+        interrupted = not isinstance(exc, Exception)
+        reason = f"{step}: the run was terminated during this step" if interrupted else f"{step}: {exc}"
         context.log.error(f"deployment step failed: {reason}")
         record = orchestrator.rollback(state, reason)
         seconds = record.rollback_seconds or 0.0
         outcome = (f"rolled back to {record.active_color} in {seconds:.2f} s" if record.status == "rolled_back"
                    else "ROLLBACK FAILED (see the reason)")
+        if interrupted:
+            context.log.error(f"{reason} -- {outcome}")
+            raise  # let Dagster finish the termination
         raise dg.Failure(
             description=f"{record.reason} -- {outcome}",
             metadata={"reason": record.reason or "", "rollback_seconds": seconds, "status": record.status,

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
+
 import dagster as dg
 import pytest
 
@@ -127,3 +131,46 @@ def test_failing_green_fails_the_run_and_rolls_back(deploy, resources, dagster_i
     assert (audit.duplicates, audit.missing) == (0, 0)
     print(f"\nDagster failed deploy ({failed_step}): rolled back in {record.rollback_seconds:.3f} s; "
           "blue kept streaming, no gap/dup")
+
+
+def interrupt_when_step_runs(instance: dg.DagsterInstance, step_key: str, timeout_s: float) -> threading.Thread:
+    """SIGINT to this process once `step_key` has started in the instance's only run: what `dagster run
+    terminate` (and the UI's Terminate) delivers to a run worker."""
+
+    def started() -> bool:
+        runs = instance.get_runs(limit=1)
+        return bool(runs) and any(
+            entry.dagster_event is not None and entry.dagster_event.event_type_value == "STEP_START"
+            and entry.step_key == step_key
+            for entry in instance.all_logs(runs[0].run_id)
+        )
+
+    def run() -> None:
+        wait_until(started, timeout_s, f"{step_key} started", interval_s=0.2)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_terminating_a_deploy_run_rolls_back(deploy, resources, dagster_instance) -> None:
+    start_blue(deploy)
+    # A dual operation far longer than the test: only the termination ends it.
+    interrupter = interrupt_when_step_runs(dagster_instance, "dual_operation", 120.0)
+    result = blue_green_deploy.execute_in_process(
+        run_config=deploy_config(mode="dual", dual_operation_seconds=600.0), resources=resources,
+        instance=dagster_instance, raise_on_error=False)
+    interrupter.join(timeout=5)
+    assert not result.success
+    started = [e.step_key for e in result.all_events if e.event_type_value == "STEP_START"]
+    assert started[-1] == "dual_operation" and "cutover" not in started
+    record = resources["deployment"].history().last()
+    assert (record.status, record.active_color) == ("rolled_back", "blue")
+    assert "dual_operation: the run was terminated during this step" in (record.reason or "")
+    backend = resources["deployment"].make_backend()
+    assert backend.is_running("blue") and not backend.is_running("green")
+    audit = settled_audit(deploy)
+    assert audit.missing == 0  # dual mode: green's copies are duplicates, nothing is lost
+    print(f"\nDagster deploy terminated in dual_operation: rolled back in {record.rollback_seconds:.3f} s; "
+          f"{audit.duplicates} duplicates, 0 missing")
