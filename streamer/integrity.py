@@ -26,7 +26,6 @@ class StreamState:
     stream: str
     contiguous: bool
     last_id: int | None = None
-    received: int = 0
     accepted: int = 0
     duplicates: int = 0
     gaps: int = 0
@@ -70,7 +69,6 @@ class SequenceTracker:
 
     def totals(self) -> dict[str, int]:
         return {
-            "received": sum(s.received for s in self.states.values()),
             "accepted": sum(s.accepted for s in self.states.values()),
             "duplicates": sum(s.duplicates for s in self.states.values()),
             "gaps": sum(s.gaps for s in self.states.values()),

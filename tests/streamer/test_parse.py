@@ -14,14 +14,20 @@ from hypothesis import strategies as st
 
 from k2_ops.paths import shared_samples_dir
 from streamer import parse as p
-from streamer.integrity import SequenceTracker
+from streamer.integrity import ACCEPT, SequenceTracker
 from streamer.parse import Event, FrameParser, Notice
+from streamer.serialize import RecordSerializer, SerializerCache, make_registry_client
 
 SAMPLES = shared_samples_dir()
 BTC_FILE = SAMPLES / "btcusdt_20240808.gz"
 CRYPTOFEED_FILE = SAMPLES / "cryptofeed_BINANCE.ws.1.0"
 
-pytestmark = pytest.mark.skipif(not BTC_FILE.exists(), reason=f"recordings missing in {SAMPLES}")
+
+
+@pytest.fixture(autouse=True)
+def recordings() -> None:
+    if not (BTC_FILE.exists() and CRYPTOFEED_FILE.exists()):
+        pytest.fail(f"the Binance recordings are missing in {SAMPLES} (set K2_SAMPLES_DIR to their folder)")
 
 
 def btc_frames() -> Iterator[str]:
@@ -155,6 +161,9 @@ def _frame(data: Any, stream: str | None = "btcusdt@trade") -> str:
         (_frame(_trade(t="17")), p.INVALID_VALUE),
         (_frame(_trade(t=True)), p.INVALID_VALUE),
         (_frame(_trade(t=-1)), p.INVALID_VALUE),
+        (_frame(_trade(t=2**63)), p.INVALID_VALUE),  # beyond an Avro long
+        (_frame(_trade(T=2**64)), p.INVALID_VALUE),
+        (_frame(_trade(p="١٢٣.٤")), p.INVALID_VALUE),  # digits, but not ASCII ones
         (_frame(_trade(p=61837.63)), p.INVALID_VALUE),  # a float price would lose exactness
         (_frame(_trade(p="1e5")), p.INVALID_VALUE),
         (_frame(_trade(m="true")), p.INVALID_VALUE),
@@ -185,6 +194,22 @@ def test_bad_and_control_frames_become_notices(raw: str, kind: str) -> None:
     assert isinstance(result, Notice), result
     assert result.kind == kind
     assert result.is_error == (kind not in p.CONTROL_NOTICES)
+
+
+def test_an_out_of_range_id_does_not_poison_the_stream() -> None:
+    """A frame with an id beyond an Avro long is skipped as invalid; the real ids after it all get through."""
+    parser, tracker = FrameParser("blue"), SequenceTracker()
+    accepted, notices = [], []
+    for trade_id in (5, 2**63, 6, 7):
+        result = parser.parse(_frame(_trade(t=trade_id)), 1)
+        if isinstance(result, Notice):
+            notices.append(result.kind)
+        elif tracker.check(tracker.state(result.key, result.symbol, result.stream), result.first_id,
+                           result.last_id) == ACCEPT:
+            SERIALIZER.encode(result.stream, result.record)
+            accepted.append(result.last_id)
+    assert accepted == [5, 6, 7] and notices == [p.INVALID_VALUE]
+    assert tracker.totals() == {"accepted": 3, "duplicates": 0, "gaps": 0, "missing": 0}
 
 
 def test_oversized_frames_are_not_even_decoded() -> None:
@@ -273,15 +298,20 @@ def mutated_payloads(draw: st.DrawFn) -> str | bytes:
     return text
 
 
+SERIALIZER = RecordSerializer(SerializerCache(make_registry_client("mock://fuzz"), 10), "fuzz")
+
+
 def _check(result: Event | Notice) -> None:
     assert isinstance(result, Event | Notice)
     if isinstance(result, Event):
-        # Whatever got through is a well-formed event: ids ordered, decimals exact strings.
+        # Whatever got through is a well-formed event: ids ordered, decimals exact strings...
         assert 0 <= result.first_id <= result.last_id
         assert result.key.startswith(result.symbol + "@")
         for field in ("price", "quantity", "bid_price", "ask_quantity"):
             if field in result.record:
                 assert p._DECIMAL.match(result.record[field])
+        # ...and can be produced: an id the serializer rejects must never reach the sequence tracker.
+        assert SERIALIZER.encode(result.stream, result.record)[0] == 0
 
 
 FUZZ = settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
