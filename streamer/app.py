@@ -28,7 +28,7 @@ from streamer.memory import MemoryMonitor
 from streamer.metrics import ErrorCountingHandler, StreamerMetrics
 from streamer.parse import STREAM_SUFFIX, FrameParser
 from streamer.pipeline import Pipeline
-from streamer.serialize import RecordSerializer, SerializerCache, make_registry_client
+from streamer.serialize import RecordSerializer, SerializerCache, make_registry_client, topic_for
 from streamer.sink import KafkaSink, ensure_topics
 from streamer.source import Source
 from streamer.summary import format_summary
@@ -119,6 +119,7 @@ class Streamer:
             for stream in config.streams:
                 self.tracker.state(f"{symbol}@{STREAM_SUFFIX[stream]}", symbol, stream)
         self.metrics = StreamerMetrics(config.instance, self.tracker)
+        self.metrics.prime_streams(config.streams, [topic_for(config.kafka_topic_prefix, s) for s in config.streams])
         self.stop_event = asyncio.Event()
         self.sink: KafkaSink | None = None
         self.pipeline: Pipeline | None = None
@@ -242,7 +243,8 @@ class Streamer:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._request_stop, sig)
         await self.health.start()
-        mode = "TLS verified" if config.ssl_verify else "TLS NOT VERIFIED"
+        mode = ("NO TLS" if config.ws_url.startswith("ws://")
+                else "TLS verified" if config.ssl_verify else "TLS NOT VERIFIED")
         source_kind = "live Binance" if "binance.com" in config.ws_url else "not Binance: a simulator?"
         log.info("streaming %s x %s from %s (%s, %s) to Kafka %s as instance %s (%s)",
                  ",".join(config.symbols), ",".join(config.streams), config.ws_url, source_kind, mode,

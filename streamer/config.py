@@ -48,7 +48,7 @@ _INSTANCE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("ws_url", "K2_BINANCE_WS_URL", "wss://stream.binance.com:9443/stream", "str",
-            "a ws:// or wss:// URL", "base URL of Binance combined streams",
+            "a wss:// URL (ws:// only with K2_SSL_VERIFY=false)", "base URL of Binance combined streams",
             lambda v: v.startswith(("wss://", "ws://"))),
     Setting("symbols", "K2_BINANCE_SYMBOLS", ("btcusdt", "ethusdt"), "list",
             "comma list of 1..1024 lowercase symbols [a-z0-9]", "symbols to stream",
@@ -320,6 +320,16 @@ def load_config(environ: Mapping[str, str] | None = None) -> StreamerConfig:
     return config
 
 
+# The rules between settings that _check_relations enforces, for the configuration reference.
+RELATIONS: tuple[str, ...] = (
+    "`K2_BINANCE_SYMBOLS` x `K2_BINANCE_STREAMS` is at most 1024 streams (Binance's limit per connection)",
+    "`K2_BACKOFF_INITIAL_SECONDS` <= `K2_BACKOFF_MAX_SECONDS`",
+    "a `ws://` `K2_BINANCE_WS_URL` (no TLS) only together with `K2_SSL_VERIFY=false`: never a silent downgrade",
+    "`K2_PING_TIMEOUT_SECONDS` < `K2_PING_INTERVAL_SECONDS` (lowering the interval below 10 s needs a lower "
+    "timeout too)",
+)
+
+
 def _check_relations(config: StreamerConfig) -> None:
     streams = len(config.symbols) * len(config.streams)
     if streams > BINANCE_MAX_STREAMS_PER_CONNECTION:
@@ -331,6 +341,12 @@ def _check_relations(config: StreamerConfig) -> None:
         raise ConfigError(
             f"K2_BACKOFF_INITIAL_SECONDS={config.backoff_initial_s} is above K2_BACKOFF_MAX_SECONDS="
             f"{config.backoff_max_s}; allowed: initial <= max"
+        )
+    if config.ws_url.startswith("ws://") and config.ssl_verify:
+        # Never a silent downgrade: plaintext has to be asked for as loudly as an unverified certificate.
+        raise ConfigError(
+            f"K2_BINANCE_WS_URL={config.ws_url} is not encrypted; allowed: a wss:// URL, or ws:// together with "
+            "K2_SSL_VERIFY=false (tests only)"
         )
     if config.ping_timeout_s >= config.ping_interval_s:
         raise ConfigError(

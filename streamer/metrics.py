@@ -191,6 +191,13 @@ class StreamerMetrics:
         for error_type in MESSAGE_ERROR_TYPES:
             self.message_errors.labels(instance, error_type)
 
+    def prime_streams(self, streams: Iterable[str], topics: Iterable[str]) -> None:
+        """Zero series for the configured streams and their topics, so rate() works before the first event."""
+        for stream in streams:
+            self.unknown_fields.labels(self.instance, stream)
+        for topic in topics:
+            self.kafka_produced.labels(self.instance, topic)
+
     # Small helpers keep call sites short and the label order in one place.
     def g(self, gauge_metric: Gauge) -> Gauge:
         return gauge_metric.labels(self.instance)

@@ -228,7 +228,7 @@ class Source:
         self._drain_watcher: asyncio.Task[None] | None = None
         self.ping_schedule = PingSchedule(config.ping_interval_s)
         m = metrics
-        m.g(m.ssl_verify_enabled).set(1 if config.ssl_verify else 0)
+        m.g(m.ssl_verify_enabled).set(1 if secure and config.ssl_verify else 0)
         m.set_function(m.connection_lifetime, lambda: self.active.age() if self.active else 0.0)
         m.set_function(m.last_message, lambda: self.last_message_wall)
         m.set_function(m.connection_status, lambda: 1.0 if self.connected() else 0.0)
@@ -238,7 +238,9 @@ class Source:
         return self.active is not None and not self.active.failed
 
     def seconds_since_data(self) -> float | None:
-        if self.active is None:
+        """Seconds since the active connection's last market-data message; None before its first one (the
+        health timeout counts from the open, but readiness needs data actually received)."""
+        if self.active is None or self.active.messages == 0:
             return None
         return time.monotonic() - self.active.last_data
 
@@ -445,7 +447,12 @@ class Source:
     async def _open(self) -> Connection | None:
         self._attempt_times.append(time.monotonic())
         self.metrics.c_attempts.inc()
-        if self.ssl_context is not None and not self.config.ssl_verify:
+        if self.ssl_context is None:
+            log.warning(
+                "NO TLS (ws:// with K2_SSL_VERIFY=false): connecting to %s unencrypted; never run like this in "
+                "production", self.host,
+            )
+        elif not self.config.ssl_verify:
             log.warning(
                 "TLS CERTIFICATE VERIFICATION IS DISABLED (K2_SSL_VERIFY=false): connecting to %s without "
                 "checking who answers; never run like this in production", self.host,

@@ -308,7 +308,7 @@ def test_streamer_passes_its_healthcheck_and_stops_cleanly_on_sigterm(
         K2_KAFKA_BOOTSTRAP_SERVERS=kafka.bootstrap_servers,
         K2_KAFKA_TOPIC_PREFIX=f"k2test.docker.{uuid.uuid4().hex[:8]}",
         K2_SCHEMA_REGISTRY_URL="mock://docker-image-test",
-        K2_BINANCE_WS_URL=f"ws://127.0.0.1:{free_port()}/stream",  # nothing listens: reconnects with backoff
+        K2_BINANCE_WS_URL=f"wss://127.0.0.1:{free_port()}/stream",  # nothing listens: reconnects with backoff
         K2_SHUTDOWN_FLUSH_TIMEOUT_SECONDS="5",
         K2_INSTANCE="blue",
     )

@@ -7,6 +7,10 @@ from pathlib import Path
 import pytest
 
 from streamer.config import SETTINGS, ConfigError, describe_settings, load_config
+from streamer.integrity import SequenceTracker
+from streamer.metrics import StreamerMetrics
+from streamer.parse import FrameParser
+from streamer.source import Source
 
 
 def test_defaults_match_the_contract_table() -> None:
@@ -65,7 +69,7 @@ def test_rotation_never_waits_for_the_exchange_limit() -> None:
         ("K2_BINANCE_SYMBOLS", "", "lowercase"),
         ("K2_SSL_VERIFY", "maybe", "true or false"),
         ("K2_SSL_CA_FILE", "/nonexistent/ca.pem", "existing PEM file"),
-        ("K2_BINANCE_WS_URL", "https://example.com", "ws:// or wss://"),
+        ("K2_BINANCE_WS_URL", "https://example.com", "a wss:// URL (ws:// only with K2_SSL_VERIFY=false)"),
         ("K2_METRICS_PORT", "70000", "0 .. 65535"),
         ("K2_SCHEMA_REGISTRY_URL", "ftp://x", "mock://"),
         ("K2_KAFKA_BOOTSTRAP_SERVERS", "localhost", "host:port"),
@@ -89,6 +93,20 @@ def test_relations_between_settings_are_checked() -> None:
     symbols = ",".join(f"sym{i:03d}" for i in range(300))
     with pytest.raises(ConfigError, match="1200 streams; allowed: at most 1024"):
         load_config({"K2_BINANCE_SYMBOLS": symbols, "K2_BINANCE_STREAMS": "trade,aggTrade,bookTicker,depth"})
+
+
+def test_plaintext_is_never_a_silent_downgrade() -> None:
+    with pytest.raises(ConfigError, match=r"K2_BINANCE_WS_URL=ws://127.0.0.1:9/stream is not encrypted"):
+        load_config({"K2_BINANCE_WS_URL": "ws://127.0.0.1:9/stream"})
+    config = load_config({"K2_BINANCE_WS_URL": "ws://127.0.0.1:9/stream", "K2_SSL_VERIFY": "false"})
+    source = Source(config, FrameParser("blue"), SequenceTracker(), lambda event: None,
+                    metrics := StreamerMetrics("blue", SequenceTracker()))
+    assert source.ssl_context is None
+    assert metrics.registry.get_sample_value("binance_ssl_verify_enabled", {"instance": "blue"}) == 0
+    verified = load_config({})
+    Source(verified, FrameParser("blue"), SequenceTracker(), lambda event: None,
+           metrics := StreamerMetrics("blue", SequenceTracker()))
+    assert metrics.registry.get_sample_value("binance_ssl_verify_enabled", {"instance": "blue"}) == 1
 
 
 def test_yaml_file_is_read_and_env_wins(tmp_path: Path) -> None:

@@ -45,6 +45,20 @@ def test_malformed_unknown_and_oversized_frames_are_counted_without_a_crash(
     assert result["missing_total"] == 0 and result["duplicates_total"] == 0
 
 
+def test_not_ready_until_market_data_arrives(make_simulator: Any, make_streamer: Any, kafka: Any) -> None:
+    """An open connection without data is not "fresh data": /readyz waits for the first message."""
+    sim = make_simulator()
+    sim.pause_market()
+    streamer = make_streamer(sim, kafka.bootstrap_servers, K2_HEALTH_CHECK_TIMEOUT_SECONDS="30")
+    wait_for(lambda: streamer.get("/readyz")[1]["checks"]["connected"]["ok"], 30, "connected to the simulator")
+    status, body = streamer.get("/readyz")
+    assert status == 503
+    assert body["checks"]["data_fresh"] == {"ok": False, "reason": "no data yet"}
+    sim.resume_market()
+    streamer.wait_ready(30)
+    assert streamer.get("/readyz")[1]["checks"]["data_fresh"]["ok"] is True
+
+
 @pytest.mark.parametrize("cert_mode", ["unknown_ca", "wrong_host"])
 def test_bad_certificates_are_refused_reported_and_retried(
     cert_mode: str, make_simulator: Any, make_streamer: Any, kafka: Any
