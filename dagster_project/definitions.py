@@ -16,6 +16,8 @@ the local stack's `stack.json`) and production (docker/compose.yaml):
 | `K2_DEPLOY_UNHEALTHY_ROLLBACK_SECONDS` | deployment_health_sensor's limit | 120 |
 | `K2_KAFKA_TOPIC_PREFIX` | streamer topics | market.crypto.binance |
 | `K2_KAFKA_BOOTSTRAP_SERVERS` | Kafka for the deploy audit (and process-backend streamers) | the local stack's |
+| `K2_BINANCE_WS_URL` | source of streamers Dagster starts (process backend, `soak_test`) | the simulator |
+| `K2_VALIDATION_START_DATE` | first daily partition (read in assets/validation.py) | 2026-01-01 |
 | `K2_REPORTS_DIR` | report files | `<run>/reports` |
 | `K2_FAILURE_WEBHOOK_URL` | run-failure sensor webhook | none |
 """
@@ -55,6 +57,7 @@ def resources(env: Mapping[str, str] = os.environ) -> dict[str, object]:
             backend=_env("K2_DEPLOY_BACKEND", "process"),
             topic_prefix=_env("K2_KAFKA_TOPIC_PREFIX", "market.crypto.binance"),
             kafka_bootstrap_servers=_env("K2_KAFKA_BOOTSTRAP_SERVERS"),
+            ws_url=_env("K2_BINANCE_WS_URL"),
             instance_url_template=_env("K2_DEPLOY_INSTANCE_URL_TEMPLATE", "http://{host_ip}:{host_port}"),
             compose_file=_env("K2_DEPLOY_COMPOSE_FILE", "docker/compose.yaml"),
             compose_env_file=_env("K2_DEPLOY_COMPOSE_ENV_FILE"),

@@ -11,6 +11,7 @@ from pydantic import Field
 
 from dagster_project.assets.reporting import ReportsResource, checks_table, report_metadata, write_html_report
 from dagster_project.resources import DeploymentResource
+from k2_ops.validation.soak import SOAK_TOPIC_PREFIX
 
 
 class SoakConfig(dg.Config):
@@ -21,6 +22,8 @@ class SoakConfig(dg.Config):
     sample_interval_seconds: float | None = Field(
         default=None, description="how often the streamer's metrics are sampled; empty = the profile's")
     attach_url: str = Field(default="", description="soak a running streamer at this base URL; empty = start one")
+    topic_prefix: str = Field(default=SOAK_TOPIC_PREFIX,
+                              description="Kafka topic prefix of a started streamer (never the production one)")
 
 
 def run_soak(config: SoakConfig, env: dict[str, str], out_dir: Path, log: Any) -> Any:
@@ -40,7 +43,7 @@ def run_soak(config: SoakConfig, env: dict[str, str], out_dir: Path, log: Any) -
 def soak_memory_profile(context: dg.AssetExecutionContext, config: SoakConfig, deployment: DeploymentResource,
                         reports: ReportsResource) -> dg.Output[dict[str, Any]]:
     out_dir = reports.folder("soak", context.run.run_id[:8])
-    env = deployment.common_env() if not config.attach_url else {}
+    env = {**deployment.common_env(), "K2_KAFKA_TOPIC_PREFIX": config.topic_prefix} if not config.attach_url else {}
     result = run_soak(config, env, out_dir, context.log.info)
     data = {"profile_path": str(result.profile_path), "passed": bool(result.passed),
             "checks": [check.to_dict() for check in result.checks], "summary": dict(result.summary),

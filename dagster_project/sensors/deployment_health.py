@@ -3,6 +3,10 @@
 The deployment history says whether the last change was a completed cutover and which color is active;
 `k2_ops.deploy.watch.decide` counts how long /readyz has failed (cursor) and asks for one rollback per
 deployment once it failed for longer than `DeploymentResource.unhealthy_rollback_seconds`.
+
+After a rollback (manual, or automatic after a cutover) it does not act: rolling "back" again would return to
+the color that was just judged bad or deliberately left. An unready color then is for a human, and the alerts
+say so (BinanceStreamerTargetDown, BinanceStreamDown).
 """
 
 

@@ -19,6 +19,7 @@ from k2_ops.paths import run_dir
 from k2_ops.stack.local import read_state
 from k2_ops.validation.checks import CheckResult
 from k2_ops.validation.profiles import PRODUCTION, ProfileError, get_profile
+from k2_ops.validation.soak import SOAK_TOPIC_PREFIX
 
 EXIT_PASSED, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
 
@@ -61,7 +62,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     soak.add_argument(
         "--schema-registry", default=None, help="Schema Registry URL (default: the local stack's, else mock://soak)"
     )
-    soak.add_argument("--topic-prefix", default="market.crypto.binance.soak")
+    soak.add_argument("--topic-prefix", default=SOAK_TOPIC_PREFIX)
     soak.add_argument("--sample-interval", type=float, default=None, help="seconds between /metrics samples")
     soak.add_argument("--grace", type=float, default=None, help="seconds sampled beyond the duration")
     soak.add_argument("--instance", default="soak", help="K2_INSTANCE of the started streamer")

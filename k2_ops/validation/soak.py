@@ -46,6 +46,8 @@ log = logging.getLogger(__name__)
 # criteria option -> (criteria set name, its length in profile hours)
 CRITERIA = {"24h": ("soak_24h", 24.0), "12h": ("validation_12h", 12.0)}
 PROFILE_FILE = "memory_profile.json"
+# A started soak streamer writes here, never into the production topics (K2_KAFKA_TOPIC_PREFIX).
+SOAK_TOPIC_PREFIX = "market.crypto.binance.soak"
 
 
 class SoakError(RuntimeError):

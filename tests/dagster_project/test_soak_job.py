@@ -10,6 +10,7 @@ import pytest
 
 from dagster_project.assets.soak import soak_test
 from dagster_project.definitions import defs
+from k2_ops.validation.soak import SOAK_TOPIC_PREFIX
 
 pytestmark = pytest.mark.slow
 
@@ -25,6 +26,9 @@ def test_soak_job_emits_profile_and_report(deploy, resources, dagster_instance) 
     profile_out = result.output_for_node("soak_memory_profile")
     profile = json.loads(Path(profile_out["profile_path"]).read_text())
     assert len(profile["samples"]) >= 5
+    # The soak streamer writes to its own topics, never beside the production color.
+    assert profile["metadata"]["streamer_env"]["K2_KAFKA_TOPIC_PREFIX"] == SOAK_TOPIC_PREFIX
+    assert resources["deployment"].topic_prefix != SOAK_TOPIC_PREFIX
     assert profile["samples"][-1]["messages"] > 0
     html = Path(result.output_for_node("soak_report")["files"]["html"]).read_text()
     for check in profile_out["checks"]:
