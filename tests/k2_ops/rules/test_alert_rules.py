@@ -37,7 +37,12 @@ REQUIRED_ALERTS = {
     "BinanceRotationOverdue",
 }
 
-pytestmark = pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool missing: run `make setup`")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def promtool_installed() -> None:
+    if shutil.which("promtool") is None:
+        pytest.fail("promtool missing: run `make setup` (apt package prometheus)")
 
 
 def promtool(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
