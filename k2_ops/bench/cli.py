@@ -15,12 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from k2_ops.bench.config import BenchConfig, BenchConfigError, quick
+from k2_ops.paths import run_dir
 
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser("bench", help="benchmark the streamer on a temporary local stack",
                                    description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="CI-sized run (about 2 minutes)")
+    parser.add_argument("--quick", action="store_true",
+                        help="CI-sized run (about a minute; writes to <work dir>/quick/, not docs/)")
     parser.add_argument("--repeats", type=int, help="repeats per figure (default 3; --quick 1)")
     parser.add_argument("--window-seconds", type=float, help="full-speed measuring window per repeat")
     parser.add_argument("--warmup-seconds", type=float, help="warm-up before each measuring window")
@@ -39,8 +41,10 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--profile", action="store_true", help="add a cProfile run of the streamer")
     parser.add_argument("--streamer-source", type=Path, metavar="DIR",
                         help="benchmark the streamer/ package in DIR (e.g. a worktree of an older commit)")
-    parser.add_argument("--json", type=Path, help="where the JSON goes (default docs/performance.json)")
-    parser.add_argument("--markdown", type=Path, help="Markdown file to update (default docs/performance.md)")
+    parser.add_argument("--json", type=Path, help="where the JSON goes (default docs/performance.json; --quick "
+                        "or --streamer-source: <work dir>/quick|other-source/)")
+    parser.add_argument("--markdown", type=Path, help="Markdown file to update (default docs/performance.md; "
+                        "--quick or --streamer-source: beside the JSON)")
     parser.add_argument("--work-dir", type=Path, help="logs and per-run copies (default .run/bench)")
     parser.set_defaults(func=main)
 
@@ -82,6 +86,12 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
         changes["simulator_uvloop"] = True
     if args.profile:
         changes["profile"] = True
+    if args.json is None and args.markdown is None and (args.quick or args.streamer_source is not None):
+        # Only a full run of this checkout updates docs/performance.*: a quick or other-source run goes beside
+        # its logs, so it never replaces the published table.
+        folder = Path(changes.get("work_dir") or run_dir() / "bench") / ("quick" if args.quick else "other-source")
+        changes["out_json"] = folder / "performance.json"
+        changes["out_markdown"] = folder / "performance.md"
     if args.quick:
         return quick(**changes)
     return BenchConfig(**changes)

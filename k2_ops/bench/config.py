@@ -1,7 +1,7 @@
 """The benchmark's one settings object: every duration and rate is a parameter (seconds, floats).
 
-`default()` is the full run (under 10 minutes on the 2-core machine); `quick()` is CI-sized (about a
-minute and a half): the same figures from tiny windows, useful to check the harness, never for numbers.
+`BenchConfig()` is the full run (under 10 minutes on the 2-core machine); `quick()` is CI-sized (about a
+minute): the same figures from tiny windows, useful to check the harness, never for numbers.
 """
 
 from __future__ import annotations

@@ -28,6 +28,20 @@ def _version(package: str) -> str | None:
         return None
 
 
+def source_revision(folder: Path) -> str:
+    """The git commit of the code measured ("<short sha>", "+dirty" when it has uncommitted changes)."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", "-C", str(folder), *args], capture_output=True, text=True, timeout=30)
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    sha = git("rev-parse", "--short", "HEAD")
+    if not sha:
+        return "unknown (not a git checkout)"
+    return sha + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
 def load_average() -> list[float]:
     return [round(x, 2) for x in os.getloadavg()]
 

@@ -60,7 +60,7 @@ def figure_specs(
         Figure("e2e.cpu_share", "Streamer: CPU share of its core", "cores", 2),
         Figure("e2e.simulator_cpu_share", "Streamer run: simulator CPU share (its core)", "cores", 2),
         Figure("e2e.thread_event_loop_us", "Streamer CPU per msg: event-loop thread", "µs", 2),
-        Figure("e2e.thread_python_threads_us", "Streamer CPU per msg: Kafka poll thread (delivery callbacks)",
+        Figure("e2e.thread_python_threads_us", "Streamer CPU per msg: other Python threads (Kafka poll, executors)",
                "µs", 2),
         Figure("e2e.thread_librdkafka_us", "Streamer CPU per msg: librdkafka threads", "µs", 2),
         Figure("e2e.rss_mb", "Streamer RSS at full speed", "MB", 1),
@@ -216,6 +216,7 @@ def render_table(result: Mapping[str, Any]) -> str:
         f"Python {machine['python']}; {machine['kernel']}",
         f"- Libraries: websockets {libs.get('websockets')}, confluent-kafka {libs.get('confluent-kafka')} "
         f"(librdkafka {libs.get('librdkafka')}), fastavro {libs.get('fastavro')}",
+        f"- Code measured: revision {result['notes'].get('revision', 'not recorded (older run)')}",
         f"- Pinning: {result['notes'].get('pinning', 'n/a')}",
         f"- Traffic: {result['notes'].get('traffic', 'n/a')}",
         f"- Load average (1 min) at the start of each phase: {load_text}",

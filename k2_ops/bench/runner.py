@@ -12,6 +12,7 @@ from typing import Any
 from k2_ops.bench import machine, phases, report
 from k2_ops.bench.config import BenchConfig
 from k2_ops.bench.procs import SimulatorProxy, pin_process
+from k2_ops.paths import REPO_ROOT
 from k2_ops.stack import KafkaService
 
 log = logging.getLogger("k2_ops.bench")
@@ -79,6 +80,7 @@ def run(config: BenchConfig) -> dict[str, Any]:
             "messages_per_trade": per_trade,
             "load": bench.loads,
             "logs": str(log_dir),
+            "revision": machine.source_revision(config.streamer_source or REPO_ROOT),
         }
     finally:
         if simulator is not None:

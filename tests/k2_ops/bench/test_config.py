@@ -5,12 +5,15 @@ from __future__ import annotations
 import argparse
 import logging
 import time
+from pathlib import Path
 
 import pytest
 
 from k2_ops.bench.cli import config_from_args, register
 from k2_ops.bench.config import BenchConfig, BenchConfigError, quick
+from k2_ops.bench.machine import source_revision
 from k2_ops.bench.phases import log_times
+from k2_ops.paths import REPO_ROOT
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -54,6 +57,26 @@ def test_command_line_maps_to_settings(tmp_path: object) -> None:
         config_from_args(parse("--latency-rates", "fast"))
     with pytest.raises(BenchConfigError, match="kafka-cpu"):
         config_from_args(parse("--kafka-cpu", "first"))
+
+
+def test_only_a_full_run_of_this_checkout_writes_the_published_table(tmp_path: Path) -> None:
+    full = config_from_args(parse())
+    docs = REPO_ROOT / "docs"
+    assert (full.out_json, full.out_markdown) == (docs / "performance.json", docs / "performance.md")
+    small = config_from_args(parse("--quick", "--work-dir", str(tmp_path)))
+    quick_dir = tmp_path / "quick"
+    assert (small.out_json, small.out_markdown) == (quick_dir / "performance.json", quick_dir / "performance.md")
+    before = config_from_args(parse("--streamer-source", str(REPO_ROOT), "--work-dir", str(tmp_path)))
+    assert before.out_json == tmp_path / "other-source/performance.json"
+    chosen = config_from_args(parse("--quick", "--json", str(tmp_path / "q.json")))
+    assert chosen.out_json == tmp_path / "q.json"
+
+
+def test_the_measured_revision_is_recorded(tmp_path: Path) -> None:
+    assert source_revision(tmp_path) == "unknown (not a git checkout)"
+    if (REPO_ROOT / ".git").exists():
+        sha = source_revision(REPO_ROOT).removesuffix("+dirty")
+        assert len(sha) >= 7 and all(c in "0123456789abcdef" for c in sha)
 
 
 def test_log_times_reads_the_streamer_log_format() -> None:
