@@ -84,7 +84,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("backoff_max_s", "K2_BACKOFF_MAX_SECONDS", 60.0, "float", "0.01 .. 60 seconds",
             "reconnect backoff cap", _positive(0.01, 60.0)),
     Setting("max_frame_bytes", "K2_MAX_FRAME_BYTES", 1_048_576, "int", "1024 .. 16777216 bytes",
-            "frames larger than this are counted as oversized and skipped", _positive(1024, 16_777_216)),
+            "frames larger than this are counted as oversized and skipped (over 4x: refused unread, connection "
+            "replaced)", _positive(1024, 16_777_216)),
     Setting("memory_sample_interval_s", "K2_MEMORY_SAMPLE_INTERVAL_SECONDS", 30.0, "float",
             "0.05 .. 3600 seconds", "RSS sampling period", _positive(0.05, 3600.0)),
     Setting("memory_window_s", "K2_MEMORY_WINDOW_SECONDS", 3600.0, "float", "1 .. 2592000 seconds",

@@ -40,11 +40,12 @@ from urllib.parse import urlsplit
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.frames import CloseCode
 from websockets.protocol import State
 
 from streamer.config import StreamerConfig
 from streamer.integrity import SequenceTracker
-from streamer.parse import SERVER_SHUTDOWN, Event, FrameParser, Notice, stream_names
+from streamer.parse import OVERSIZED, SERVER_SHUTDOWN, Event, FrameParser, Notice, stream_names
 
 log = logging.getLogger(__name__)
 
@@ -466,7 +467,8 @@ class Source:
                 ping_timeout=None,
                 close_timeout=CLOSE_TIMEOUT_S,
                 open_timeout=max(5.0, self.config.health_timeout_s),
-                max_size=min(64 << 20, self.config.max_frame_bytes * 4),  # bigger: counted and skipped
+                # Up to 4x: read, then counted and skipped by the parser; bigger: refused unread (1009), counted.
+                max_size=min(64 << 20, self.config.max_frame_bytes * 4),
                 max_queue=256,
                 compression=None,  # Binance sends plain frames; no deflate CPU on either side
                 proxy=None,
@@ -530,7 +532,14 @@ class Source:
                     self._on_notice(conn, event)
         except ConnectionClosed as exc:
             code = exc.rcvd.code if exc.rcvd is not None else None
-            if not conn.retiring:
+            if exc.sent is not None and exc.sent.code == CloseCode.MESSAGE_TOO_BIG:
+                # websockets refused a frame over max_size (4 x K2_MAX_FRAME_BYTES) without reading it and
+                # closed with 1009: an oversized frame, and our side ended the connection.
+                reason = "error"
+                self.metrics.message_errors.labels(self.metrics.instance, OVERSIZED).inc()
+                log.error("%s: a frame over %d bytes closed the connection (1009); counted as oversized",
+                          conn, min(64 << 20, self.config.max_frame_bytes * 4))
+            elif not conn.retiring:
                 why = exc.rcvd.reason if exc.rcvd is not None else "(no close frame: connection dropped)"
                 log.warning("%s closed by the server: code %s %s", conn, code, why)
         except asyncio.CancelledError:

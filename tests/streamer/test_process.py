@@ -45,6 +45,25 @@ def test_malformed_unknown_and_oversized_frames_are_counted_without_a_crash(
     assert result["missing_total"] == 0 and result["duplicates_total"] == 0
 
 
+def test_a_frame_too_big_to_read_is_counted_and_the_stream_recovers(
+    make_simulator: Any, make_streamer: Any, kafka: Any
+) -> None:
+    """Over 4 x K2_MAX_FRAME_BYTES websockets refuses the frame unread and closes with 1009: counted as
+    oversized (not as the server closing), then a new connection."""
+    sim = make_simulator()
+    streamer = make_streamer(sim, kafka.bootstrap_servers, K2_MAX_FRAME_BYTES="16384")
+    streamer.wait_ready()
+    sim.send_oversized(size_bytes=200_000)
+    wait_for(lambda: streamer.metric("binance_message_errors_total", error_type="oversized") == 1, 15,
+             "oversized frame counted")
+    m = streamer.metrics()
+    assert m.value("binance_reconnects_total", reason="error") == 1
+    assert m.value("binance_reconnects_total", reason="server_close") == 0
+    received = streamer.metric("binance_messages_received_total")
+    wait_for(lambda: streamer.metric("binance_messages_received_total") > received + 50, 30, "streaming again")
+    assert "counted as oversized" in streamer.log_text()
+
+
 def test_not_ready_until_market_data_arrives(make_simulator: Any, make_streamer: Any, kafka: Any) -> None:
     """An open connection without data is not "fresh data": /readyz waits for the first message."""
     sim = make_simulator()
