@@ -42,8 +42,14 @@ def checks_table(checks: Sequence[Any]) -> str:
 
 
 def days_table(days: Sequence[dict[str, Any]], check_names: Sequence[str]) -> str:
-    """Markdown: one row per day, one column per daily check (PASS/FAIL), `-` where the day was not validated."""
-    header = "| day | result | " + " | ".join(check_names) + " |"
+    """Markdown: one row per day, one column per daily check ("PASS 6" / "FAIL 5": verdict and observed value;
+    the column names the threshold), `-` where the day was not validated."""
+    thresholds: dict[str, str] = {}
+    for day in days:
+        for check in day.get("checks", ()):
+            thresholds.setdefault(check["name"], check.get("threshold_text", ""))
+    columns = [f"{name} ({thresholds[name]})" if thresholds.get(name) else name for name in check_names]
+    header = "| day | result | " + " | ".join(columns) + " |"
     rows = [header, "|" + "---|" * (len(check_names) + 2)]
     for day in days:
         if day.get("missing"):
@@ -53,7 +59,8 @@ def days_table(days: Sequence[dict[str, Any]], check_names: Sequence[str]) -> st
         cells = []
         for name in check_names:
             check = by_name.get(name)
-            cells.append("-" if check is None else ("PASS" if check["passed"] else "FAIL"))
+            cells.append("-" if check is None else
+                         f"{'PASS' if check['passed'] else 'FAIL'} {check.get('observed_text', '')}".rstrip())
         rows.append(f"| {day['label']} | {'PASS' if day['passed'] else 'FAIL'} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 

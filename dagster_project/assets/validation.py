@@ -92,7 +92,10 @@ def daily_validation_report(context: dg.AssetExecutionContext, config: Validatio
     group_name="validation",
     ins={"daily_validation_report": dg.AssetIn(metadata={"allow_missing_partitions": True})},
     check_specs=[dg.AssetCheckSpec(WEEK_CHECK, asset="weekly_validation_report",
-                                   description="every day of the week validated and passed")],
+                                   description="every day of the week validated and passed"),
+                 *[dg.AssetCheckSpec(name, asset="weekly_validation_report",
+                                     description=f"daily criterion {name} passed on every validated day")
+                   for name in DAILY_CHECKS]],
     description="The 7-day validation report: the daily results of the week's 7 days, a verdict per day.",
     kinds={"python"},
 )
@@ -128,6 +131,21 @@ def weekly_validation_report(context: dg.AssetExecutionContext, daily_validation
     yield dg.AssetCheckResult(asset_key="weekly_validation_report", check_name=WEEK_CHECK, passed=passed,
                               description=description, metadata={"failed_days": len(failed_days),
                                                                  "missing_days": len(missing_days)})
+    yield from _criterion_across_days(validated)
+
+
+def _criterion_across_days(validated: list[dict[str, Any]]) -> Any:
+    """One check per daily criterion over the week: which days failed it, observed vs threshold."""
+    for name in DAILY_CHECKS:
+        results = [(day["day"], check) for day in validated for check in day["checks"] if check["name"] == name]
+        failing = [(day, check) for day, check in results if not check["passed"]]
+        description = (f"passed on all {len(results)} validated days" if results and not failing else
+                       "no validated day" if not results else
+                       "failed on " + "; ".join(f"{day}: {check['observed_text']} (threshold "
+                                                f"{check['threshold_text']})" for day, check in failing))
+        yield dg.AssetCheckResult(asset_key="weekly_validation_report", check_name=name,
+                                  passed=bool(results) and not failing, description=description,
+                                  metadata={"days_checked": len(results), "days_failed": len(failing)})
 
 
 @dg.asset(

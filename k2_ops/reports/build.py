@@ -219,9 +219,11 @@ def weekly_report(days: Sequence[PeriodResult]) -> Report:
     if not days:
         raise ValueError("the weekly report needs at least one validated day")
     names = [check.name for check in days[0].checks]
+    # Each column names its threshold, so every cell reads as observed vs threshold.
+    columns = [f"{check.name} ({check.threshold_text()})" for check in days[0].checks]
     matrix = Table(
-        "Daily checks (observed; FAIL marked)",
-        ["day", "result", *names],
+        "Daily checks (observed vs the threshold in the column; FAIL marked)",
+        ["day", "result", *columns],
         [
             [
                 day.label,

@@ -60,13 +60,20 @@ def test_backfilled_bad_week_fails_the_right_checks_on_the_right_days(week_prome
     bad_days = [week_prometheus.day(i) for i in (1, 3, 5)]
     assert report["failed_days"] == bad_days
     assert report["missing_days"] == []
-    [check] = weekly.get_asset_check_evaluations()
-    assert (check.check_name, check.passed) == ("all_days_passed", False)
+    checks = {e.check_name: e for e in weekly.get_asset_check_evaluations()}
+    assert not checks["all_days_passed"].passed
+    # One check per daily criterion across the week: exactly the injected ones fail, naming their day.
+    assert {name for name, e in checks.items() if not e.passed} == {
+        "all_days_passed", "rotations", "unscheduled_reconnects", "memory_stable"}
+    rotations = checks["rotations"].description
+    assert rotations.startswith(f"failed on {week_prometheus.day(1)}: 5 (threshold = 6)"), rotations
     metadata = weekly.asset_materializations_for_node("weekly_validation_report")[0].metadata
     table = metadata["days"].value
+    assert "| rotations (= 6) |" in table.splitlines()[0]
     for index in range(7):
         row = next(line for line in table.splitlines() if line.startswith(f"| {week_prometheus.day(index)} |"))
         assert ("| FAIL |" in row) == (index in (1, 3, 5)), row
+    assert "| FAIL 5 |" in next(line for line in table.splitlines() if line.startswith(f"| {bad_days[0]} |"))
     html = Path(metadata["html_report"].value).read_text()
     assert all(day in html for day in bad_days)
 
@@ -81,8 +88,8 @@ def test_backfilled_good_week_passes_every_day(week_prometheus, tmp_path, dagste
     assert failures == [set()] * 7
     report = weekly.output_for_node("weekly_validation_report")
     assert report["passed"] and report["failed_days"] == []
-    [check] = weekly.get_asset_check_evaluations()
-    assert check.passed
+    evaluations = weekly.get_asset_check_evaluations()
+    assert len(evaluations) == 7 and all(e.passed for e in evaluations)
 
 
 def test_weekly_report_says_which_days_were_not_validated(week_prometheus, tmp_path, dagster_instance) -> None:
