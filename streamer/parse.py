@@ -209,7 +209,7 @@ class FrameParser:
         # Validated symbols (-> lowercase) and stream names (-> their symbol), bounded so hostile input
         # cannot grow them without limit: the common case is two dict hits per frame.
         self._lower: dict[str, str] = {}
-        self._streams: dict[str, str] = {}
+        self._streams: dict[str, tuple[str, str]] = {}
 
     def parse(self, raw: str | bytes, received_ms: int) -> Event | Notice:
         try:
@@ -278,13 +278,20 @@ class FrameParser:
     def _key(self, stream_name: str | None, symbol: str, suffix: str) -> str:
         if stream_name is None:
             return f"{symbol}@{suffix}"
-        if self._streams.get(stream_name) == symbol:
+        if self._streams.get(stream_name) == (symbol, suffix):
             return stream_name
-        # The stream name must describe the payload; a mismatch would corrupt sequence tracking.
-        if not stream_name.startswith(symbol) or stream_name[len(symbol) : len(symbol) + 1] != "@":
+        # The stream name must describe the payload (its symbol and its kind: "btcusdt@depth@100ms" for a
+        # depthUpdate, never "btcusdt@trade"); a mismatch would mix two sequences in one tracker.
+        kind = suffix.split("@", 1)[0]
+        rest = stream_name[len(symbol) + 1 :]
+        if (
+            not stream_name.startswith(symbol)
+            or stream_name[len(symbol) : len(symbol) + 1] != "@"
+            or not (rest == kind or rest.startswith(kind + "@"))
+        ):
             raise _Invalid(UNEXPECTED_STREAM, stream_name[:64])
         if len(self._streams) < 4096:
-            self._streams[stream_name] = symbol
+            self._streams[stream_name] = (symbol, suffix)
         return stream_name
 
     @staticmethod

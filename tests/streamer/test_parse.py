@@ -169,6 +169,8 @@ def _frame(data: Any, stream: str | None = "btcusdt@trade") -> str:
         (_frame(_trade(m="true")), p.INVALID_VALUE),
         (_frame(_trade(s=None)), p.INVALID_VALUE),
         (_frame(_trade(), stream="ethusdt@trade"), p.UNEXPECTED_STREAM),
+        (_frame(_trade(), stream="btcusdt@aggTrade"), p.UNEXPECTED_STREAM),  # a trade is not an aggTrade
+        (_frame(_trade(), stream="btcusdt@tradex"), p.UNEXPECTED_STREAM),
         (_frame({"e": "kline", "E": 1, "s": "BTCUSDT"}), p.UNKNOWN_EVENT),
         (
             _frame(
