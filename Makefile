@@ -30,12 +30,18 @@ system-packages:
 	$$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq --no-install-recommends $(SYSTEM_PACKAGES) \
 	  || { echo "setup: ERROR: apt-get install failed (needed for:$$missing)" >&2; exit 1; }; \
 	for c in $(SYSTEM_COMMANDS); do command -v $$c >/dev/null 2>&1 || { echo "setup: ERROR: '$$c' still missing after apt-get" >&2; exit 1; }; done
+	@# Kafka 4.x and the Schema Registry need Java 17 or later: an older default `java` fails here, not later.
+	@major=$$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -1); \
+	if [ -z "$$major" ] || [ "$$major" -lt 17 ]; then \
+	  echo "setup: ERROR: 'java' is version $${major:-unknown}; Kafka $(KAFKA_VERSION) needs Java 17+ (apt-get install openjdk-17-jre-headless, then select it with update-alternatives --config java)" >&2; exit 1; fi
 
 $(VENV)/.installed: pyproject.toml
 	@echo "setup: creating virtualenv $(VENV) and installing k2-platform[dev] (editable)"
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), f"Python 3.11 required, found {sys.version}"' \
 	  || { echo "setup: ERROR: '$(PYTHON)' is not Python 3.11 (set PYTHON=...)" >&2; exit 1; }
-	@[ -x $(PY) ] || $(PYTHON) -m venv $(VENV)
+	@# A half-created venv (no pip: python3.11-venv missing at the time) is made again.
+	@$(PY) -m pip --version >/dev/null 2>&1 || { rm -rf $(VENV); $(PYTHON) -m venv $(VENV); } \
+	  || { echo "setup: ERROR: '$(PYTHON) -m venv' failed: install python3.11-venv (apt-get install python3.11-venv)" >&2; exit 1; }
 	@$(PY) -m pip install -q --upgrade pip
 	@$(PY) -m pip install -q -e '.[dev]'
 	@touch $@

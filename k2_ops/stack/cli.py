@@ -57,20 +57,30 @@ def _start(args: argparse.Namespace) -> LocalStack:
     return stack
 
 
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     _setup_logging()
-    stop = threading.Event()
-    # Ctrl-C (SIGINT) and SIGTERM both lead to an orderly stop of every service we started.
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, lambda *_: stop.set())
+    # During start-up Ctrl-C (SIGINT) and SIGTERM interrupt at once: LocalStack.up stops what it started.
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         stack = _start(args)
+    except KeyboardInterrupt:
+        print("k2 run: interrupted during start-up; every service it had started is stopped", file=sys.stderr)
+        return 130
     except StackAlreadyRunning as exc:
         print(f"k2 run: {exc}", file=sys.stderr)
         return 1
     except ServiceError as exc:
         print(f"k2 run: could not start the stack: {exc}", file=sys.stderr)
         return 1
+    # Once up, both lead to an orderly stop of every service.
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
     print("Press Ctrl-C to stop.")
     reported: set[str] = set()
     try:

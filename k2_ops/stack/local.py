@@ -81,14 +81,19 @@ class LocalStack:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         began = time.monotonic()
         started: dict[str, Service] = {}
+        starting: Service | None = None
         try:
             for name, service in self.services().items():
+                starting = service
                 self.start_seconds[name] = service.start()
                 started[name] = service
+                starting = None
                 log.info("%s ready in %.1f s", name, self.start_seconds[name])
                 # Later services (the streamer, Dagster) find earlier ones through this file.
                 self._write_state(started)
-        except BaseException:
+        except BaseException:  # a failure, or Ctrl-C / SIGTERM during start-up (KeyboardInterrupt)
+            if starting is not None:  # launched, not ready yet: stopped by its PID file
+                starting.stop()
             for service in reversed(list(started.values())):
                 service.stop()
             (self.run_dir / STATE_FILE).unlink(missing_ok=True)

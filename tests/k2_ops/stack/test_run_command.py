@@ -66,3 +66,26 @@ def test_run_prints_urls_and_ctrl_c_leaves_no_process(tmp_path: Path) -> None:
     assert "stopped." in "".join(output)
     assert not any(pid_alive(*recorded) for recorded in pids.values())
     assert running_services(run_dir) == []
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_start_up_stops_what_was_started(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "k2_ops.cli", "run", "--run-dir", str(run_dir), "--core-only"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        # Kafka is the first service: its PID file exists from its launch, long before it is ready.
+        wait_until(lambda: read_pid_file(run_dir / "kafka.pid"), 60, "Kafka launched", interval_s=0.05)
+        kafka = read_pid_file(run_dir / "kafka.pid")
+        process.send_signal(signal.SIGINT)
+        output, _ = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGKILL)
+    assert process.returncode == 130, output
+    assert "interrupted during start-up" in output
+    assert "Press Ctrl-C" not in output  # it never reported the stack up
+    assert kafka is not None and not pid_alive(*kafka)
+    assert running_services(run_dir) == [] and not (run_dir / "stack.json").exists()
