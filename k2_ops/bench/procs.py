@@ -8,6 +8,7 @@ inherits the CPU set; for a process that already runs threads (Kafka's JVM) ever
 from __future__ import annotations
 
 import contextlib
+import json
 import multiprocessing as mp
 import os
 import signal
@@ -259,13 +260,20 @@ class StreamerRun:
         return self
 
     def _ready(self) -> bool:
+        """Connected and Kafka reachable. Not /readyz 200: that also needs market data, and the benchmark
+        starts the traffic only once the streamer is ready for it."""
         self.assert_running()
         try:
             with urllib.request.urlopen(self.base_url + "/readyz", timeout=2) as response:
-                return response.status == 200
-        except urllib.error.HTTPError:
-            return False
+                body = response.read()
+        except urllib.error.HTTPError as exc:
+            body = exc.read()
         except OSError:
+            return False
+        try:
+            checks = json.loads(body)["checks"]
+            return bool(checks["connected"]["ok"] and checks["kafka_reachable"]["ok"])
+        except (ValueError, KeyError, TypeError):
             return False
 
     def assert_running(self) -> None:

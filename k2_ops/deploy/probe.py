@@ -35,6 +35,12 @@ class Readiness:
     def reason(self) -> str:
         if self.status is None:
             return f"/readyz unreachable ({self.body})"
+        checks = self.body.get("checks") if isinstance(self.body, dict) else None
+        if isinstance(checks, dict):  # the streamer's answer: name what fails
+            failing = [f"{name}: {check.get('reason')}" for name, check in sorted(checks.items())
+                       if isinstance(check, dict) and not check.get("ok")]
+            if failing:
+                return f"/readyz answered {self.status}: " + "; ".join(failing)
         return f"/readyz answered {self.status}: {json.dumps(self.body, sort_keys=True)[:400]}"
 
 

@@ -104,7 +104,7 @@ def test_dual_mode_job_counts_duplicates(deploy, resources, dagster_instance) ->
 
 @pytest.mark.parametrize(("target_env", "failed_step", "reason"), [
     ({"K2_PING_TIMEOUT_SECONDS": "0"}, "wait_until_ready", "K2_PING_TIMEOUT_SECONDS"),
-    ({"K2_BINANCE_SYMBOLS": "nosuchcoin"}, "dual_operation", "received no market data within 5 s"),
+    ({"K2_BINANCE_SYMBOLS": "nosuchcoin"}, "wait_until_ready", "data_fresh: no data yet"),
 ], ids=["bad-config", "no-data"])
 def test_failing_green_fails_the_run_and_rolls_back(deploy, resources, dagster_instance, target_env, failed_step,
                                                     reason) -> None:
@@ -133,20 +133,18 @@ def test_failing_green_fails_the_run_and_rolls_back(deploy, resources, dagster_i
           "blue kept streaming, no gap/dup")
 
 
-def interrupt_when_step_runs(instance: dg.DagsterInstance, step_key: str, timeout_s: float) -> threading.Thread:
-    """SIGINT to this process once `step_key` has started in the instance's only run: what `dagster run
-    terminate` (and the UI's Terminate) delivers to a run worker."""
+def interrupt_when_step_runs(instance: dg.DagsterInstance, step: str, timeout_s: float) -> threading.Thread:
+    """SIGINT to this process once the op's own code runs `step` in the instance's only run (its first log line,
+    not STEP_START: an interrupt while Dagster still loads the op's inputs ends the run before the op can act).
+    SIGINT is what `dagster run terminate` (and the UI's Terminate) delivers to a run worker."""
 
-    def started() -> bool:
+    def running() -> bool:
         runs = instance.get_runs(limit=1)
-        return bool(runs) and any(
-            entry.dagster_event is not None and entry.dagster_event.event_type_value == "STEP_START"
-            and entry.step_key == step_key
-            for entry in instance.all_logs(runs[0].run_id)
-        )
+        return bool(runs) and any(entry.user_message.startswith(f"{step}: ")
+                                  for entry in instance.all_logs(runs[0].run_id))
 
     def run() -> None:
-        wait_until(started, timeout_s, f"{step_key} started", interval_s=0.2)
+        wait_until(running, timeout_s, f"{step} running", interval_s=0.2)
         os.kill(os.getpid(), signal.SIGINT)
 
     thread = threading.Thread(target=run, daemon=True)

@@ -127,3 +127,13 @@ def test_unreachable_instance() -> None:
     assert not readiness.ready
     assert readiness.status is None
     assert "unreachable" in readiness.reason()
+
+
+def test_a_streamer_readiness_answer_names_what_fails() -> None:
+    body = {"ready": False, "checks": {
+        "connected": {"ok": True, "reason": "connection #1 open"},
+        "data_fresh": {"ok": False, "reason": "no data yet"},
+        "kafka_reachable": {"ok": False, "reason": "no broker"},
+    }}
+    expected = "/readyz answered 503: data_fresh: no data yet; kafka_reachable: no broker"
+    assert probe.Readiness(False, 503, body).reason() == expected
