@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -85,18 +86,32 @@ def cmd_start(args: argparse.Namespace) -> int:
     return 0
 
 
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     config = DeployConfig(
         image=args.image, mode=args.mode, dual_operation_seconds=args.dual_operation_seconds,
         validation_seconds=args.validation_seconds, ready_timeout_seconds=args.ready_timeout_seconds,
         first_data_timeout_seconds=args.first_data_timeout_seconds, target_env=parse_settings(args.set),
     )
+    settings = _settings(args)
+    # SIGTERM as well as Ctrl-C: the orchestrator rolls back before the program ends.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        record = _settings(args).orchestrator(print).run(config)
+        record = settings.orchestrator(print).run(config)
     except DeploymentFailed as failure:
         print(f"DEPLOYMENT FAILED: {failure}; {failure.record.status}, active color {failure.record.active_color}, "
               f"rollback {failure.record.rollback_seconds} s")
         return 1
+    except KeyboardInterrupt:
+        last = settings.history().last()
+        print(f"DEPLOYMENT INTERRUPTED: {last.reason if last else ''}; {last.status if last else 'not recorded'}, "
+              f"active color {last.active_color if last else '?'}")
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     print(json.dumps(record.to_dict(), indent=1, sort_keys=True))
     return 0
 

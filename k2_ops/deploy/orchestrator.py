@@ -429,8 +429,13 @@ class BlueGreenDeployment:
         for step in steps:
             try:
                 step(state)
-            except Exception as exc:
-                reason = f"{step.__name__}: {exc}"
+            except BaseException as exc:
+                # Ctrl-C / SIGTERM (KeyboardInterrupt) roll back too, then go on stopping the program: left
+                # alone, both colors would keep running (dual mode: duplicating) or neither produce (handover).
+                interrupted = not isinstance(exc, Exception)
+                reason = f"{step.__name__}: " + (f"interrupted ({type(exc).__name__})" if interrupted else str(exc))
                 record = self.rollback(state, reason)
+                if interrupted:
+                    raise
                 raise DeploymentFailed(reason, record) from exc
         return self.record_deployment(state)

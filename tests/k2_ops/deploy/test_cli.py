@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import threading
 import uuid
 from pathlib import Path
 
@@ -13,6 +18,7 @@ from k2_ops.cli import main
 from k2_ops.deploy.cli import parse_settings
 from k2_ops.deploy.history import DeploymentHistory
 from k2_ops.deploy.settings import DeploySettings
+from k2_ops.stack.process import wait_until
 
 
 def test_parse_settings() -> None:
@@ -79,3 +85,43 @@ def test_streamer_service_for_make_run(tmp_path: Path, kafka, deploy_simulator) 
         service.stop()
     assert not (run_dir / "streamer-blue.pid").exists()
     assert service.status()["ready"] is False
+
+
+@pytest.mark.slow
+def test_sigterm_during_a_deploy_rolls_back(tmp_path: Path, kafka, deploy_simulator) -> None:
+    run_dir = tmp_path / "run"
+    (run_dir / "simulator").mkdir(parents=True)
+    shutil.copy(deploy_simulator.ca_file, run_dir / "simulator" / "ca.pem")
+    (run_dir / "stack.json").write_text(json.dumps({"services": {
+        "kafka": {"url": f"kafka://{kafka.bootstrap_servers}"}, "simulator": {"url": deploy_simulator.ws_base_url}}}))
+    common = ["--run-dir", str(run_dir), "--topic-prefix", f"clitest.{uuid.uuid4().hex[:8]}"]
+    backend = DeploySettings(run_dir=str(run_dir)).make_backend()
+    try:
+        assert main(["deploy", "start", *common]) == 0
+        deploy = subprocess.Popen(
+            [sys.executable, "-m", "k2_ops.cli", "deploy", "run", *common, "--mode", "dual",
+             "--dual-operation-seconds", "600"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        lines: list[str] = []
+        reader = threading.Thread(target=lambda: lines.extend(iter(deploy.stdout.readline, "")), daemon=True)
+        reader.start()
+        try:
+            # Green streams beside blue: the deploy is in its (long) dual operation.
+            wait_until(lambda: any(line.startswith("dual_operation: ") for line in lines), 120,
+                       "the deploy in its dual operation", interval_s=0.2)
+            deploy.send_signal(signal.SIGTERM)
+            deploy.wait(timeout=120)
+            reader.join(timeout=10)
+        finally:
+            if deploy.poll() is None:
+                deploy.kill()
+        output = "".join(lines)
+        assert deploy.returncode == 130, output
+        assert "DEPLOYMENT INTERRUPTED" in output and "rolled_back, active color blue" in output
+        record = DeploymentHistory(run_dir / "deploy" / "history.jsonl").last()
+        assert record is not None and (record.status, record.active_color) == ("rolled_back", "blue")
+        assert record.reason.startswith("dual_operation: interrupted")
+        assert backend.is_running("blue") and not backend.is_running("green")
+    finally:
+        for color in ("blue", "green"):
+            backend.stop(color, 10.0)
