@@ -8,18 +8,27 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from k2_ops.stack import wait_until
-from k2_ops.stack.local import running_services
+from k2_ops.stack.local import running_services, stop_all
 from k2_ops.stack.process import pid_alive, read_pid_file
 
 
+@pytest.fixture
+def run_dir(tmp_path: Path) -> Iterator[Path]:
+    """The stack's run folder; after the test (and its assertions) whatever a failed run left behind is stopped
+    by its PID files, so a failure does not leak services into the rest of the suite."""
+    folder = tmp_path / "run"
+    yield folder
+    stop_all(folder, grace_s=5)
+
+
 @pytest.mark.slow
-def test_run_prints_urls_and_ctrl_c_leaves_no_process(tmp_path: Path) -> None:
-    run_dir = tmp_path / "run"
+def test_run_prints_urls_and_ctrl_c_leaves_no_process(run_dir: Path) -> None:
     process = subprocess.Popen(
         [sys.executable, "-m", "k2_ops.cli", "run", "--run-dir", str(run_dir), "--scrape-interval", "1"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -69,8 +78,7 @@ def test_run_prints_urls_and_ctrl_c_leaves_no_process(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_ctrl_c_during_start_up_stops_what_was_started(tmp_path: Path) -> None:
-    run_dir = tmp_path / "run"
+def test_ctrl_c_during_start_up_stops_what_was_started(run_dir: Path) -> None:
     process = subprocess.Popen(
         [sys.executable, "-m", "k2_ops.cli", "run", "--run-dir", str(run_dir), "--core-only"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
