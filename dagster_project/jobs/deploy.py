@@ -14,7 +14,7 @@ from pydantic import Field
 
 from dagster_project.resources import DeploymentResource
 from k2_ops.deploy.model import DEFAULT_IMAGE, DeployConfig, DeploymentState
-from k2_ops.deploy.orchestrator import BlueGreenDeployment
+from k2_ops.deploy.orchestrator import BlueGreenDeployment, DeploymentFailed
 
 
 class BlueGreenDeployConfig(dg.Config):
@@ -39,26 +39,22 @@ def _run_step(context: dg.OpExecutionContext, deployment: DeploymentResource, st
               step: str) -> tuple[BlueGreenDeployment, Any]:
     orchestrator = deployment.orchestrator(log=context.log.info)
     try:
-        return orchestrator, getattr(orchestrator, step)(state)
-    except BaseException as exc:
-        # Terminating the run (UI, `dagster run terminate`) raises DagsterExecutionInterruptedError, a
-        # BaseException, inside the running op: roll back then too, or both colors keep running unattended.
-        interrupted = not isinstance(exc, Exception)
-        reason = f"{step}: the run was terminated during this step" if interrupted else f"{step}: {exc}"
-        context.log.error(f"deployment step failed: {reason}")
-        record = orchestrator.rollback(state, reason)
+        # Terminating the run (UI, `dagster run terminate`) raises DagsterExecutionInterruptedError inside the
+        # running op: the orchestrator rolls back then too and raises it again for Dagster to end the run.
+        return orchestrator, orchestrator.run_step(state, step,
+                                                   interrupt_reason="the run was terminated during this step")
+    except DeploymentFailed as failure:
+        record = failure.record
         seconds = record.rollback_seconds or 0.0
         outcome = (f"rolled back to {record.active_color} in {seconds:.2f} s" if record.status == "rolled_back"
                    else "ROLLBACK FAILED (see the reason)")
-        if interrupted:
-            context.log.error(f"{reason} -- {outcome}")
-            raise  # let Dagster finish the termination
+        context.log.error(f"deployment step failed: {failure} -- {outcome}")
         raise dg.Failure(
             description=f"{record.reason} -- {outcome}",
             metadata={"reason": record.reason or "", "rollback_seconds": seconds, "status": record.status,
                       "active_color": record.active_color, "deployment_id": record.deployment_id},
             allow_retries=False,
-        ) from exc
+        ) from failure.__cause__
 
 
 def _output(state: DeploymentState, step: str, result: Any = None) -> dg.Output[dict[str, Any]]:

@@ -11,7 +11,6 @@ import contextlib
 import json
 import multiprocessing as mp
 import os
-import signal
 import ssl
 import subprocess
 import sys
@@ -28,6 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from k2_ops.paths import REPO_ROOT
 from k2_ops.polling import poll_until
+from k2_ops.stack.process import terminate
 
 SPAWN = mp.get_context("spawn")
 
@@ -322,11 +322,5 @@ class StreamerRun:
         """SIGTERM (the streamer flushes Kafka and logs its summary), SIGKILL if it does not exit."""
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        terminate(self.proc, timeout_s)
         return self.proc.returncode

@@ -17,6 +17,7 @@ from k2_ops.deploy.model import COLORS, DEFAULT_IMAGE, MODES, DeployConfig, Depl
 from k2_ops.deploy.orchestrator import BlueGreenDeployment, DeploymentFailed
 from k2_ops.deploy.probe import read_readiness
 from k2_ops.deploy.settings import BACKENDS, DeploySettings
+from k2_ops.stack.process import signals_interrupt
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -86,10 +87,6 @@ def cmd_start(args: argparse.Namespace) -> int:
     return 0
 
 
-def _interrupt(_signum: int, _frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     config = DeployConfig(
         image=args.image, mode=args.mode, dual_operation_seconds=args.dual_operation_seconds,
@@ -97,10 +94,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         first_data_timeout_seconds=args.first_data_timeout_seconds, target_env=parse_settings(args.set),
     )
     settings = _settings(args)
-    # SIGTERM as well as Ctrl-C: the orchestrator rolls back before the program ends.
-    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        record = settings.orchestrator(print).run(config)
+        # SIGTERM as well as Ctrl-C: the orchestrator rolls back before the program ends.
+        with signals_interrupt(signal.SIGTERM):
+            record = settings.orchestrator(print).run(config)
     except DeploymentFailed as failure:
         print(f"DEPLOYMENT FAILED: {failure}; {failure.record.status}, active color {failure.record.active_color}, "
               f"rollback {failure.record.rollback_seconds} s")
@@ -110,8 +107,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"DEPLOYMENT INTERRUPTED: {last.reason if last else ''}; {last.status if last else 'not recorded'}, "
               f"active color {last.active_color if last else '?'}")
         return 130
-    finally:
-        signal.signal(signal.SIGTERM, previous)
     print(json.dumps(record.to_dict(), indent=1, sort_keys=True))
     return 0
 

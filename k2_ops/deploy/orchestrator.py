@@ -427,15 +427,24 @@ class BlueGreenDeployment:
             self.validate_target,
         ]
         for step in steps:
-            try:
-                step(state)
-            except BaseException as exc:
-                # Ctrl-C / SIGTERM (KeyboardInterrupt) roll back too, then go on stopping the program: left
-                # alone, both colors would keep running (dual mode: duplicating) or neither produce (handover).
-                interrupted = not isinstance(exc, Exception)
-                reason = f"{step.__name__}: " + (f"interrupted ({type(exc).__name__})" if interrupted else str(exc))
-                record = self.rollback(state, reason)
-                if interrupted:
-                    raise
-                raise DeploymentFailed(reason, record) from exc
+            self.run_step(state, step.__name__)
         return self.record_deployment(state)
+
+    def run_step(self, state: DeploymentState, step: str, interrupt_reason: str | None = None) -> Any:
+        """Run one step by name; if it fails, roll back and raise DeploymentFailed with the record.
+
+        An interrupt (Ctrl-C / SIGTERM as KeyboardInterrupt, a Dagster run termination) rolls back too and is
+        then raised again so the program or run can end: left alone, both colors would keep running (dual
+        mode: duplicating) or neither would produce (handover). Its reason is `interrupt_reason`, by default
+        "interrupted (<exception type>)".
+        """
+        try:
+            return getattr(self, step)(state)
+        except BaseException as exc:
+            interrupted = not isinstance(exc, Exception)
+            detail = (interrupt_reason or f"interrupted ({type(exc).__name__})") if interrupted else str(exc)
+            reason = f"{step}: {detail}"
+            record = self.rollback(state, reason)
+            if interrupted:
+                raise
+            raise DeploymentFailed(reason, record) from exc

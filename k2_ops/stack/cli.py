@@ -12,7 +12,7 @@ from pathlib import Path
 from k2_ops.paths import run_dir
 from k2_ops.stack.apps import app_services
 from k2_ops.stack.local import LocalStack, StackAlreadyRunning, crashed_services, status_report, stop_all
-from k2_ops.stack.process import ServiceError
+from k2_ops.stack.process import ServiceError, signals_interrupt
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -57,17 +57,12 @@ def _start(args: argparse.Namespace) -> LocalStack:
     return stack
 
 
-def _interrupt(_signum: int, _frame: object) -> None:
-    raise KeyboardInterrupt
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     _setup_logging()
     # During start-up Ctrl-C (SIGINT) and SIGTERM interrupt at once: LocalStack.up stops what it started.
-    signal.signal(signal.SIGINT, _interrupt)
-    signal.signal(signal.SIGTERM, _interrupt)
     try:
-        stack = _start(args)
+        with signals_interrupt(signal.SIGINT, signal.SIGTERM):
+            stack = _start(args)
     except KeyboardInterrupt:
         print("k2 run: interrupted during start-up; every service it had started is stopped", file=sys.stderr)
         return 130

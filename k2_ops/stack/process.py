@@ -18,7 +18,7 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,6 +67,36 @@ def process_start_ticks(pid: int) -> int | None:
         return None
     # The command name (field 2) may hold spaces and parentheses: count fields after its closing ")".
     return int(stat.rpartition(")")[2].split()[19])
+
+
+def terminate(proc: subprocess.Popen[bytes], timeout_s: float) -> bool:
+    """SIGTERM a child we started and wait for it; SIGKILL after `timeout_s`. True when it had to be killed."""
+    if proc.poll() is not None:
+        return False
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout_s)
+        return False
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+        return True
+
+
+def _raise_interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def signals_interrupt(*signums: int) -> Iterator[None]:
+    """Within the block these signals (e.g. SIGTERM beside Ctrl-C) raise KeyboardInterrupt, so the code that
+    runs can clean up on the way out; the previous handlers come back afterwards."""
+    previous = {signum: signal.signal(signum, _raise_interrupt) for signum in signums}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def pid_alive(pid: int, start_ticks: int | None = None) -> bool:

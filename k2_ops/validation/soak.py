@@ -20,7 +20,6 @@ import dataclasses
 import logging
 import math
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -32,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from k2_ops.paths import REPO_ROOT
-from k2_ops.stack.process import free_port
+from k2_ops.stack.process import free_port, terminate
 from k2_ops.validation import criteria, memory_profile
 from k2_ops.validation.checks import CheckResult
 from k2_ops.validation.profiles import ValidationProfile
@@ -171,14 +170,8 @@ class StreamerProcess:
     def stop(self, timeout: float) -> int | None:
         if self._proc is None:
             return None
-        if self._proc.poll() is None:
-            self._proc.send_signal(signal.SIGTERM)
-            try:
-                self._proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                log.warning("streamer (pid %d) ignored SIGTERM for %.0f s; killing it", self._proc.pid, timeout)
-                self._proc.kill()
-                self._proc.wait(10)
+        if terminate(self._proc, timeout):
+            log.warning("streamer (pid %d) ignored SIGTERM for %.0f s; killed it", self._proc.pid, timeout)
         return self._proc.returncode
 
     def log_text(self) -> str:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from k2_ops.polling import poll_until
 from k2_ops.simulator import BackgroundSimulator, SimulatorConfig
 from k2_ops.stack import KafkaService, free_port
+from k2_ops.stack.process import terminate
 from streamer.serialize import load_schema, split_wire
 from streamer.summary import summary_from_log
 
@@ -123,14 +123,8 @@ class StreamerProcess:
 
     def terminate(self, timeout_s: float = 60) -> int:
         assert self.proc is not None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-                raise AssertionError(f"streamer ignored SIGTERM for {timeout_s} s; log:\n{self.log_tail()}") from None
+        if terminate(self.proc, timeout_s):
+            raise AssertionError(f"streamer ignored SIGTERM for {timeout_s} s; log:\n{self.log_tail()}")
         return int(self.proc.returncode)
 
     def log_text(self) -> str:

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -35,45 +36,44 @@ def test_without_a_stack_the_cli_says_so(tmp_path: Path, capsys: pytest.CaptureF
     assert "ROLLBACK FAILED: no local stack state" in capsys.readouterr().out
 
 
-@pytest.mark.slow
-def test_start_deploy_status_rollback_history(tmp_path: Path, kafka, deploy_simulator,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
-    run_dir = tmp_path / "run"
-    (run_dir / "simulator").mkdir(parents=True)
-    shutil.copy(deploy_simulator.ca_file, run_dir / "simulator" / "ca.pem")
-    (run_dir / "stack.json").write_text(json.dumps({"services": {
+@pytest.fixture
+def run_dir(tmp_path: Path, kafka, deploy_simulator) -> Iterator[Path]:
+    """A run folder as `make run` leaves it for the deploy commands: stack.json with the session's Kafka and
+    the simulator, and the simulator's CA. Both colors are stopped afterwards."""
+    folder = tmp_path / "run"
+    (folder / "simulator").mkdir(parents=True)
+    shutil.copy(deploy_simulator.ca_file, folder / "simulator" / "ca.pem")
+    (folder / "stack.json").write_text(json.dumps({"services": {
         "kafka": {"url": f"kafka://{kafka.bootstrap_servers}"}, "simulator": {"url": deploy_simulator.ws_base_url}}}))
-    common = ["--run-dir", str(run_dir), "--topic-prefix", f"clitest.{uuid.uuid4().hex[:8]}"]
-    try:
-        assert main(["deploy", "start", *common]) == 0
-        assert main(["deploy", "run", *common, "--mode", "handover", "--dual-operation-seconds", "2",
-                     "--validation-seconds", "2", "--set", "K2_LOG_LEVEL=DEBUG"]) == 0
-        assert main(["deploy", "status", *common]) == 0
-        out = capsys.readouterr().out
-        assert "active color: green" in out
-        assert "green: running" in out and "blue: stopped" in out
-        assert main(["rollback", *common]) == 0
-        assert "active color blue after" in capsys.readouterr().out
-        assert main(["deploy", "history", *common]) == 0
-        lines = capsys.readouterr().out.strip().splitlines()
-        assert [line.split()[5] for line in lines] == ["succeeded", "manual_rollback"]
-        assert [r.active_color for r in DeploymentHistory(run_dir / "deploy" / "history.jsonl").records()] == [
-            "green", "blue"]
-    finally:
-        backend = DeploySettings(run_dir=str(run_dir)).make_backend()
-        for color in ("blue", "green"):
-            backend.stop(color, 10.0)
+    yield folder
+    backend = DeploySettings(run_dir=str(folder)).make_backend()
+    for color in ("blue", "green"):
+        backend.stop(color, 10.0)
 
 
 @pytest.mark.slow
-def test_streamer_service_for_make_run(tmp_path: Path, kafka, deploy_simulator) -> None:
+def test_start_deploy_status_rollback_history(run_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    common = ["--run-dir", str(run_dir), "--topic-prefix", f"clitest.{uuid.uuid4().hex[:8]}"]
+    assert main(["deploy", "start", *common]) == 0
+    assert main(["deploy", "run", *common, "--mode", "handover", "--dual-operation-seconds", "2",
+                 "--validation-seconds", "2", "--set", "K2_LOG_LEVEL=DEBUG"]) == 0
+    assert main(["deploy", "status", *common]) == 0
+    out = capsys.readouterr().out
+    assert "active color: green" in out
+    assert "green: running" in out and "blue: stopped" in out
+    assert main(["rollback", *common]) == 0
+    assert "active color blue after" in capsys.readouterr().out
+    assert main(["deploy", "history", *common]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [line.split()[5] for line in lines] == ["succeeded", "manual_rollback"]
+    assert [r.active_color for r in DeploymentHistory(run_dir / "deploy" / "history.jsonl").records()] == [
+        "green", "blue"]
+
+
+@pytest.mark.slow
+def test_streamer_service_for_make_run(run_dir: Path) -> None:
     from k2_ops.deploy.service import StreamerService
 
-    run_dir = tmp_path / "run"
-    (run_dir / "simulator").mkdir(parents=True)
-    shutil.copy(deploy_simulator.ca_file, run_dir / "simulator" / "ca.pem")
-    (run_dir / "stack.json").write_text(json.dumps({"services": {
-        "kafka": {"url": f"kafka://{kafka.bootstrap_servers}"}, "simulator": {"url": deploy_simulator.ws_base_url}}}))
     service = StreamerService(str(run_dir), topic_prefix=f"svctest.{uuid.uuid4().hex[:8]}")
     try:
         assert service.start() > 0
@@ -88,40 +88,31 @@ def test_streamer_service_for_make_run(tmp_path: Path, kafka, deploy_simulator) 
 
 
 @pytest.mark.slow
-def test_sigterm_during_a_deploy_rolls_back(tmp_path: Path, kafka, deploy_simulator) -> None:
-    run_dir = tmp_path / "run"
-    (run_dir / "simulator").mkdir(parents=True)
-    shutil.copy(deploy_simulator.ca_file, run_dir / "simulator" / "ca.pem")
-    (run_dir / "stack.json").write_text(json.dumps({"services": {
-        "kafka": {"url": f"kafka://{kafka.bootstrap_servers}"}, "simulator": {"url": deploy_simulator.ws_base_url}}}))
+def test_sigterm_during_a_deploy_rolls_back(run_dir: Path) -> None:
     common = ["--run-dir", str(run_dir), "--topic-prefix", f"clitest.{uuid.uuid4().hex[:8]}"]
     backend = DeploySettings(run_dir=str(run_dir)).make_backend()
+    assert main(["deploy", "start", *common]) == 0
+    deploy = subprocess.Popen(
+        [sys.executable, "-m", "k2_ops.cli", "deploy", "run", *common, "--mode", "dual",
+         "--dual-operation-seconds", "600"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(iter(deploy.stdout.readline, "")), daemon=True)
+    reader.start()
     try:
-        assert main(["deploy", "start", *common]) == 0
-        deploy = subprocess.Popen(
-            [sys.executable, "-m", "k2_ops.cli", "deploy", "run", *common, "--mode", "dual",
-             "--dual-operation-seconds", "600"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        lines: list[str] = []
-        reader = threading.Thread(target=lambda: lines.extend(iter(deploy.stdout.readline, "")), daemon=True)
-        reader.start()
-        try:
-            # Green streams beside blue: the deploy is in its (long) dual operation.
-            wait_until(lambda: any(line.startswith("dual_operation: ") for line in lines), 120,
-                       "the deploy in its dual operation", interval_s=0.2)
-            deploy.send_signal(signal.SIGTERM)
-            deploy.wait(timeout=120)
-            reader.join(timeout=10)
-        finally:
-            if deploy.poll() is None:
-                deploy.kill()
-        output = "".join(lines)
-        assert deploy.returncode == 130, output
-        assert "DEPLOYMENT INTERRUPTED" in output and "rolled_back, active color blue" in output
-        record = DeploymentHistory(run_dir / "deploy" / "history.jsonl").last()
-        assert record is not None and (record.status, record.active_color) == ("rolled_back", "blue")
-        assert record.reason.startswith("dual_operation: interrupted")
-        assert backend.is_running("blue") and not backend.is_running("green")
+        # Green streams beside blue: the deploy is in its (long) dual operation.
+        wait_until(lambda: any(line.startswith("dual_operation: ") for line in lines), 120,
+                   "the deploy in its dual operation", interval_s=0.2)
+        deploy.send_signal(signal.SIGTERM)
+        deploy.wait(timeout=120)
+        reader.join(timeout=10)
     finally:
-        for color in ("blue", "green"):
-            backend.stop(color, 10.0)
+        if deploy.poll() is None:
+            deploy.kill()
+    output = "".join(lines)
+    assert deploy.returncode == 130, output
+    assert "DEPLOYMENT INTERRUPTED" in output and "rolled_back, active color blue" in output
+    record = DeploymentHistory(run_dir / "deploy" / "history.jsonl").last()
+    assert record is not None and (record.status, record.active_color) == ("rolled_back", "blue")
+    assert record.reason.startswith("dual_operation: interrupted")
+    assert backend.is_running("blue") and not backend.is_running("green")
