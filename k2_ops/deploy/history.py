@@ -2,6 +2,11 @@
 
 Each record says which color became active, so the active color after any sequence of deployments and
 rollbacks is the `active_color` of the last record (blue before the first deployment).
+
+Each record also says *when* the active color changed (`switches`: the instant the new color took over
+producing, one per change, in order) and, for dual mode, the span both colors produced (`overlap`). The
+validations read these to judge the streamer across deployments (`k2_ops.validation.timeline`). Records
+written before these fields existed have none; their change is placed at `finished_at` and marked approximate.
 """
 
 from __future__ import annotations
@@ -35,6 +40,10 @@ class DeploymentRecord:
     rollback_seconds: float | None = None
     steps: dict[str, float] = field(default_factory=dict)
     measurements: dict[str, Any] = field(default_factory=dict)
+    # Each change of the producing color: {"at": unix seconds, "from_color": ..., "to_color": ...}, in order.
+    switches: list[dict[str, Any]] = field(default_factory=list)
+    # Dual mode: [start, end] unix seconds during which both colors produced (deliberate overlap).
+    overlap: list[float] | None = None
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -42,6 +51,13 @@ class DeploymentRecord:
         for name in ("from_color", "to_color", "active_color"):
             if getattr(self, name) not in COLORS:
                 raise ValueError(f"{name}={getattr(self, name)!r}; allowed: {', '.join(COLORS)}")
+        for switch in self.switches:
+            if switch.get("from_color") not in COLORS or switch.get("to_color") not in COLORS:
+                raise ValueError(f"switch {switch!r} must name two colors of {', '.join(COLORS)}")
+            if not isinstance(switch.get("at"), int | float):
+                raise ValueError(f"switch {switch!r} needs its instant 'at' (unix seconds)")
+        if self.overlap is not None and (len(self.overlap) != 2 or self.overlap[1] < self.overlap[0]):
+            raise ValueError(f"overlap={self.overlap!r} must be [start, end] with end >= start")
 
     @property
     def duration_seconds(self) -> float:
@@ -49,6 +65,11 @@ class DeploymentRecord:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def switch_entry(at: float, from_color: str, to_color: str) -> dict[str, Any]:
+    """One element of `DeploymentRecord.switches`."""
+    return {"at": round(at, 3), "from_color": from_color, "to_color": to_color}
 
 
 class DeploymentHistory:
@@ -64,6 +85,9 @@ class DeploymentHistory:
             os.write(fd, line.encode())
         finally:
             os.close(fd)
+
+    def exists(self) -> bool:
+        return self.path.is_file()
 
     def records(self) -> list[DeploymentRecord]:
         """Every readable record, oldest first. A damaged line is skipped rather than hiding the rest."""

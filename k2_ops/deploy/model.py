@@ -88,6 +88,9 @@ class DeploymentState:
     # Seconds each finished step took, in order.
     steps: dict[str, float] = field(default_factory=dict)
     cutover_at: float | None = None
+    # When the target was started producing (dual mode) and the changes of the producing color so far.
+    target_started_at: float | None = None
+    switches: list[dict[str, Any]] = field(default_factory=list)
     # Handover: the last id per stream the source produced, and the target's release report.
     positions: dict[str, int] = field(default_factory=dict)
     release: dict[str, Any] = field(default_factory=dict)

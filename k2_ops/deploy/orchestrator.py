@@ -16,7 +16,7 @@ from typing import Any
 from k2_ops.deploy import handover, probe
 from k2_ops.deploy.audit import IdAudit
 from k2_ops.deploy.backend import DeploymentBackend
-from k2_ops.deploy.history import DeploymentHistory, DeploymentRecord
+from k2_ops.deploy.history import DeploymentHistory, DeploymentRecord, switch_entry
 from k2_ops.deploy.model import COLORS, DeployConfig, DeploymentError, DeploymentState, other_color
 
 _log = logging.getLogger(__name__)
@@ -106,6 +106,9 @@ class BlueGreenDeployment:
                 self.backend.stop(state.target, state.config.stop_grace_seconds)
             standby = state.config.mode == "handover"
             info = self.backend.start(state.target, state.config.image, standby=standby, env=state.config.target_env)
+            if not standby:
+                # Dual mode: from here on both colors produce until the cutover stops the source.
+                state.target_started_at = time.time()
             self.log(f"started {state.target} ({'standby' if standby else 'active'}) at {info.base_url}")
 
     def wait_target_ready(self, state: DeploymentState) -> float:
@@ -186,6 +189,7 @@ class BlueGreenDeployment:
                 self.log(f"{state.target} produces from the next id on: {report.get('streams')}")
             self.backend.stop(state.source, config.stop_grace_seconds)
             state.cutover_at = state.cutover_at or time.time()
+            state.switches.append(switch_entry(state.cutover_at, state.source, state.target))
             self.log(f"{state.source} stopped gracefully; {state.target} is the active color")
         return {"positions": state.positions, "release": state.release}
 
@@ -234,6 +238,8 @@ class BlueGreenDeployment:
                 run_id=state.run_id,
                 steps=dict(state.steps),
                 measurements=dict(state.measurements),
+                switches=list(state.switches),
+                overlap=_dual_overlap(state),
             )
         record.steps = dict(state.steps)
         self.history.append(record)
@@ -293,6 +299,7 @@ class BlueGreenDeployment:
                 positions = handover.enter_standby(self._url(from_color), config.handover_flush_timeout_seconds)
                 report = handover.release(self._url(to_color), positions)
                 result.update(method="handover", positions=positions, gaps=handover.release_gaps(report))
+                result["switched_at"] = round(time.time(), 3)
                 self.backend.stop(from_color, config.stop_grace_seconds)
                 return result
             except DeploymentError as exc:
@@ -309,6 +316,7 @@ class BlueGreenDeployment:
             abort=lambda: self.backend.exit_reason(to_color),
             what=to_color,
         )
+        result["switched_at"] = round(time.time(), 3)
         if self.backend.is_running(from_color):
             self.backend.stop(from_color, config.stop_grace_seconds)
         result["method"] = "restart"
@@ -322,7 +330,9 @@ class BlueGreenDeployment:
         status, rollback_error = "rolled_back", None
         try:
             if state.cutover_done:
-                state.measurements["rollback"] = self.switch(state.target, state.source, config)
+                result = self.switch(state.target, state.source, config)
+                state.measurements["rollback"] = result
+                state.switches.append(switch_entry(result["switched_at"], state.target, state.source))
             else:
                 if self.backend.is_running(state.source):
                     if self._mode(state.source) == "standby":
@@ -332,6 +342,7 @@ class BlueGreenDeployment:
                     self.backend.start(state.source, self._image_of(state.source, config.image), standby=False)
                 if self.backend.is_running(state.target):
                     self.backend.stop(state.target, config.stop_grace_seconds)
+                state.measurements["target_stopped_at"] = round(time.time(), 3)
                 probe.wait_ready(
                     self._url(state.source),
                     config.ready_timeout_seconds,
@@ -361,6 +372,8 @@ class BlueGreenDeployment:
             rollback_seconds=seconds,
             steps=dict(state.steps),
             measurements=dict(state.measurements),
+            switches=list(state.switches),
+            overlap=_dual_overlap(state),
         )
         self.history.append(record)
         return record
@@ -393,6 +406,7 @@ class BlueGreenDeployment:
             reason=reason,
             rollback_seconds=seconds,
             measurements={"rollback": result},
+            switches=[switch_entry(result["switched_at"], active, previous)],
         )
         self.history.append(record)
         self.log(f"rollback done in {seconds:.2f} s ({result['method']})")
@@ -448,3 +462,15 @@ class BlueGreenDeployment:
             if interrupted:
                 raise
             raise DeploymentFailed(reason, record) from exc
+
+
+def _dual_overlap(state: DeploymentState) -> list[float] | None:
+    """[start, end] of a dual-mode deployment's deliberate overlap (both colors producing), else None.
+
+    It ends at the cutover (the source stopped) or, for a rollback before the cutover, when the target was
+    stopped; a target that never started producing has none.
+    """
+    if state.target_started_at is None:
+        return None
+    end = state.cutover_at or state.measurements.get("target_stopped_at") or time.time()
+    return [round(state.target_started_at, 3), round(max(end, state.target_started_at), 3)]

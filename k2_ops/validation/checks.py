@@ -15,10 +15,12 @@ unless the caller says an absent counter means "never incremented" (`absent_is_z
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from k2_ops.validation.series import (
@@ -27,6 +29,7 @@ from k2_ops.validation.series import (
     all_values,
     chunk_increases,
     chunk_length,
+    down_windows,
     increase_by_label,
     time_fraction,
     total_increase,
@@ -461,12 +464,14 @@ def ratio(
 
 
 def uptime(name: str, series: Sequence[Series], window: Window, *, min_percent: float) -> CheckResult:
-    """Share of the window the connection was up (gauge >= 1 at a point), in %, > min_percent."""
+    """Share of the window the connection was up (gauge >= 1 at a point), in %, > min_percent.
+
+    The evidence names the windows it was down (UTC), so a failing day says when."""
     if not series:
         return no_data(name, "ratio", min_percent, "%", ">", "connection status")
     fraction = time_fraction(series, window)
     up_seconds = fraction * window.seconds
-    return ratio(
+    result = ratio(
         name,
         up_seconds,
         window.seconds,
@@ -475,6 +480,19 @@ def uptime(name: str, series: Sequence[Series], window: Window, *, min_percent: 
         numerator_text=f"{format_number(up_seconds)} s connected",
         denominator_text=f"{format_number(window.seconds)} s",
     )
+    down = down_windows(series, window)
+    if not down:
+        return result
+    listed = ", ".join(f"{utc_text(begin)} - {utc_text(end)} ({format_number(end - begin)} s)" for begin, end in down)
+    return dataclasses.replace(
+        result,
+        evidence=f"{result.evidence}; down {listed}",
+        details={**result.details, "down_windows": [[begin, end] for begin, end in down]},
+    )
+
+
+def utc_text(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def counter_ratio(

@@ -22,6 +22,7 @@ expected counts default to what the profile schedules, i.e. the seed's 3 / 6 / 4
 |                  | `message_rate`          | rate        | rate > 10 msg/s |
 |                  | `unscheduled_reconnects`| count       | zero unscheduled reconnections |
 |                  | `critical_alerts`       | zero-events | no critical alerts (Prometheus ALERTS) |
+|                  | `uptime`                | ratio       | (ours) uptime > 99.9 % of the day, down windows named |
 | `stability_30d`  | `memory_growth`         | growth      | growth < 100 MB |
 |                  | `leak_score`            | range       | leak score < 0.5 |
 |                  | `memory_alerts`         | zero-events | no BinanceMemoryHigh / LeakDetected alert |
@@ -53,6 +54,7 @@ from k2_ops.validation.checks import CheckResult, format_number
 from k2_ops.validation.profiles import ValidationProfile
 from k2_ops.validation.prometheus import PrometheusClient, choose_step, promql_duration
 from k2_ops.validation.series import Series, Window
+from k2_ops.validation.timeline import SeriesKind
 
 MB = 1e6
 
@@ -76,18 +78,26 @@ class MetricQuery:
     # "exact": instance="<x>"; "or_absent": the series may lack the label (alerts from rules without it).
     instance_match: str = "exact"
 
-    def selector(self, instance: str | None) -> str:
+    @property
+    def series_kind(self) -> SeriesKind:
+        """Counters follow Prometheus' naming (`_total`); everything else, `*_over_time` included, is a gauge."""
+        return SeriesKind.COUNTER if self.metric.endswith("_total") and not self.over_time else SeriesKind.GAUGE
+
+    def selector(self, instance: str | Sequence[str] | None) -> str:
+        """The PromQL selector for one instance, any of several (a regex), or every instance (None)."""
         matchers: list[str] = []
         if instance is not None:
-            if self.instance_match == "or_absent":
-                matchers.append(f'instance=~"{promql_regex_literal(instance)}|"')
+            names = [instance] if isinstance(instance, str) else list(instance)
+            if len(names) == 1 and self.instance_match != "or_absent":
+                matchers.append(f'instance="{names[0]}"')
             else:
-                matchers.append(f'instance="{instance}"')
+                alternatives = "|".join(promql_regex_literal(name) for name in names)
+                matchers.append(f'instance=~"{alternatives}{"|" if self.instance_match == "or_absent" else ""}"')
         matchers += [f'{label}="{value}"' for label, value in self.labels.items()]
         matchers += [f'{label}=~"{value}"' for label, value in self.regex_labels.items()]
         return f"{self.metric}{{{','.join(matchers)}}}"
 
-    def promql(self, instance: str | None, range_seconds: float) -> str:
+    def promql(self, instance: str | Sequence[str] | None, range_seconds: float) -> str:
         selector = self.selector(instance)
         if self.over_time:
             return f"{self.over_time}_over_time({selector}[{promql_duration(range_seconds)}])"
@@ -221,6 +231,8 @@ class DailyThresholds:
     min_rate: float = 10.0
     max_unscheduled_reconnects: int = 0
     critical_severity: str = "critical"
+    # The 30-day set's 99.9 % applied to each day: at most 86.4 s without a delivering connection.
+    min_uptime_percent: float = 99.9
 
 
 @dataclass(frozen=True)
@@ -295,15 +307,27 @@ def _rate(name: str, min_rate: float, sustained_seconds: float | None, seed_text
 
 
 def _count(name: str, query: MetricQuery, expected: int, tolerance: int, what: str, seed_text: str) -> Criterion:
+    """A scheduled count (rotations, pings). Each switch of the active color in the window widens the
+    tolerance by one: the new color runs its own schedule (its own connection's rotation clock, its own
+    ping slots), so the period holds one event more or fewer than an unbroken schedule would."""
+
     def check(series: SeriesByKey, window: Window) -> CheckResult:
-        return checks.count_per_period(
+        switches = len(window.switches)
+        result = checks.count_per_period(
             name,
             series.get(query.key, []),
             window,
             expected=expected,
-            tolerance=tolerance,
+            tolerance=tolerance + switches,
             what=what,
             absent_is_zero=query.optional,
+        )
+        if not switches:
+            return result
+        return dataclasses.replace(
+            result,
+            evidence=f"{result.evidence}; ± {switches} for {switches} switch(es) of the active color, "
+            "each starting its own schedule",
         )
 
     return Criterion(name, seed_text, "count", (query,), check)
@@ -521,6 +545,7 @@ def daily(profile: ValidationProfile, thresholds: DailyThresholds = DailyThresho
                 by_label="alertname",
                 count_as="active",
             ),
+            _uptime("uptime", thresholds.min_uptime_percent),
         ),
     )
 
@@ -664,7 +689,7 @@ def fetch_series(
     queries: Sequence[MetricQuery],
     window: Window,
     range_seconds: float,
-    instance: str | None,
+    instance: str | Sequence[str] | None,
 ) -> dict[str, list[Series]]:
     """Range-query every input over the window (I/O; the evaluation itself stays pure)."""
     return {

@@ -4,17 +4,24 @@ These are the calls the Dagster layer makes (one per daily partition, one weekly
 `k2 validate` command runs. Each returns a `PeriodResult`: the check results, plus the series that were
 fetched (report charts use them) and the window. `to_dict()` / `from_dict()` give the JSON a daily
 partition stores, which the weekly report reads back.
+
+What is judged (`Subject`): the active streamer across cutovers, stitched from every color's series with
+the deployment history's timeline (`timeline.py`), or one color's series. `Subject.from_history` picks the
+first when the history exists and says so plainly when it falls back to one color.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from k2_ops.deploy.history import DeploymentHistory
+from k2_ops.deploy.model import COLORS
 from k2_ops.validation import criteria
-from k2_ops.validation.checks import CheckResult
+from k2_ops.validation.checks import CheckResult, format_number, utc_text
 from k2_ops.validation.criteria import (
     DailyThresholds,
     MetricQuery,
@@ -22,7 +29,14 @@ from k2_ops.validation.criteria import (
 )
 from k2_ops.validation.profiles import PRODUCTION, ValidationProfile
 from k2_ops.validation.prometheus import PrometheusClient
-from k2_ops.validation.series import Series
+from k2_ops.validation.series import Series, Window
+from k2_ops.validation.timeline import (
+    ACTIVE_INSTANCE,
+    ActiveTimeline,
+    Judgement,
+    inactive_production,
+    stitch,
+)
 
 CHART_INPUTS: tuple[MetricQuery, ...] = (
     criteria.RSS_MAX,
@@ -33,6 +47,45 @@ CHART_INPUTS: tuple[MetricQuery, ...] = (
     criteria.RECONNECTS,
     criteria.LEAK_SCORE_MAX,
 )
+
+
+@dataclass(frozen=True)
+class Subject:
+    """What a period judges: the active streamer along `timeline` (stitched), or the color `instance`.
+
+    `note` says why a per-color judgement was made when it stands in for a stitched one (history missing).
+    """
+
+    instance: str | None = None
+    timeline: ActiveTimeline | None = None
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        if (self.instance is None) == (self.timeline is None):
+            raise ValueError("a Subject is either one instance or a timeline, not both or neither")
+
+    @property
+    def judgement(self) -> Judgement:
+        return Judgement.STITCHED if self.timeline is not None else Judgement.PER_COLOR
+
+    @classmethod
+    def color(cls, instance: str, note: str = "") -> Subject:
+        return cls(instance=instance, note=note)
+
+    @classmethod
+    def from_history(cls, history: DeploymentHistory, instance: str = "") -> Subject:
+        """The stitched active streamer when the history exists; `instance` (a color) when asked for;
+        without a history, the active color alone with a note that says so."""
+        if instance:
+            return cls.color(instance)
+        if history.exists():
+            return cls(timeline=ActiveTimeline.from_records(history.records()))
+        color = history.active_color()
+        return cls.color(
+            color,
+            note=f"deployment history missing ({history.path} not found): judged per color, {color} only; "
+            "a cutover or rollback in this period would show as that color's outage",
+        )
 
 
 @dataclass
@@ -46,6 +99,12 @@ class PeriodResult:
     checks: list[CheckResult]
     series: dict[str, list[Series]] = field(default_factory=dict, repr=False)
     day_seconds: float = 86_400.0  # the profile's day (report charts bucket per day)
+    judgement: str = Judgement.PER_COLOR.value
+    # Switches of the active color inside the period (unix seconds), the deployments that touched it
+    # ({"text", "started_at", "finished_at", ...}) and what the report must say about how it was judged.
+    switches: list[float] = field(default_factory=list)
+    deployments: list[dict[str, Any]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
@@ -80,6 +139,10 @@ class PeriodResult:
             "label": self.label,
             "passed": self.passed,
             "day_seconds": self.day_seconds,
+            "judgement": self.judgement,
+            "switches": list(self.switches),
+            "deployments": list(self.deployments),
+            "notes": list(self.notes),
             "checks": [result.to_dict() for result in self.checks],
         }
 
@@ -94,7 +157,18 @@ class PeriodResult:
             data["profile"],
             [CheckResult.from_dict(item) for item in data["checks"]],
             day_seconds=float(data.get("day_seconds", 86_400.0)),
+            judgement=str(data.get("judgement", Judgement.PER_COLOR.value)),
+            switches=[float(t) for t in data.get("switches", [])],
+            deployments=list(data.get("deployments", [])),
+            notes=list(data.get("notes", [])),
         )
+
+    @property
+    def judged_text(self) -> str:
+        """How the period was judged, for report headers."""
+        if self.judgement == Judgement.STITCHED.value:
+            return "active streamer, stitched across deployments"
+        return f"{self.instance} only (per color)"
 
 
 def _run(
@@ -103,23 +177,91 @@ def _run(
     start: float,
     end: float,
     profile: ValidationProfile,
-    instance: str,
+    subject: Subject,
     scrape_interval: float,
 ) -> PeriodResult:
-    checks, series, window = criteria.evaluate_with_series(
-        criteria_set, prom, start, end, instance, scrape_interval=scrape_interval, extra_queries=CHART_INPUTS
-    )
+    if subject.timeline is None:
+        assert subject.instance is not None
+        checks, series, window = criteria.evaluate_with_series(
+            criteria_set, prom, start, end, subject.instance, scrape_interval=scrape_interval,
+            extra_queries=CHART_INPUTS,
+        )
+        return PeriodResult(
+            criteria_set.name, subject.instance, start, end, window.step, profile.name, checks, series,
+            day_seconds=profile.day_seconds, notes=[subject.note] if subject.note else [],
+        )
+    return _run_stitched(criteria_set, prom, start, end, profile, subject.timeline, scrape_interval)
+
+
+def stitched_queries(criteria_set: criteria.CriteriaSet) -> dict[str, MetricQuery]:
+    """What a stitched period reads: the set's inputs, the chart inputs and Kafka deliveries (overlaps)."""
+    return {**criteria_set.inputs(), **{query.key: query for query in (*CHART_INPUTS, criteria.PRODUCED)}}
+
+
+def _run_stitched(
+    criteria_set: criteria.CriteriaSet,
+    prom: PrometheusClient,
+    start: float,
+    end: float,
+    profile: ValidationProfile,
+    timeline: ActiveTimeline,
+    scrape_interval: float,
+) -> PeriodResult:
+    """Every color's series fetched, then `judge_stitched`."""
+    window, range_seconds = criteria.query_window(start, end, scrape_interval)
+    queries = stitched_queries(criteria_set)
+    raw = criteria.fetch_series(prom, list(queries.values()), window, range_seconds, COLORS)
+    return judge_stitched(criteria_set, raw, timeline, window, profile)
+
+
+def judge_stitched(
+    criteria_set: criteria.CriteriaSet,
+    raw: Mapping[str, Sequence[Series]],
+    timeline: ActiveTimeline,
+    window: Window,
+    profile: ValidationProfile,
+) -> PeriodResult:
+    """Pure: every color's series (keyed like `stitched_queries`) stitched along the timeline, evaluated."""
+    switches = timeline.switches_between(window.start, window.end)
+    window = dataclasses.replace(window, switches=tuple(switch.at for switch in switches))
+    queries = stitched_queries(criteria_set)
+    series = {key: stitch(raw.get(key, []), timeline, query.series_kind) for key, query in queries.items()}
+    checks = criteria.evaluate_series(criteria_set, series, window)
     return PeriodResult(
-        criteria_set.name,
-        instance,
-        start,
-        end,
-        window.step,
-        profile.name,
-        checks,
-        series,
-        day_seconds=profile.day_seconds,
+        criteria_set.name, ACTIVE_INSTANCE, window.start, window.end, window.step, profile.name, checks, series,
+        day_seconds=profile.day_seconds, judgement=Judgement.STITCHED.value,
+        switches=[switch.at for switch in switches],
+        deployments=[one.to_dict() for one in timeline.deployments_between(window.start, window.end)],
+        notes=_stitched_notes(timeline, list(raw.get(criteria.PRODUCED.key, [])), window),
     )
+
+
+def _stitched_notes(timeline: ActiveTimeline, produced: list[Series], window: Window) -> list[str]:
+    """What the report says about a stitched period: who was active when, overlaps, anything unexpected."""
+    spans = timeline.spans(window.start, window.end)
+    stretches = [f"{color} {utc_text(begin)} - {utc_text(finish)}" for begin, finish, color in spans]
+    notes = ["active streamer: " + "; ".join(stretches)]
+    notes += [
+        f"switch {switch.from_color} -> {switch.to_color} at {utc_text(switch.at)} placed at the end of "
+        f"deployment {switch.deployment_id} (its record has no switch instant)"
+        for switch in timeline.switches_between(window.start, window.end)
+        if switch.approximate
+    ]
+    production = inactive_production(produced, timeline, window.start, window.end, 2 * window.step)
+    for overlap in timeline.overlaps_between(window.start, window.end):
+        amount = sum(production.in_overlaps.values())
+        notes.append(
+            f"dual-mode overlap (deliberate) in deployment {overlap.deployment_id}: both colors produced for "
+            f"{format_number(overlap.seconds)} s, {utc_text(overlap.start)} - {utc_text(overlap.end)}; the "
+            f"non-active color delivered {format_number(amount)} messages to Kafka meanwhile, which consumers "
+            "dedupe on (symbol, trade id); counted once here, from the active color"
+        )
+    for color, amount in sorted(production.outside.items()):
+        notes.append(
+            f"unexpected: {color} delivered {format_number(amount)} messages to Kafka while not the active color "
+            "and outside any dual-mode overlap (two producers: Kafka holds duplicates)"
+        )
+    return notes
 
 
 def validate_day(
@@ -127,13 +269,15 @@ def validate_day(
     day_start: float,
     *,
     profile: ValidationProfile = PRODUCTION,
-    instance: str = "blue",
+    instance: str | Subject = "blue",
     thresholds: DailyThresholds | None = None,
     scrape_interval: float = 15.0,
 ) -> PeriodResult:
-    """The daily checks over [day_start, day_start + one profile day]."""
+    """The daily checks over [day_start, day_start + one profile day], of one color or a `Subject`."""
     criteria_set = criteria.daily(profile, thresholds or DailyThresholds())
-    return _run(criteria_set, prom, day_start, day_start + profile.day_seconds, profile, instance, scrape_interval)
+    return _run(
+        criteria_set, prom, day_start, day_start + profile.day_seconds, profile, _subject(instance), scrape_interval
+    )
 
 
 def validate_week(
@@ -142,7 +286,7 @@ def validate_week(
     *,
     days: int = 7,
     profile: ValidationProfile = PRODUCTION,
-    instance: str = "blue",
+    instance: str | Subject = "blue",
     thresholds: DailyThresholds | None = None,
     scrape_interval: float = 15.0,
 ) -> list[PeriodResult]:
@@ -165,13 +309,19 @@ def validate_month(
     start: float,
     *,
     profile: ValidationProfile = PRODUCTION,
-    instance: str = "blue",
+    instance: str | Subject = "blue",
     thresholds: StabilityThresholds | None = None,
     scrape_interval: float = 15.0,
 ) -> PeriodResult:
     """The 30-day stability criteria over [start, start + thresholds.days profile days]."""
     criteria_set = criteria.stability_30d(profile, thresholds or StabilityThresholds())
-    return _run(criteria_set, prom, start, start + criteria_set.duration_seconds, profile, instance, scrape_interval)
+    return _run(
+        criteria_set, prom, start, start + criteria_set.duration_seconds, profile, _subject(instance), scrape_interval
+    )
+
+
+def _subject(instance: str | Subject) -> Subject:
+    return instance if isinstance(instance, Subject) else Subject.color(instance)
 
 
 def week_passed(days: Sequence[PeriodResult]) -> bool:

@@ -46,12 +46,15 @@ class Window:
 
     `counters_from_zero`: every counter in the window started at 0 (the process was launched at `start`,
     as in a soak), so the first value seen is itself an increase.
+    `switches`: the instants inside the window at which the active streamer changed color (a stitched
+    period, see `timeline.py`); scheduled counts allow one event more or fewer per switch.
     """
 
     start: float
     end: float
     step: float
     counters_from_zero: bool = False
+    switches: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if self.end <= self.start:
@@ -136,6 +139,17 @@ def chunk_length(window: Window, chunk_seconds: float, index: int, count: int) -
     return (window.end - start) if index == count - 1 else chunk_seconds
 
 
+def _up_share_by_point(series: Sequence[Series], window: Window) -> dict[int, float]:
+    """Per expected point index, the highest value among series clamped to [0, 1] (missing: absent)."""
+    best: dict[int, float] = {}
+    for one in series:
+        for t, value in one.points:
+            if window.start <= t <= window.end:
+                index = round((t - window.start) / window.step)
+                best[index] = max(best.get(index, 0.0), min(1.0, max(0.0, value)))
+    return best
+
+
 def time_fraction(series: Sequence[Series], window: Window) -> float:
     """Share of the window a 0/1 gauge was 1, from points spaced `window.step` apart.
 
@@ -144,13 +158,31 @@ def time_fraction(series: Sequence[Series], window: Window) -> float:
     down) contributes 0, which is what an uptime needs.
     """
     expected = int(window.seconds // window.step) + 1
-    best: dict[int, float] = {}
-    for one in series:
-        for t, value in one.points:
-            if window.start <= t <= window.end:
-                index = round((t - window.start) / window.step)
-                best[index] = max(best.get(index, 0.0), min(1.0, max(0.0, value)))
-    return min(1.0, sum(best.values()) / expected)
+    return min(1.0, sum(_up_share_by_point(series, window).values()) / expected)
+
+
+def down_windows(series: Sequence[Series], window: Window, min_seconds: float | None = None) -> list[Point]:
+    """The stretches a 0/1 gauge was not 1: [(begin, end)] from the first point below 1 (or missing) of a
+    run to the next point at 1, kept when the time down in it adds up to `min_seconds` (default: one
+    step, so a one-second reconnect blip does not count as a window)."""
+    least = window.step if min_seconds is None else min_seconds
+    best = _up_share_by_point(series, window)
+    expected = int(window.seconds // window.step) + 1
+    windows: list[Point] = []
+    run_start: int | None = None
+    down = 0.0
+    for index in range(expected + 1):
+        share = best.get(index, 0.0) if index < expected else 1.0
+        if share < 1.0:
+            run_start = index if run_start is None else run_start
+            down += (1.0 - share) * window.step
+            continue
+        if run_start is not None:
+            if down >= least:
+                begin = window.start + run_start * window.step
+                windows.append((begin, min(window.end, window.start + index * window.step)))
+            run_start, down = None, 0.0
+    return windows
 
 
 def value_changes(series: Sequence[Series]) -> int:

@@ -23,11 +23,18 @@ Faults (`Fault(kind, day)`), each placed so it breaks what its name says and not
 - `kafka_shortfall`: from that day on, `value` (default 0.03) of messages never reach Kafka;
 - `outage`: disconnected for `value` minutes (default 50) from 1 min after the first rotation after
   07:00; no messages or pings meanwhile; one reconnect (reason `error`) at the end.
+
+One history is one process. A blue-green deployment is several: `process_started_at` / `stopped_at` bound
+a process's life (no samples outside it: a stopped process is not scraped), `producing_from` keeps it in
+standby (connected, counting, delivering nothing to Kafka) until its handover release, and
+`connect_delay_seconds` is how long after start its first connection opens (a slow start is an outage).
+`deployment_week` builds the processes and the deployment history of a week with deployments.
 """
 
 from __future__ import annotations
 
 import bisect
+import enum
 import math
 import random
 import time
@@ -35,6 +42,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from k2_ops.deploy.history import DeploymentRecord, switch_entry
 from k2_ops.validation.profiles import PRODUCTION, ValidationProfile
 from k2_ops.validation.series import Series
 
@@ -101,6 +109,10 @@ class SyntheticHistory:
     faults: tuple[Fault, ...] = ()
     seed: int = 7
     topic: str = "market.crypto.binance.trades"
+    process_started_at: float | None = None  # default: `lead_in_seconds` before `start`
+    stopped_at: float | None = None  # default: runs to `end`
+    producing_from: float | None = None  # standby (nothing delivered to Kafka) before this instant
+    connect_delay_seconds: float = 1.0
 
     def __post_init__(self) -> None:
         if self.days < 1:
@@ -117,7 +129,15 @@ class SyntheticHistory:
 
     @property
     def process_start(self) -> float:
-        return self.start - self.lead_in_seconds
+        return self.process_started_at if self.process_started_at is not None else self.start - self.lead_in_seconds
+
+    @property
+    def process_end(self) -> float:
+        return self.end if self.stopped_at is None else min(self.end, self.stopped_at)
+
+    @property
+    def connection_opens(self) -> float:
+        return self.process_start + self.connect_delay_seconds
 
     def day_start(self, day: int) -> float:
         return self.start + day * self.profile.day_seconds
@@ -149,9 +169,9 @@ def _schedule(history: SyntheticHistory) -> _Events:
     skips = {fault.day for fault in history.faults_of("missing_rotation")}
     pong_days = {fault.day for fault in history.faults_of("pong_timeout")}
     outage_days = {fault.day: fault for fault in history.faults_of("outage")}
-    connection_open = history.process_start + 1.0
+    connection_open = history.connection_opens
     next_rotation = connection_open + profile.rotation_seconds
-    while next_rotation <= history.end:
+    while next_rotation <= history.process_end:
         day = math.floor((next_rotation - history.start) / profile.day_seconds)
         hour = (next_rotation - history.day_start(day)) / profile.hours(1) if day >= 0 else -1
         if day in skips and hour >= 12:
@@ -174,8 +194,8 @@ def _schedule(history: SyntheticHistory) -> _Events:
             events.reconnects.append((finish, "error"))
             connection_open = finish
         next_rotation = connection_open + profile.rotation_seconds
-    ping = history.process_start + 37.0 * profile.scale
-    while ping <= history.end:
+    ping = history.connection_opens - 1.0 + 37.0 * profile.scale
+    while ping <= history.process_end:
         if not any(begin <= ping <= finish for begin, finish in events.outages):
             events.pings.append(ping)
         ping += profile.ping_interval_seconds
@@ -197,7 +217,7 @@ def generate(history: SyntheticHistory) -> list[Series]:
     rng = random.Random(f"{history.seed}:{history.instance}")
     step = history.scrape_interval
     first = math.ceil(history.process_start / step) * step
-    times = [first + index * step for index in range(int((history.end - first) // step) + 1)]
+    times = [first + index * step for index in range(int((history.process_end - first) // step) + 1)]
     base = {"job": history.job, "instance": history.instance}
 
     def labels(name: str, **extra: str) -> dict[str, str]:
@@ -235,11 +255,12 @@ def generate(history: SyntheticHistory) -> list[Series]:
 
     messages = dict.fromkeys(history.symbols, 0.0)
     lost_to_kafka = 0.0
+    held_in_standby = 0.0
     previous = history.process_start
     for t in times:
         dt = t - previous
         previous = t
-        connected = not _in_any(t, events.outages)
+        connected = t >= history.connection_opens and not _in_any(t, events.outages)
         delivered_fraction = 1.0
         for since, fraction in shortfall:
             if t > since:
@@ -269,7 +290,10 @@ def generate(history: SyntheticHistory) -> list[Series]:
                 math.floor(messages[symbol]),
             )
             total_messages += math.floor(messages[symbol])
-        add(labels("kafka_messages_produced_total", topic=history.topic), t, math.floor(total_messages - lost_to_kafka))
+        if history.producing_from is not None and t < history.producing_from:
+            held_in_standby = total_messages  # released at the handover from the old color's last id on
+        delivered = total_messages - lost_to_kafka - held_in_standby
+        add(labels("kafka_messages_produced_total", topic=history.topic), t, math.floor(delivered))
         add(labels("binance_connection_rotations_total", reason="scheduled"), t, _count_until(rotation_times, t))
         add(labels("binance_pings_sent_total"), t, _count_until(ping_times, t))
         add(labels("binance_pong_timeouts_total"), t, _count_until(pong_times, t))
@@ -369,3 +393,95 @@ def history_days(days: int, now: float | None = None, margin_seconds: float = 3 
     now = time.time() if now is None else now
     end = math.floor((now - margin_seconds) / 86_400.0) * 86_400.0
     return end - days * 86_400.0
+
+
+# --- a week with deployments ---------------------------------------------------------------------------
+
+
+class WeekScenario(enum.Enum):
+    """Weeks of a blue-green pair (instances `blue` and `green`), each with its deployment history."""
+
+    # Wednesday (day 2) 11:00 handover cutover blue -> green; Friday (day 4) 15:00 handover rollback to blue.
+    HANDOVER_AND_ROLLBACK = "handover-and-rollback"
+    # The same, but Friday's rollback restarts blue, whose first connection opens only at 15:10.
+    ROLLBACK_WITH_OUTAGE = "rollback-with-outage"
+    # Wednesday 10:55-11:00 dual mode (both colors deliver to Kafka), cutover to green at 11:00.
+    DUAL_MODE = "dual-mode"
+
+
+@dataclass(frozen=True)
+class DeploymentWeek:
+    histories: tuple[SyntheticHistory, ...]
+    records: tuple[DeploymentRecord, ...]
+    outage: tuple[float, float] | None = None  # the real outage the scenario holds, if any
+
+
+OUTAGE_MINUTES = 10.0
+
+
+def deployment_week(start: float, scenario: WeekScenario, scrape_interval: float = 60.0) -> DeploymentWeek:
+    """Seven days from `start` (a UTC midnight) of blue and green processes and the history that records
+    their cutovers: a deploy starts the new color 5 min before its cutover (at :55), so both run meanwhile."""
+    common = {"start": start, "days": 7, "scrape_interval": scrape_interval}
+    wednesday = start + 2 * 86_400.0 + 11 * HOUR
+    friday = start + 4 * 86_400.0 + 15 * HOUR
+    lead = 5 * 60.0
+    deploy_mode = "dual" if scenario is WeekScenario.DUAL_MODE else "handover"
+    histories = [
+        SyntheticHistory(instance="blue", stopped_at=wednesday, **common),
+        SyntheticHistory(
+            instance="green",
+            process_started_at=wednesday - lead,
+            producing_from=wednesday if deploy_mode == "handover" else None,
+            stopped_at=None if scenario is WeekScenario.DUAL_MODE else friday,
+            seed=11,
+            **common,
+        ),
+    ]
+    records = [
+        DeploymentRecord(
+            deployment_id="synthetic-deploy",
+            kind="deploy",
+            status="succeeded",
+            from_color="blue",
+            to_color="green",
+            active_color="green",
+            image="k2-platform:v2.1",
+            mode=deploy_mode,
+            started_at=wednesday - lead - 30.0,
+            finished_at=wednesday + 60.0,
+            switches=[switch_entry(wednesday, "blue", "green")],
+            overlap=[wednesday - lead, wednesday] if deploy_mode == "dual" else None,
+        )
+    ]
+    outage = None
+    if scenario is not WeekScenario.DUAL_MODE:
+        restart = scenario is WeekScenario.ROLLBACK_WITH_OUTAGE
+        histories.append(
+            SyntheticHistory(
+                instance="blue",
+                process_started_at=friday if restart else friday - lead,
+                producing_from=None if restart else friday,
+                connect_delay_seconds=OUTAGE_MINUTES * 60.0 if restart else 1.0,
+                seed=13,
+                **common,
+            )
+        )
+        records.append(
+            DeploymentRecord(
+                deployment_id="synthetic-rollback",
+                kind="rollback",
+                status="manual_rollback",
+                from_color="green",
+                to_color="blue",
+                active_color="blue",
+                image="k2-platform:v2.0-stable",
+                mode="restart" if restart else "handover",
+                started_at=friday - (0.0 if restart else lead),
+                finished_at=friday + (OUTAGE_MINUTES * 60.0 if restart else 10.0),
+                rollback_seconds=OUTAGE_MINUTES * 60.0 if restart else lead + 10.0,
+                switches=[switch_entry(friday, "green", "blue")],
+            )
+        )
+        outage = (friday, friday + OUTAGE_MINUTES * 60.0) if restart else None
+    return DeploymentWeek(tuple(histories), tuple(records), outage)

@@ -5,6 +5,9 @@ Instances (one streamer each, all job k2-streamer):
   5 rotations (day 1), one with a pong timeout (day 3), one with RSS over the 250 MB ceiling (day 5);
 - `alert-week`: a good week but for a critical alert firing on day 2 (exercises the ALERTS path);
 - `good-month` / `bad-month` / `worse-month`: the 30 days ending >= 3 h before now, sampled every 120 s.
+
+`deployment_weeks_prometheus` is another Prometheus with `blue` and `green` through three weeks with
+deployments (`synthetic.WeekScenario`).
 """
 
 from __future__ import annotations
@@ -18,7 +21,15 @@ import pytest
 from k2_ops.stack import AlertmanagerService, PrometheusService
 from k2_ops.validation.backfill import BackfillResult, create_blocks
 from k2_ops.validation.prometheus import PrometheusClient
-from k2_ops.validation.synthetic import Fault, SyntheticHistory, generate, history_days
+from k2_ops.validation.synthetic import (
+    DeploymentWeek,
+    Fault,
+    SyntheticHistory,
+    WeekScenario,
+    deployment_week,
+    generate,
+    history_days,
+)
 
 WEEK_SCRAPE_SECONDS = 60.0
 MONTH_SCRAPE_SECONDS = 120.0
@@ -86,5 +97,34 @@ def own_alertmanager(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Alert
     service.start()
     try:
         yield service
+    finally:
+        service.stop()
+
+
+@dataclass
+class DeploymentWeeksPrometheus:
+    """A real Prometheus holding three weeks of a blue-green pair, one scenario each, a day apart (a process
+    of one week never overlaps one of another), and each week's deployment history."""
+
+    client: PrometheusClient
+    weeks: dict[WeekScenario, DeploymentWeek]
+    starts: dict[WeekScenario, float]
+
+
+@pytest.fixture(scope="session")
+def deployment_weeks_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DeploymentWeeksPrometheus]:
+    root: Path = tmp_path_factory.mktemp("deployment-weeks")
+    latest = history_days(7)
+    starts = {scenario: latest - index * 8 * 86_400.0 for index, scenario in enumerate(WeekScenario)}
+    weeks = {
+        scenario: deployment_week(start, scenario, scrape_interval=WEEK_SCRAPE_SECONDS)
+        for scenario, start in starts.items()
+    }
+    series = [one for week in weeks.values() for history in week.histories for one in generate(history)]
+    service = PrometheusService(root, retention="3650d")
+    create_blocks(series, service.data_dir, root / "openmetrics")
+    service.start()
+    try:
+        yield DeploymentWeeksPrometheus(PrometheusClient(service.url), weeks, starts)
     finally:
         service.stop()

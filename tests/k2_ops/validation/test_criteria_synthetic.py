@@ -25,7 +25,7 @@ DAILY_EFFECTS = {
     "leak_alert": {"critical_alerts"},
     "message_loss": set(),
     "kafka_shortfall": set(),
-    "outage": {"unscheduled_reconnects", "pings"},
+    "outage": {"unscheduled_reconnects", "pings", "uptime"},
 }
 MONTHLY_EFFECTS = {
     "missing_rotation": {"rotations"},
