@@ -9,9 +9,11 @@ Two samples, both from `k2_ops.validation.synthetic` (seeded, so every run gives
   scrapes the soak runner would have taken, then evaluated and written exactly as
   `k2_ops.validation.soak.SoakRunner._finish` does: `memory_profile.json` (schema in
   `k2_ops.validation.memory_profile`) and the soak report built from it.
-- `weekly/`: the 7-day validation report of one streamer week with two faults injected (a missed rotation
-  on day 3, a pong timeout on day 5), from the daily criteria evaluated on each day, as
-  `k2 validate weekly` and the Dagster `weekly_validation_report` asset do.
+- `weekly/`: the 7-day validation report of a blue-green streamer week with deployments
+  (`synthetic.WeekScenario.ROLLBACK_WITH_OUTAGE`: a handover cutover blue -> green on Wednesday, a rollback
+  to blue on Friday whose restart left the streamer without a connection for 10 minutes) and a missed
+  rotation on Tuesday, judged on the active streamer stitched across the deployments, as `k2 validate
+  weekly` and the Dagster `weekly_validation_report` asset do.
 
 Only the clock is pinned (`generated_at`, the soak's start and end); nothing in the reports is written by
 hand. tests/docs/test_sample_report.py regenerates them and compares with what is committed.
@@ -31,7 +33,8 @@ from k2_ops.validation import criteria, memory_profile, periods
 from k2_ops.validation.profiles import PRODUCTION, ValidationProfile
 from k2_ops.validation.scrape import LabelKey, Scrape, raw_series
 from k2_ops.validation.series import Series, Window
-from k2_ops.validation.synthetic import Fault, SyntheticHistory, generate
+from k2_ops.validation.synthetic import Fault, SyntheticHistory, WeekScenario, deployment_week, generate
+from k2_ops.validation.timeline import ActiveTimeline
 
 SAMPLES_DIR = REPO_ROOT / "docs" / "samples"
 # Monday 2026-03-02 00:00 UTC: the sample week runs Monday..Sunday like the weekly Dagster partitions.
@@ -39,7 +42,7 @@ WEEK_START = datetime(2026, 3, 2, tzinfo=UTC).timestamp()
 SOAK_START = datetime(2026, 3, 9, tzinfo=UTC).timestamp()
 SOAK_SAMPLE_SECONDS = 600.0  # coarser than a real soak's 30 s: keeps the committed JSON small
 WEEKLY_STEP_SECONDS = 60.0
-WEEK_FAULTS = (Fault("missing_rotation", 2), Fault("pong_timeout", 4))
+WEEK_FAULTS = (Fault("missing_rotation", 1),)
 SYNTHETIC_SOURCE = "synthetic://k2_ops.validation.synthetic (seed 7)"
 
 
@@ -107,19 +110,21 @@ def _write_soak(out_dir: Path, generated_at: float) -> dict[str, Path]:
 
 def weekly_results(profile: ValidationProfile = PRODUCTION) -> list[periods.PeriodResult]:
     """The daily results of the sample week, computed from synthetic series instead of Prometheus."""
-    history = SyntheticHistory(WEEK_START, 7, "blue", profile=profile, faults=WEEK_FAULTS)
-    raw = generate(history)
+    week = deployment_week(
+        WEEK_START, WeekScenario.ROLLBACK_WITH_OUTAGE, WEEKLY_STEP_SECONDS, profile=profile, faults=WEEK_FAULTS
+    )
+    raw = [one for history in week.histories for one in generate(history)]
+    timeline = ActiveTimeline.from_records(list(week.records))
     daily = criteria.daily(profile)
-    queries = {**daily.inputs(), **{query.key: query for query in periods.CHART_INPUTS}}
+    queries = periods.stitched_queries(daily)
     results = []
     for day in range(7):
-        start, end = history.day_window(day)
+        start = WEEK_START + day * profile.day_seconds
+        end = start + profile.day_seconds
         series = criteria.select_series(raw, queries, start, end)
-        checks = criteria.evaluate_series(daily, series, Window(start, end, WEEKLY_STEP_SECONDS))
-        results.append(periods.PeriodResult(
-            daily.name, history.instance, start, end, WEEKLY_STEP_SECONDS, profile.name, checks, series,
-            day_seconds=profile.day_seconds,
-        ))
+        results.append(
+            periods.judge_stitched(daily, series, timeline, Window(start, end, WEEKLY_STEP_SECONDS), profile)
+        )
     return results
 
 

@@ -2,6 +2,10 @@
 
 Charts come from the series a period validation fetched (`PeriodResult.series`); a result read back from
 JSON has none, and its report then shows tables only (the 7-day report needs only the daily checks).
+
+Every period report says how it was judged (the active streamer stitched across deployments, or one color
+and why) and shows the period's deployments: a table, the notes (overlaps, a missing history), and on the
+charts a dotted line at each switch of the active color (weekly: the days with a switch shaded).
 """
 
 from __future__ import annotations
@@ -43,11 +47,15 @@ def _rate_line(series: Sequence[Series], window: Window, chunks: int = 96) -> tu
     return [start for start, _ in pairs], [amount / chunk for _, amount in pairs]
 
 
+SWITCH_LABEL = "switch of the active color"
+
+
 def _period_charts(result: PeriodResult, daily_buckets: bool) -> list[Chart]:
     series = result.series
     if not series:
         return []
     window = Window(result.start, result.end, result.step)
+    markers = [(at, SWITCH_LABEL) for at in result.switches]
     found: list[Chart] = []
     rss_max = series.get(criteria.RSS_MAX.key, [])
     if rss_max:
@@ -67,7 +75,9 @@ def _period_charts(result: PeriodResult, daily_buckets: bool) -> list[Chart]:
             Chart(
                 "rss",
                 "RSS over time (MB)",
-                charts.line_chart("RSS over time", lines, ylabel="MB", timestamps=True, limits=limits),
+                charts.line_chart(
+                    "RSS over time", lines, ylabel="MB", timestamps=True, limits=limits, markers=markers
+                ),
             )
         )
     messages = series.get(criteria.MESSAGES.key, [])
@@ -88,6 +98,7 @@ def _period_charts(result: PeriodResult, daily_buckets: bool) -> list[Chart]:
                     ylabel="msg/s",
                     timestamps=True,
                     limits=limits,
+                    markers=markers,
                 ),
             )
         )
@@ -140,6 +151,7 @@ def _period_charts(result: PeriodResult, daily_buckets: bool) -> list[Chart]:
                         timestamps=True,
                         limits=expected,
                         step=True,
+                        markers=markers,
                     ),
                 )
             )
@@ -161,6 +173,7 @@ def _period_charts(result: PeriodResult, daily_buckets: bool) -> list[Chart]:
                 ylabel="count",
                 timestamps=True,
                 step=True,
+                markers=markers,
             ),
         )
     )
@@ -169,12 +182,40 @@ def _period_charts(result: PeriodResult, daily_buckets: bool) -> list[Chart]:
 
 def _period_facts(result: PeriodResult) -> dict[str, str]:
     return {
-        "instance": result.instance,
+        "judged": result.judged_text,
+        "deployments": str(len(result.deployments)) if result.deployments else "none",
         "profile": result.profile,
         "criteria": result.criteria_set,
         "window": f"{_when(result.start)} .. {_when(result.end)}",
         "resolution": f"{format_number(result.step)} s between points",
     }
+
+
+DEPLOYMENT_COLUMNS = ["started (UTC)", "finished (UTC)", "kind", "mode", "colors", "status", "deployment"]
+
+
+def _deployment_rows(deployments: Sequence[Mapping[str, Any]]) -> list[list[str]]:
+    return [
+        [
+            _when(float(one["started_at"])),
+            _when(float(one["finished_at"])),
+            str(one["kind"]),
+            str(one["mode"]),
+            f"{one['from_color']} -> {one['to_color']} ({one['active_color']} active after)",
+            str(one["status"]),
+            str(one["deployment_id"]),
+        ]
+        for one in deployments
+    ]
+
+
+def _deployment_tables(deployments: Sequence[Mapping[str, Any]]) -> list[Table]:
+    rows = _deployment_rows(deployments)
+    return [Table("Deployments in this period", DEPLOYMENT_COLUMNS, rows)] if rows else []
+
+
+def _subject(result: PeriodResult) -> str:
+    return "active streamer" if result.judgement == "stitched" else result.instance
 
 
 def daily_report(result: PeriodResult) -> Report:
@@ -187,12 +228,14 @@ def daily_report(result: PeriodResult) -> Report:
     )
     return Report(
         "daily",
-        f"Daily validation {result.label} — {result.instance}",
+        f"Daily validation {result.label} — {_subject(result)}",
         result.passed,
         time.time(),
         facts=_period_facts(result),
         checks=list(result.checks),
+        tables=_deployment_tables(result.deployments),
         charts=_period_charts(result, False),
+        notes=list(result.notes),
         data={"result": result.to_dict(), "reconnects_by_reason": reconnect_reasons},
     )
 
@@ -200,12 +243,14 @@ def daily_report(result: PeriodResult) -> Report:
 def monthly_report(result: PeriodResult) -> Report:
     return Report(
         "monthly",
-        f"30-day stability {result.label} — {result.instance}",
+        f"30-day stability {result.label} — {_subject(result)}",
         result.passed,
         time.time(),
         facts=_period_facts(result),
         checks=list(result.checks),
+        tables=_deployment_tables(result.deployments),
         charts=_period_charts(result, True),
+        notes=list(result.notes),
         data={"result": result.to_dict()},
     )
 
@@ -214,13 +259,23 @@ def _day_value(day: PeriodResult, name: str) -> CheckResult | None:
     return next((check for check in day.checks if check.name == name), None)
 
 
+def _matrix_cell(check: CheckResult, column: CheckResult) -> str:
+    """Observed value, FAIL marked; the day's own threshold when it differs from the column's (a day with a
+    switch of the active color allows one scheduled event more or fewer)."""
+    text = ("" if check.passed else "FAIL ") + check.observed_text()
+    own = check.threshold_text()
+    return text if own == column.threshold_text() else f"{text} ({own})"
+
+
 def weekly_report(days: Sequence[PeriodResult]) -> Report:
     """The 7-day validation report (the seed's "report on day 7"): one row per day, every daily check."""
     if not days:
         raise ValueError("the weekly report needs at least one validated day")
-    names = [check.name for check in days[0].checks]
-    # Each column names its threshold, so every cell reads as observed vs threshold.
-    columns = [f"{check.name} ({check.threshold_text()})" for check in days[0].checks]
+    # Each column names its threshold (that of a day without a switch), so every cell reads as observed vs
+    # threshold; a day whose own threshold differs shows it in its cell.
+    reference_day = next((day for day in days if not day.switches), days[0])
+    names = [check.name for check in reference_day.checks]
+    columns = [f"{check.name} ({check.threshold_text()})" for check in reference_day.checks]
     matrix = Table(
         "Daily checks (observed vs the threshold in the column; FAIL marked)",
         ["day", "result", *columns],
@@ -229,15 +284,16 @@ def weekly_report(days: Sequence[PeriodResult]) -> Report:
                 day.label,
                 "PASS" if day.passed else "FAIL",
                 *[
-                    (("" if check.passed else "FAIL ") + check.observed_text()) if check else "-"
-                    for check in (_day_value(day, name) for name in names)
+                    _matrix_cell(check, reference) if check else "-"
+                    for check, reference in ((_day_value(day, name), column) for name, column in zip(
+                        names, reference_day.checks, strict=True))
                 ],
             ]
             for day in days
         ],
     )
     thresholds = Table(
-        "Thresholds", ["check", "threshold"], [[check.name, check.threshold_text()] for check in days[0].checks]
+        "Thresholds", ["check", "threshold"], [[check.name, check.threshold_text()] for check in reference_day.checks]
     )
     failed_rows = [
         [day.label, check.name, check.observed_text(), check.threshold_text(), check.evidence]
@@ -248,7 +304,11 @@ def weekly_report(days: Sequence[PeriodResult]) -> Report:
     tables = [matrix, thresholds]
     if failed_rows:
         tables.append(Table("Failed checks", ["day", "check", "observed", "threshold", "evidence"], failed_rows))
+    # A deployment spanning midnight is listed by both days: once here.
+    deployments = list({one["deployment_id"]: one for day in days for one in day.deployments}.values())
+    tables += _deployment_tables(deployments)
     labels = [day.label for day in days]
+    switch_days = [index for index, day in enumerate(days) if day.switches]
     found: list[Chart] = []
     bands = []
     for day in days:
@@ -269,6 +329,8 @@ def weekly_report(days: Sequence[PeriodResult]) -> Report:
                 ylabel="MB",
                 bands=bands,
                 limits=[(ceiling.threshold, f"ceiling {format_number(ceiling.threshold)} MB")] if ceiling else [],
+                marked=switch_days,
+                marked_label=SWITCH_LABEL,
             ),
         )
     )
@@ -277,6 +339,7 @@ def weekly_report(days: Sequence[PeriodResult]) -> Report:
         ("pings", "Pings per day"),
         ("message_rate", "Average message rate per day (msg/s)"),
         ("unscheduled_reconnects", "Unscheduled reconnects per day"),
+        ("uptime", "Uptime per day (%)"),
     ):
         values = [(_day_value(day, name).observed or 0.0) if _day_value(day, name) else 0.0 for day in days]
         reference = _day_value(days[0], name)
@@ -291,22 +354,27 @@ def weekly_report(days: Sequence[PeriodResult]) -> Report:
                     [(name, values)],
                     ylabel=reference.unit if reference and reference.unit else "count",
                     limits=limits,
+                    marked=switch_days,
+                    marked_label=SWITCH_LABEL,
+                    y_range=_zoom(values, reference.threshold) if name == "uptime" and reference else None,
                 ),
             )
         )
     passed = all(day.passed for day in days)
     first, last = days[0], days[-1]
     facts = {
-        "instance": first.instance,
+        "judged": first.judged_text,
+        "deployments": str(len(deployments)) if deployments else "none",
         "profile": first.profile,
         "days validated": str(len(days)),
         "period": f"{_when(first.start)} .. {_when(last.end)}",
         "failed days": ", ".join(day.label for day in days if not day.passed) or "none",
     }
     notes = [] if len(days) == 7 else [f"Only {len(days)} of 7 days were validated."]
+    notes += [f"{day.label}: {note}" for day in days for note in day.notes if _worth_a_weekly_note(day, note)]
     return Report(
         "weekly",
-        f"7-day validation {first.label} .. {last.label} — {first.instance}",
+        f"7-day validation {first.label} .. {last.label} — {_subject(first)}",
         passed and len(days) == 7,
         time.time(),
         facts=facts,
@@ -409,3 +477,14 @@ def soak_report(profile: Mapping[str, Any]) -> Report:
         charts=found,
         data={"summary": dict(summary), "metadata": dict(metadata)},
     )
+
+
+def _worth_a_weekly_note(day: PeriodResult, note: str) -> bool:
+    """The weekly report repeats a day's notes except the plain "who was active" line of a day with no switch."""
+    return bool(day.switches) or not note.startswith("active streamer:")
+
+
+def _zoom(values: Sequence[float], threshold: float) -> tuple[float, float]:
+    """A value axis from just below the lowest value or threshold to just above the highest (percentages)."""
+    low = min([*values, threshold])
+    return (max(0.0, low - max(0.2, (100.0 - low) * 0.2)), 100.0 + 0.05)

@@ -15,6 +15,7 @@ import matplotlib.pyplot as plt
 
 Line = tuple[str, Sequence[float], Sequence[float]]  # (label, x values, y values)
 COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b")
+MARKER_COLOR = "#7f7f7f"
 
 
 def _png(figure: plt.Figure) -> bytes:
@@ -43,10 +44,12 @@ def line_chart(
     timestamps: bool = False,
     limits: Sequence[tuple[float, str]] = (),
     step: bool = False,
+    markers: Sequence[tuple[float, str]] = (),
 ) -> bytes:
     """Lines over time (unix seconds when `timestamps`, else plain numbers such as elapsed seconds).
 
-    `limits` draw horizontal dashed lines (threshold, label); `step` draws counters as steps.
+    `limits` draw horizontal dashed lines (threshold, label); `step` draws counters as steps; `markers`
+    draw vertical dotted lines (x, label), e.g. the deployments of the period.
     """
     figure, axis = plt.subplots(figsize=(8, 3.2))
     spans = []
@@ -62,6 +65,10 @@ def line_chart(
             axis.plot(x_values, ys, label=label, color=color, linewidth=1.2)
     for value, label in limits:
         axis.axhline(value, linestyle="--", color="#d62728", linewidth=1, label=label)
+    for index, (x, label) in enumerate(markers):
+        at = datetime.fromtimestamp(x, UTC) if timestamps else x
+        # One legend entry for all markers: they share a meaning.
+        axis.axvline(at, linestyle=":", color=MARKER_COLOR, linewidth=1.4, label=label if index == 0 else None)
     if timestamps:
         _time_axis(axis, max(spans, default=0.0))
     axis.set_title(title)
@@ -69,7 +76,7 @@ def line_chart(
     if xlabel:
         axis.set_xlabel(xlabel)
     axis.grid(alpha=0.3)
-    if lines or limits:
+    if lines or limits or markers:
         axis.legend(loc="best", fontsize=8)
     return _png(figure)
 
@@ -82,8 +89,15 @@ def bar_chart(
     ylabel: str,
     limits: Sequence[tuple[float, str]] = (),
     bands: Sequence[tuple[float, float]] | None = None,
+    marked: Sequence[int] = (),
+    marked_label: str = "",
+    y_range: tuple[float, float] | None = None,
 ) -> bytes:
-    """Grouped bars per category (e.g. rotations and pings per day); `bands` draws (low, high) ranges instead."""
+    """Grouped bars per category (e.g. rotations and pings per day); `bands` draws (low, high) ranges instead.
+
+    `marked` shades the categories at those indexes (e.g. days with a deployment), named `marked_label`;
+    `y_range` zooms the value axis (an uptime of 99.3 % is invisible on 0-100).
+    """
     figure, axis = plt.subplots(figsize=(8, 3.2))
     positions = list(range(len(categories)))
     if bands is not None:
@@ -97,6 +111,11 @@ def bar_chart(
             axis.bar(offsets, values, width=width, label=label, color=COLORS[index % len(COLORS)])
     for value, label in limits:
         axis.axhline(value, linestyle="--", color="#d62728", linewidth=1, label=label)
+    for index, position in enumerate(marked):
+        axis.axvspan(position - 0.5, position + 0.5, color=MARKER_COLOR, alpha=0.15,
+                     label=marked_label if index == 0 else None)
+    if y_range is not None:
+        axis.set_ylim(*y_range)
     axis.set_xticks(positions)
     axis.set_xticklabels(categories, rotation=30, ha="right", fontsize=8)
     axis.set_title(title)

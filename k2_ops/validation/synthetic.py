@@ -419,13 +419,20 @@ class DeploymentWeek:
 OUTAGE_MINUTES = 10.0
 
 
-def deployment_week(start: float, scenario: WeekScenario, scrape_interval: float = 60.0) -> DeploymentWeek:
+def deployment_week(
+    start: float,
+    scenario: WeekScenario,
+    scrape_interval: float = 60.0,
+    profile: ValidationProfile = PRODUCTION,
+    faults: tuple[Fault, ...] = (),
+) -> DeploymentWeek:
     """Seven days from `start` (a UTC midnight) of blue and green processes and the history that records
-    their cutovers: a deploy starts the new color 5 min before its cutover (at :55), so both run meanwhile."""
-    common = {"start": start, "days": 7, "scrape_interval": scrape_interval}
-    wednesday = start + 2 * 86_400.0 + 11 * HOUR
-    friday = start + 4 * 86_400.0 + 15 * HOUR
-    lead = 5 * 60.0
+    their cutovers: a deploy starts the new color 5 min before its cutover (at :55), so both run meanwhile.
+    `faults` go to every process; each happens only in the process running at its time."""
+    common = {"start": start, "days": 7, "scrape_interval": scrape_interval, "profile": profile, "faults": faults}
+    wednesday = start + 2 * profile.day_seconds + profile.hours(11)
+    friday = start + 4 * profile.day_seconds + profile.hours(15)
+    lead = profile.hours(5 / 60)
     deploy_mode = "dual" if scenario is WeekScenario.DUAL_MODE else "handover"
     histories = [
         SyntheticHistory(instance="blue", stopped_at=wednesday, **common),
@@ -462,7 +469,7 @@ def deployment_week(start: float, scenario: WeekScenario, scrape_interval: float
                 instance="blue",
                 process_started_at=friday if restart else friday - lead,
                 producing_from=None if restart else friday,
-                connect_delay_seconds=OUTAGE_MINUTES * 60.0 if restart else 1.0,
+                connect_delay_seconds=profile.hours(OUTAGE_MINUTES / 60) if restart else 1.0,
                 seed=13,
                 **common,
             )
@@ -478,10 +485,10 @@ def deployment_week(start: float, scenario: WeekScenario, scrape_interval: float
                 image="k2-platform:v2.0-stable",
                 mode="restart" if restart else "handover",
                 started_at=friday - (0.0 if restart else lead),
-                finished_at=friday + (OUTAGE_MINUTES * 60.0 if restart else 10.0),
-                rollback_seconds=OUTAGE_MINUTES * 60.0 if restart else lead + 10.0,
+                finished_at=friday + (profile.hours(OUTAGE_MINUTES / 60) if restart else 10.0),
+                rollback_seconds=profile.hours(OUTAGE_MINUTES / 60) if restart else lead + 10.0,
                 switches=[switch_entry(friday, "green", "blue")],
             )
         )
-        outage = (friday, friday + OUTAGE_MINUTES * 60.0) if restart else None
+        outage = (friday, friday + profile.hours(OUTAGE_MINUTES / 60)) if restart else None
     return DeploymentWeek(tuple(histories), tuple(records), outage)

@@ -75,11 +75,19 @@ def test_soak_sample_follows_the_memory_profile_schema() -> None:
     }
 
 
-def test_weekly_sample_fails_exactly_the_injected_days() -> None:
+def test_weekly_sample_is_a_week_with_deployments_failing_exactly_the_injected_days() -> None:
     report = json.loads((SAMPLES_DIR / "weekly" / "weekly_report.json").read_text())
     failed = {day["label"]: [c["name"] for c in day["checks"] if not c["passed"]] for day in report["data"]["days"]}
+    # Tuesday: the missed rotation; Friday: the 10 minutes without a connection inside the rollback. The
+    # Wednesday cutover and Friday rollback themselves fail nothing: the days are judged stitched.
     assert {label: names for label, names in failed.items() if names} == {
-        "2026-03-04": ["rotations"],
-        "2026-03-06": ["unscheduled_reconnects"],
+        "2026-03-03": ["rotations"],
+        "2026-03-06": ["uptime"],
     }
     assert report["passed"] is False
+    assert all(day["judgement"] == "stitched" for day in report["data"]["days"])
+    deployments = {d["deployment_id"] for day in report["data"]["days"] for d in day["deployments"]}
+    assert deployments == {"synthetic-deploy", "synthetic-rollback"}
+    markdown = (SAMPLES_DIR / "weekly" / "weekly_report.md").read_text()
+    assert "## Deployments in this period" in markdown
+    assert "down 2026-03-06 15:00:00 UTC - 2026-03-06 15:10:00 UTC" in markdown

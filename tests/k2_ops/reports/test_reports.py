@@ -4,6 +4,7 @@ observed next to threshold, and the 7-day report marks the failed checks of the 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import re
 from html.parser import HTMLParser
@@ -17,7 +18,8 @@ from k2_ops.validation import criteria, memory_profile, periods
 from k2_ops.validation.checks import CheckResult
 from k2_ops.validation.profiles import PRODUCTION
 from k2_ops.validation.series import Window
-from k2_ops.validation.synthetic import Fault, SyntheticHistory, generate
+from k2_ops.validation.synthetic import Fault, SyntheticHistory, WeekScenario, deployment_week, generate
+from k2_ops.validation.timeline import ActiveTimeline
 
 START = 1_790_000_000.0 // 86_400 * 86_400
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -205,3 +207,48 @@ def test_unknown_kind_and_bad_inputs_are_refused() -> None:
     with pytest.raises(TypeError):
         build_report("soak", [])
     assert memory_profile.SCHEMA_VERSION == 1
+
+
+def test_a_week_with_deployments_shows_them_and_how_it_was_judged(tmp_path: Path) -> None:
+    """The weekly and daily reports of a stitched week: the deployments table, the switch days shaded
+    (pixels differ from a week without switches), the notes, and a cell with the day's widened threshold."""
+    week = deployment_week(START, WeekScenario.ROLLBACK_WITH_OUTAGE)
+    raw = [one for history in week.histories for one in generate(history)]
+    timeline = ActiveTimeline.from_records(list(week.records))
+    daily = criteria.daily(PRODUCTION)
+    days = [
+        periods.judge_stitched(
+            daily,
+            criteria.select_series(raw, periods.stitched_queries(daily), START + i * 86_400, START + (i + 1) * 86_400),
+            timeline,
+            Window(START + i * 86_400, START + (i + 1) * 86_400, 60.0),
+            PRODUCTION,
+        )
+        for i in range(7)
+    ]
+    report = build_report("weekly", days)
+    assert report.facts["judged"] == "active streamer, stitched across deployments"
+    assert report.facts["deployments"] == "2"
+    [deployments] = [table for table in report.tables if table.title == "Deployments in this period"]
+    assert [row[-1] for row in deployments.rows] == ["synthetic-deploy", "synthetic-rollback"]
+    assert [row[3] for row in deployments.rows] == ["handover", "restart"]
+    matrix = report.tables[0]
+    rotations_column = matrix.columns.index("rotations (= 6)")
+    assert matrix.rows[2][rotations_column].endswith("(= 6 ± 1)")  # Wednesday: the switch widens it
+    assert matrix.rows[3][rotations_column] == "6"
+    assert any(note.startswith(days[4].label + ": active streamer: green") for note in report.notes)
+    assert report.passed is False and report.facts["failed days"] == days[4].label
+
+    unswitched = dataclasses.replace(days[2], switches=[])
+    plain_week = build_report("weekly", [*days[:2], unswitched, *days[3:]])
+    shaded = {chart.name: chart.png for chart in report.charts}
+    plain = {chart.name: chart.png for chart in plain_week.charts}
+    assert shaded["uptime_per_day"] != plain["uptime_per_day"]
+
+    files = write_period_report("daily", days[4], tmp_path / "friday")
+    markdown = files["markdown"].read_text()
+    assert "| judged | active streamer, stitched across deployments |" in markdown
+    assert "synthetic-rollback" in markdown and "down 20" in markdown
+    day_report = build_report("daily", days[4])
+    assert day_report.title.endswith("— active streamer")
+    assert any(table.title == "Deployments in this period" for table in day_report.tables)
