@@ -43,9 +43,12 @@ def checks_table(checks: Sequence[Any]) -> str:
 
 def days_table(days: Sequence[dict[str, Any]], check_names: Sequence[str]) -> str:
     """Markdown: one row per day, one column per daily check ("PASS 6" / "FAIL 5": verdict and observed value;
-    the column names the threshold), `-` where the day was not validated."""
+    the column names the threshold, a cell its day's own when that differs), `-` where the day was not
+    validated."""
     thresholds: dict[str, str] = {}
-    for day in days:
+    # A day with a switch of the active color allows one scheduled event more or fewer: the columns name the
+    # threshold of days without one, and such a day's cell names its own.
+    for day in sorted(days, key=lambda d: bool(d.get("switches"))):
         for check in day.get("checks", ()):
             thresholds.setdefault(check["name"], check.get("threshold_text", ""))
     columns = [f"{name} ({thresholds[name]})" if thresholds.get(name) else name for name in check_names]
@@ -59,8 +62,10 @@ def days_table(days: Sequence[dict[str, Any]], check_names: Sequence[str]) -> st
         cells = []
         for name in check_names:
             check = by_name.get(name)
+            own = "" if check is None or check.get("threshold_text", "") == thresholds.get(name, "") else (
+                f" ({check.get('threshold_text')})")
             cells.append("-" if check is None else
-                         f"{'PASS' if check['passed'] else 'FAIL'} {check.get('observed_text', '')}".rstrip())
+                         f"{'PASS' if check['passed'] else 'FAIL'} {check.get('observed_text', '')}".rstrip() + own)
         rows.append(f"| {day['label']} | {'PASS' if day['passed'] else 'FAIL'} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 

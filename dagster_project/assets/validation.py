@@ -1,5 +1,10 @@
 """Validation report assets: daily (partitioned by day, one asset check per daily criterion), the 7-day
-report (weekly partitions reading their 7 daily partitions) and 30-day stability (monthly partitions)."""
+report (weekly partitions reading their 7 daily partitions) and 30-day stability (monthly partitions).
+
+By default a period is judged on the active streamer, stitched across the deployments the deployment
+history records (`periods.Subject.from_history`); `instance` in the run config judges one color instead.
+Without a history the judgement falls back to the active color and the metadata and report say so.
+"""
 
 
 import os
@@ -36,11 +41,25 @@ WEEK_CHECK = "all_days_passed"
 
 
 class ValidationConfig(dg.Config):
-    instance: str = Field(default="", description="streamer instance (color); empty = the active color")
+    instance: str = Field(
+        default="",
+        description="one streamer instance (color) to judge alone; empty = the active streamer, stitched across "
+        "the deployments of the period (deployment history)",
+    )
 
 
-def _instance(config: ValidationConfig, deployment: DeploymentResource) -> str:
-    return config.instance or deployment.history().active_color()
+def _subject(config: ValidationConfig, deployment: DeploymentResource) -> periods.Subject:
+    return periods.Subject.from_history(deployment.history(), config.instance)
+
+
+def _judgement_metadata(result: periods.PeriodResult) -> dict[str, Any]:
+    return {
+        "judged": result.judged_text,
+        "deployments": dg.MetadataValue.md(
+            "\n".join(f"- {d['text']}" for d in result.deployments) if result.deployments else "none"
+        ),
+        "notes": dg.MetadataValue.md("\n".join(f"- {note}" for note in result.notes) if result.notes else "none"),
+    }
 
 
 def _check_results(asset: str, checks: list[Any]) -> list[dg.AssetCheckResult]:
@@ -69,17 +88,23 @@ def daily_validation_report(context: dg.AssetExecutionContext, config: Validatio
                             prometheus: PrometheusResource, deployment: DeploymentResource,
                             reports: ReportsResource) -> Any:
     window = context.partition_time_window
-    instance = _instance(config, deployment)
-    result = periods.validate_day(prometheus.client(), window.start.timestamp(), instance=instance,
+    result = periods.validate_day(prometheus.client(), window.start.timestamp(),
+                                  instance=_subject(config, deployment),
                                   scrape_interval=prometheus.scrape_interval_seconds)
+    instance = result.instance
     out_dir = reports.folder("daily", context.partition_key)
     data = result.to_dict()
     files = {"json": write_json(out_dir / "daily.json", data), **write_html_report("daily", result, out_dir)}
     table = checks_table(result.checks)
-    (out_dir / "checks.md").write_text(f"# Daily validation {context.partition_key} ({instance})\n\n{table}\n")
-    context.log.info(f"{context.partition_key}: {'PASS' if result.passed else 'FAIL ' + ', '.join(result.failed())}")
+    (out_dir / "checks.md").write_text(
+        f"# Daily validation {context.partition_key} ({result.judged_text})\n\n{table}\n")
+    context.log.info(f"{context.partition_key} ({result.judged_text}): "
+                     f"{'PASS' if result.passed else 'FAIL ' + ', '.join(result.failed())}")
+    for note in result.notes:
+        context.log.info(note)
     yield dg.Output(data, metadata={
         "day": context.partition_key, "instance": instance, "passed": result.passed,
+        **_judgement_metadata(result),
         "failed_checks": ", ".join(result.failed()) or "none",
         "checks": dg.MetadataValue.md(table), "json_report": dg.MetadataValue.path(str(files["json"])),
         **report_metadata(files),
@@ -113,8 +138,9 @@ def weekly_validation_report(context: dg.AssetExecutionContext, daily_validation
     passed = not failed_days and not missing_days
     table = days_table(days, DAILY_CHECKS)
     out_dir = reports.folder("weekly", context.partition_key)
+    deployments = list({d["deployment_id"]: d for day in validated for d in day.get("deployments", [])}.values())
     data = {"week_start": context.partition_key, "passed": passed, "failed_days": failed_days,
-            "missing_days": missing_days, "days": days}
+            "missing_days": missing_days, "deployments": deployments, "days": days}
     files = {"json": write_json(out_dir / "weekly.json", data)}
     results = [periods.PeriodResult.from_dict(d) for d in validated]
     if results:
@@ -123,6 +149,8 @@ def weekly_validation_report(context: dg.AssetExecutionContext, daily_validation
     yield dg.Output(data, metadata={
         "week_start": context.partition_key, "passed": passed, "days_validated": len(validated),
         "failed_days": ", ".join(failed_days) or "none", "missing_days": ", ".join(missing_days) or "none",
+        "judged": ", ".join(sorted({periods.PeriodResult.from_dict(d).judged_text for d in validated})) or "-",
+        "deployments": dg.MetadataValue.md("\n".join(f"- {d['text']}" for d in deployments) or "none"),
         "days": dg.MetadataValue.md(table), "json_report": dg.MetadataValue.path(str(files["json"])),
         **report_metadata(files),
     })
@@ -161,15 +189,17 @@ def monthly_stability_report(context: dg.AssetExecutionContext, config: Validati
                              reports: ReportsResource) -> Any:
     end = context.partition_time_window.end.timestamp()
     days = criteria.StabilityThresholds().days
-    instance = _instance(config, deployment)
-    result = periods.validate_month(prometheus.client(), end - days * DAY_SECONDS, instance=instance,
+    result = periods.validate_month(prometheus.client(), end - days * DAY_SECONDS,
+                                    instance=_subject(config, deployment),
                                     scrape_interval=prometheus.scrape_interval_seconds)
+    instance = result.instance
     out_dir = reports.folder("monthly", context.partition_key)
     data = result.to_dict()
     files = {"json": write_json(out_dir / "monthly.json", data), **write_html_report("monthly", result, out_dir)}
     table = checks_table(result.checks)
     yield dg.Output(data, metadata={
         "month": context.partition_key, "instance": instance, "passed": result.passed,
+        **_judgement_metadata(result),
         "window": f"{datetime.fromtimestamp(result.start, UTC):%Y-%m-%d} .. "
                   f"{datetime.fromtimestamp(result.end - 1, UTC):%Y-%m-%d}",
         "failed_checks": ", ".join(result.failed()) or "none", "checks": dg.MetadataValue.md(table),

@@ -113,8 +113,8 @@ class Deployment:
     def text(self) -> str:
         when = datetime.fromtimestamp(self.started_at, UTC).strftime("%Y-%m-%d %H:%M:%S")
         return (
-            f"{when} {self.kind} {self.from_color} -> {self.to_color} ({self.mode}): {self.status}, "
-            f"{self.active_color} active after"
+            f"{when} UTC {self.kind} {self.from_color} -> {self.to_color} ({self.mode}): {self.status}, "
+            f"{self.active_color} active after [{self.deployment_id}]"
         )
 
 

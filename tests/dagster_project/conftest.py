@@ -18,11 +18,12 @@ from dagster_project.assets.reporting import ReportsResource
 from dagster_project.resources import AlertmanagerResource, DeploymentResource, PrometheusResource
 from dagster_project.sensors import FailureNotifier
 from k2_ops.deploy.audit import read_trade_ids
+from k2_ops.deploy.history import DeploymentRecord
 from k2_ops.deploy.local import trades_topic
 from k2_ops.simulator import BackgroundSimulator, SimulatorConfig
 from k2_ops.stack import AlertmanagerService, KafkaService, PrometheusService
 from k2_ops.validation.backfill import create_blocks
-from k2_ops.validation.synthetic import Fault, SyntheticHistory, generate
+from k2_ops.validation.synthetic import Fault, SyntheticHistory, WeekScenario, deployment_week, generate
 
 SYMBOLS = ("btcusdt", "ethusdt")
 
@@ -109,6 +110,11 @@ class WeekPrometheus:
     service: PrometheusService
     week_start: float
 
+    @property
+    def deployments(self) -> tuple[DeploymentRecord, ...]:
+        """The deployment history of the week's blue and green."""
+        return deployment_week(self.week_start, WeekScenario.HANDOVER_AND_ROLLBACK, SCRAPE).records
+
     def day(self, index: int) -> str:
         return datetime.fromtimestamp(self.week_start + index * DAY, UTC).strftime("%Y-%m-%d")
 
@@ -119,7 +125,9 @@ def week_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WeekPr
     start = last_whole_monday_week(time.time())
     assert datetime.fromtimestamp(start, UTC).weekday() == 0
     histories = [SyntheticHistory(start, 7, "good-week", scrape_interval=SCRAPE),
-                 SyntheticHistory(start, 7, "bad-week", scrape_interval=SCRAPE, faults=BAD_WEEK)]
+                 SyntheticHistory(start, 7, "bad-week", scrape_interval=SCRAPE, faults=BAD_WEEK),
+                 # blue and green: a handover cutover on Wednesday, a rollback on Friday (WeekPrometheus.deployments)
+                 *deployment_week(start, WeekScenario.HANDOVER_AND_ROLLBACK, SCRAPE).histories]
     service = PrometheusService(root, retention="3650d")
     create_blocks([s for h in histories for s in generate(h)], service.data_dir, root / "openmetrics")
     service.start()

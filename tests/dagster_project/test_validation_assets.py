@@ -11,12 +11,14 @@ import pytest
 
 from dagster_project.assets.reporting import ReportsResource
 from dagster_project.assets.validation import (
+    DAILY_CHECKS,
     MONTHLY_CHECKS,
     daily_validation_report,
     monthly_stability_report,
     weekly_validation_report,
 )
 from dagster_project.resources import DeploymentResource, PrometheusResource
+from k2_ops.deploy.history import DeploymentHistory
 
 from .conftest import MONTH_SCRAPE, SCRAPE, WeekPrometheus
 
@@ -40,7 +42,7 @@ def materialize_week(week: WeekPrometheus, instance_name: str, tmp_path: Path, d
         seconds.append(time.monotonic() - began)
         assert result.success
         evaluations = result.get_asset_check_evaluations()
-        assert len(evaluations) == 6
+        assert len(evaluations) == len(DAILY_CHECKS)
         failures.append({e.check_name for e in evaluations if not e.passed})
     began = time.monotonic()
     weekly = dg.materialize([daily_validation_report, weekly_validation_report],
@@ -89,7 +91,51 @@ def test_backfilled_good_week_passes_every_day(week_prometheus, tmp_path, dagste
     report = weekly.output_for_node("weekly_validation_report")
     assert report["passed"] and report["failed_days"] == []
     evaluations = weekly.get_asset_check_evaluations()
-    assert len(evaluations) == 7 and all(e.passed for e in evaluations)
+    assert len(evaluations) == len(DAILY_CHECKS) + 1 and all(e.passed for e in evaluations)
+
+
+def test_a_week_with_a_cutover_and_a_rollback_is_judged_on_the_active_streamer(week_prometheus, tmp_path,
+                                                                                 dagster_instance) -> None:
+    """No instance configured: the deployment history of the stack decides, every day passes stitched, and
+    the metadata and the 7-day report show the deployments."""
+    history = DeploymentHistory(tmp_path / "deploy" / "history.jsonl")
+    for record in week_prometheus.deployments:
+        history.append(record)
+    resources = {
+        "prometheus": PrometheusResource(url=week_prometheus.service.url, scrape_interval_seconds=SCRAPE),
+        "deployment": DeploymentResource(state_dir=str(tmp_path / "deploy"), run_dir=str(tmp_path / "run")),
+        "reports": ReportsResource(root=str(tmp_path / "reports")),
+        "io_manager": dg.FilesystemIOManager(base_dir=str(tmp_path / "storage")),
+    }
+    assert resources["deployment"].history().path == history.path
+    for index in range(7):
+        result = dg.materialize([daily_validation_report], partition_key=week_prometheus.day(index),
+                                resources=resources, instance=dagster_instance)
+        assert result.success
+        failed = {e.check_name for e in result.get_asset_check_evaluations() if not e.passed}
+        assert failed == set(), (index, failed)
+        metadata = result.asset_materializations_for_node("daily_validation_report")[0].metadata
+        assert metadata["judged"].value == "active streamer, stitched across deployments"
+        assert ("synthetic-deploy" in metadata["deployments"].value) == (index == 2)
+        assert ("synthetic-rollback" in metadata["deployments"].value) == (index == 4)
+    weekly = dg.materialize([daily_validation_report, weekly_validation_report],
+                            selection=[weekly_validation_report], partition_key=week_prometheus.day(0),
+                            resources=resources, instance=dagster_instance)
+    report = weekly.output_for_node("weekly_validation_report")
+    assert report["passed"] and [d["deployment_id"] for d in report["deployments"]] == [
+        "synthetic-deploy", "synthetic-rollback"]
+    metadata = weekly.asset_materializations_for_node("weekly_validation_report")[0].metadata
+    wednesday = next(line for line in metadata["days"].value.splitlines()
+                     if line.startswith(f"| {week_prometheus.day(2)} |"))
+    assert "(= 6 ± 1)" in wednesday, wednesday
+    html = Path(metadata["html_report"].value).read_text()
+    assert "Deployments in this period" in html and "synthetic-rollback" in html
+
+    # The same week judged on blue alone (asked for): the days blue did not stream fail.
+    blue = dg.materialize([daily_validation_report], partition_key=week_prometheus.day(3), resources=resources,
+                          run_config={"ops": {"daily_validation_report": {"config": {"instance": "blue"}}}},
+                          instance=dagster_instance)
+    assert "uptime" in {e.check_name for e in blue.get_asset_check_evaluations() if not e.passed}
 
 
 def test_weekly_report_says_which_days_were_not_validated(week_prometheus, tmp_path, dagster_instance) -> None:
