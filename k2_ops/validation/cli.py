@@ -15,9 +15,11 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from k2_ops.deploy.history import DeploymentHistory
 from k2_ops.paths import run_dir
 from k2_ops.stack.local import read_state
 from k2_ops.validation.checks import CheckResult
+from k2_ops.validation.periods import PeriodResult
 from k2_ops.validation.profiles import PRODUCTION, ProfileError, get_profile
 from k2_ops.validation.soak import SOAK_TOPIC_PREFIX
 
@@ -94,7 +96,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ):
         parser = kinds.add_parser(name, help=help_text)
         parser.add_argument("--prometheus", default=None, help="Prometheus URL (default: the local stack's)")
-        parser.add_argument("--instance", default="blue", help="streamer instance (color)")
+        parser.add_argument(
+            "--instance",
+            default="",
+            help="judge one streamer instance (color) alone; default: the active streamer, stitched across the "
+            "deployments in the deployment history (--history)",
+        )
+        parser.add_argument(
+            "--history",
+            type=Path,
+            default=None,
+            help="deployment history (JSON lines) to stitch with; default: the local stack's "
+            "(<run>/deploy/history.jsonl); without one, the active color is judged alone and the report says so",
+        )
         parser.add_argument("--profile", default="production")
         parser.add_argument(
             "--start",
@@ -223,6 +237,24 @@ def _default_start(period: str, day_seconds: float) -> float:
     return (today - timedelta(seconds=days * day_seconds)).timestamp()
 
 
+def _history(args: argparse.Namespace) -> DeploymentHistory:
+    from k2_ops.deploy.settings import DeploySettings
+
+    if args.history is not None:
+        return DeploymentHistory(args.history)
+    return DeploySettings(run_dir=str(args.run_dir or "")).history()
+
+
+def _print_notes(result: PeriodResult, printed: str) -> None:
+    """The period's deployments and notes, but not `printed` (the subject's note, shown once at the top) nor
+    who was active on a day without a switch."""
+    for deployment in result.deployments:
+        print(f"  deployment: {deployment['text']}")
+    for note in result.notes:
+        if note != printed and not (note.startswith("active streamer:") and not result.switches):
+            print(f"  note: {note}")
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     from k2_ops.reports import write_period_report
     from k2_ops.validation import periods
@@ -237,25 +269,33 @@ def cmd_validate(args: argparse.Namespace) -> int:
         # The stored data's resolution: as given, else what Prometheus scrapes at, else 15 s.
         scrape_interval = args.scrape_interval or client.scrape_interval() or 15.0
         start = parse_start(args.start) if args.start else _default_start(args.period, profile.day_seconds)
-        common = {"profile": profile, "instance": args.instance, "scrape_interval": scrape_interval}
+        subject = periods.Subject.from_history(_history(args), args.instance)
+        common = {"profile": profile, "instance": subject, "scrape_interval": scrape_interval}
         label = datetime.fromtimestamp(start, UTC).strftime("%Y-%m-%d") if profile is PRODUCTION else f"{start:.0f}"
-        out_dir = args.out or (args.run_dir or run_dir()) / "reports" / args.period / f"{label}-{args.instance}"
+        judged = args.instance or ("active" if subject.timeline is not None else subject.instance)
+        out_dir = args.out or (args.run_dir or run_dir()) / "reports" / args.period / f"{label}-{judged}"
+        if subject.note:
+            print(f"note: {subject.note}")
         if args.period == "daily":
             results = periods.validate_day(client, start, **common)
             checks, passed = results.checks, results.passed
-            print(f"daily validation {results.label} ({args.instance}): {'PASS' if passed else 'FAIL'}")
+            print(f"daily validation {results.label} ({results.judged_text}): {'PASS' if passed else 'FAIL'}")
+            _print_notes(results, subject.note)
             _print_checks(checks)
         elif args.period == "weekly":
             days = periods.validate_week(client, start, **common)
             passed = periods.week_passed(days)
+            print(f"7-day validation ({days[0].judged_text})")
             for day in days:
                 print(f"{day.label}: {'PASS' if day.passed else 'FAIL ' + ', '.join(day.failed())}")
+                _print_notes(day, subject.note)
                 _print_checks(day.checks)
             results = days
         else:
             results = periods.validate_month(client, start, **common)
             passed = results.passed
-            print(f"30-day stability {results.label} ({args.instance}): {'PASS' if passed else 'FAIL'}")
+            print(f"30-day stability {results.label} ({results.judged_text}): {'PASS' if passed else 'FAIL'}")
+            _print_notes(results, subject.note)
             _print_checks(results.checks)
         files = write_period_report(args.period, results, out_dir)
         print(f"report: {files['html']} (also {files['markdown'].name}, {files['json'].name})")

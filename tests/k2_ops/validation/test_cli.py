@@ -8,9 +8,11 @@ from pathlib import Path
 import pytest
 
 from k2_ops.cli import main
+from k2_ops.deploy.history import DeploymentHistory
 from k2_ops.stack import free_port
+from k2_ops.validation.synthetic import WeekScenario
 
-from .conftest import MONTH_SCRAPE_SECONDS, WEEK_SCRAPE_SECONDS, HistoryPrometheus
+from .conftest import MONTH_SCRAPE_SECONDS, WEEK_SCRAPE_SECONDS, DeploymentWeeksPrometheus, HistoryPrometheus
 
 pytestmark = pytest.mark.slow
 
@@ -119,3 +121,38 @@ def test_soak_refuses_bad_input_plainly(capsys: pytest.CaptureFixture[str], tmp_
         == 2
     )
     assert "expected 'simulator' or a ws://" in capsys.readouterr().err
+
+
+def test_validate_weekly_stitches_the_deployment_history(
+    deployment_weeks_prometheus: DeploymentWeeksPrometheus, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    prom = deployment_weeks_prometheus
+
+    def run(scenario: WeekScenario, history: Path) -> int:
+        return main([
+            "validate", "weekly", "--prometheus", prom.client.url, "--start", day(prom.starts[scenario]),
+            "--scrape-interval", str(WEEK_SCRAPE_SECONDS), "--history", str(history),
+            "--out", str(tmp_path / scenario.value),
+        ])
+
+    histories = {}
+    for scenario, week in prom.weeks.items():
+        histories[scenario] = DeploymentHistory(tmp_path / f"{scenario.value}.jsonl")
+        for record in week.records:
+            histories[scenario].append(record)
+    assert run(WeekScenario.HANDOVER_AND_ROLLBACK, histories[WeekScenario.HANDOVER_AND_ROLLBACK].path) == 0
+    out = capsys.readouterr().out
+    assert "7-day validation (active streamer, stitched across deployments)" in out
+    assert "deployment: " in out and "[synthetic-rollback]" in out
+
+    assert run(WeekScenario.ROLLBACK_WITH_OUTAGE, histories[WeekScenario.ROLLBACK_WITH_OUTAGE].path) == 1
+    out = capsys.readouterr().out
+    friday = day(prom.starts[WeekScenario.ROLLBACK_WITH_OUTAGE] + 4 * 86_400)
+    assert f"{friday}: FAIL uptime" in out
+    assert f"down {friday} 15:0" in out
+
+    # No history: blue alone, said once, and the cutover day fails for it.
+    assert run(WeekScenario.HANDOVER_AND_ROLLBACK, tmp_path / "missing.jsonl") == 1
+    out = capsys.readouterr().out
+    assert out.count("note: deployment history missing") == 1
+    assert "7-day validation (blue only (per color))" in out
