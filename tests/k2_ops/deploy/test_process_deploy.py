@@ -56,6 +56,11 @@ def test_handover_deploy_has_no_gap_and_no_duplicate(rig) -> None:
     assert not rig.backend.is_running("blue")
     assert rig.backend.is_running("green")
     assert record.measurements["handover_release_gaps"] == {}
+    # The instant green took over is recorded (the validations stitch the colors there); no dual overlap.
+    [switch] = record.switches
+    assert (switch["from_color"], switch["to_color"]) == ("blue", "green")
+    assert record.started_at < switch["at"] < record.finished_at and record.overlap is None
+    assert rig.history.records()[-1].switches == record.switches
     assert set(record.steps) >= {
         "start_target",
         "wait_target_ready",
@@ -83,6 +88,9 @@ def test_manual_rollback_after_a_deploy_hands_back_exactly(rig) -> None:
     assert (record.from_color, record.to_color, record.active_color) == ("green", "blue", "blue")
     assert record.measurements["rollback"]["method"] == "handover"
     assert record.rollback_seconds is not None and record.rollback_seconds > 0
+    [switch] = record.switches
+    assert (switch["from_color"], switch["to_color"]) == ("green", "blue")
+    assert record.started_at < switch["at"] < record.finished_at
     assert rig.backend.is_running("blue") and not rig.backend.is_running("green")
     audit = settle_and_compare(rig)["audit"]
     assert (audit.duplicates, audit.missing) == (0, 0)
@@ -99,6 +107,10 @@ def test_dual_mode_counts_duplicates_and_loses_nothing(rig) -> None:
     assert kafka["duplicates"] > 0
     assert kafka["missing"] == 0
     assert "dedupe on (symbol, trade id)" in record.measurements["note"]
+    # The deliberate overlap: from green's start to the cutover, which is the one switch.
+    [switch] = record.switches
+    assert record.overlap is not None and record.overlap[1] == pytest.approx(switch["at"], abs=0.01)
+    assert record.started_at < record.overlap[0] < record.overlap[1] < record.finished_at
     audit = settle_and_compare(rig)["audit"]
     assert audit.missing == 0
     assert audit.duplicates == kafka["duplicates"]
@@ -128,6 +140,7 @@ def test_failing_green_rolls_back_and_blue_keeps_streaming(rig, target_env, reas
     assert record.status == "rolled_back"
     assert re.search(reason, record.reason or "")
     assert record.active_color == "blue"
+    assert record.switches == []  # rolled back before the cutover: blue never stopped being active
     assert record.rollback_seconds is not None and record.rollback_seconds < 120.0
     assert rig.history.active_color() == "blue"
     assert rig.backend.is_running("blue") and not rig.backend.is_running("green")
@@ -145,6 +158,9 @@ def test_failure_after_cutover_hands_back_to_blue(rig) -> None:
     record = failure.value.record
     assert record.status == "rolled_back"
     assert record.measurements["rollback"]["method"] == "handover"
+    # Two switches: the cutover to green, then the rollback's handover back to blue.
+    assert [(s["from_color"], s["to_color"]) for s in record.switches] == [("blue", "green"), ("green", "blue")]
+    assert record.started_at < record.switches[0]["at"] < record.switches[1]["at"] < record.finished_at
     assert rig.backend.is_running("blue") and not rig.backend.is_running("green")
     audit = settle_and_compare(rig)["audit"]
     assert (audit.duplicates, audit.missing) == (0, 0)
