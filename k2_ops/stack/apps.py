@@ -9,9 +9,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
 from k2_ops.paths import REPO_ROOT
 from k2_ops.stack.http import http_ok
 from k2_ops.stack.process import SupervisedService, free_port, port_is_open
+
+# The production Dagster instance (compose); its run-queue limits apply to the local `dagster dev` too.
+PRODUCTION_DAGSTER_INSTANCE = REPO_ROOT / "docker" / "dagster" / "dagster.yaml"
 
 
 @dataclass
@@ -93,7 +98,7 @@ class DagsterProcess(SupervisedService):
     def start(self) -> float:
         began = time.monotonic()
         self.dagster_home.mkdir(parents=True, exist_ok=True)
-        (self.dagster_home / "dagster.yaml").touch()
+        write_local_dagster_instance(self.dagster_home / "dagster.yaml")
         dagster = Path(sys.executable).with_name("dagster")
         command = [str(dagster), "dev", "-w", str(REPO_ROOT / "workspace.yaml"), "-h", "127.0.0.1", "-p",
                    str(self.port)]
@@ -121,3 +126,14 @@ def app_services(run_dir: Path, scrape_interval_s: float, with_dagster: bool = T
             "K2_PROMETHEUS_SCRAPE_INTERVAL_SECONDS": f"{scrape_interval_s:g}",
         })
     return services
+
+
+def write_local_dagster_instance(path: Path) -> None:
+    """The local `dagster dev` instance: its default storage (sqlite in DAGSTER_HOME), with the run queue's
+    limits of the production instance (docker/dagster/dagster.yaml), so at most one deployment runs at once
+    here too."""
+    production = yaml.safe_load(PRODUCTION_DAGSTER_INSTANCE.read_text())
+    path.write_text(
+        "# Written by k2_ops.stack.apps at each start: the run queue of docker/dagster/dagster.yaml.\n"
+        + yaml.safe_dump({"concurrency": production["concurrency"]}, sort_keys=False)
+    )

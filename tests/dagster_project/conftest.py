@@ -3,7 +3,9 @@ Alertmanager, an exchange simulator, streamers run by the process backend) and a
 
 from __future__ import annotations
 
+import json
 import math
+import shutil
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,6 +24,7 @@ from k2_ops.deploy.history import DeploymentRecord
 from k2_ops.deploy.local import trades_topic
 from k2_ops.simulator import BackgroundSimulator, SimulatorConfig
 from k2_ops.stack import AlertmanagerService, KafkaService, PrometheusService
+from k2_ops.stack.apps import DagsterProcess
 from k2_ops.validation.backfill import create_blocks
 from k2_ops.validation.synthetic import Fault, SyntheticHistory, WeekScenario, deployment_week, generate
 
@@ -170,3 +173,34 @@ def month_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Month
         yield MonthPrometheus(service, month)
     finally:
         service.stop()
+
+
+
+# ---- `dagster dev` with the project's workspace, resources pointing at this module's services -----------------
+@pytest.fixture
+def dagster_ui(tmp_path: Path, kafka: KafkaService, alertmanager: AlertmanagerService, simulator: BackgroundSimulator,
+               week_prometheus: WeekPrometheus) -> Iterator[tuple[DagsterProcess, DeploymentResource]]:
+    run_dir = tmp_path / "run"
+    (run_dir / "simulator").mkdir(parents=True)
+    shutil.copy(simulator.ca_file, run_dir / "simulator" / "ca.pem")
+    # What `k2 stack up` writes: resources find every service through it.
+    (run_dir / "stack.json").write_text(json.dumps({"services": {
+        "kafka": {"url": f"kafka://{kafka.bootstrap_servers}"},
+        "alertmanager": {"url": alertmanager.url},
+        "prometheus": {"url": week_prometheus.service.url},
+        "simulator": {"url": simulator.ws_base_url},
+    }}))
+    prefix = f"browsertest.{uuid.uuid4().hex[:8]}"
+    ui = DagsterProcess(tmp_path / "dagster", env={
+        "K2_RUN_DIR": str(run_dir), "K2_KAFKA_TOPIC_PREFIX": prefix,
+        "K2_PROMETHEUS_SCRAPE_INTERVAL_SECONDS": f"{SCRAPE:g}",
+    })
+    deployment = DeploymentResource(run_dir=str(run_dir), topic_prefix=prefix)
+    ui.start()
+    try:
+        yield ui, deployment
+    finally:
+        ui.stop()
+        backend = deployment.make_backend()
+        for color in ("blue", "green"):
+            backend.stop(color, 10.0)

@@ -5,69 +5,18 @@ rendered DOM and keeps screenshots in test-artifacts/."""
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import time
-import urllib.request
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from dagster_project.resources import DeploymentResource
 from k2_ops.deploy.model import DeployConfig
-from k2_ops.simulator import BackgroundSimulator
-from k2_ops.stack import AlertmanagerService, KafkaService
-from k2_ops.stack.apps import DagsterProcess
 
-from .conftest import SCRAPE, WeekPrometheus
+from .ui import graphql, launch, wait_run
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-
-LAUNCH = """
-mutation Launch($params: ExecutionParams!) {
-  launchRun(executionParams: $params) {
-    __typename
-    ... on LaunchRunSuccess { run { runId } }
-    ... on PythonError { message }
-    ... on RunConfigValidationInvalid { errors { message } }
-    ... on InvalidSubsetError { message }
-  }
-}"""
-STATUS = "query Status($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }"
-
-
-def graphql(url: str, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
-    request = urllib.request.Request(f"{url}/graphql", data=json.dumps({"query": query, "variables": variables or {}})
-                                     .encode(), headers={"Content-Type": "application/json"}, method="POST")
-    with urllib.request.urlopen(request, timeout=30) as response:
-        answer = json.loads(response.read())
-    assert "errors" not in answer, answer
-    return answer["data"]
-
-
-def launch(url: str, job: str, run_config: dict[str, Any], tags: dict[str, str] | None = None) -> str:
-    params = {"selector": {"repositoryLocationName": "k2_ops", "repositoryName": "__repository__", "jobName": job},
-              "runConfigData": run_config,
-              "executionMetadata": {"tags": [{"key": k, "value": v} for k, v in (tags or {}).items()]}}
-    answer = graphql(url, LAUNCH, {"params": params})["launchRun"]
-    assert answer["__typename"] == "LaunchRunSuccess", answer
-    return answer["run"]["runId"]
-
-
-def wait_run(url: str, run_id: str, timeout_s: float) -> str:
-    deadline = time.monotonic() + timeout_s
-    status = ""
-    while time.monotonic() < deadline:
-        status = graphql(url, STATUS, {"id": run_id})["runOrError"]["status"]
-        if status in ("SUCCESS", "FAILURE", "CANCELED"):
-            return status
-        time.sleep(1.0)
-    raise AssertionError(f"run {run_id} still {status} after {timeout_s} s")
-
 
 def chromium(args: list[str], profile: Path) -> subprocess.CompletedProcess[str]:
     shutil.rmtree(profile, ignore_errors=True)
@@ -93,35 +42,6 @@ def rendered(url: str, expected: list[str], profile: Path, timeout_s: float = 90
 def screenshot(url: str, path: Path, profile: Path) -> None:
     chromium([f"--screenshot={path}", url], profile)
     assert path.is_file() and path.stat().st_size > 10_000, f"no screenshot of {url}"
-
-
-@pytest.fixture
-def dagster_ui(tmp_path: Path, kafka: KafkaService, alertmanager: AlertmanagerService, simulator: BackgroundSimulator,
-               week_prometheus: WeekPrometheus) -> Iterator[tuple[DagsterProcess, DeploymentResource]]:
-    run_dir = tmp_path / "run"
-    (run_dir / "simulator").mkdir(parents=True)
-    shutil.copy(simulator.ca_file, run_dir / "simulator" / "ca.pem")
-    # What `k2 stack up` writes: resources find every service through it.
-    (run_dir / "stack.json").write_text(json.dumps({"services": {
-        "kafka": {"url": f"kafka://{kafka.bootstrap_servers}"},
-        "alertmanager": {"url": alertmanager.url},
-        "prometheus": {"url": week_prometheus.service.url},
-        "simulator": {"url": simulator.ws_base_url},
-    }}))
-    prefix = f"browsertest.{uuid.uuid4().hex[:8]}"
-    ui = DagsterProcess(tmp_path / "dagster", env={
-        "K2_RUN_DIR": str(run_dir), "K2_KAFKA_TOPIC_PREFIX": prefix,
-        "K2_PROMETHEUS_SCRAPE_INTERVAL_SECONDS": f"{SCRAPE:g}",
-    })
-    deployment = DeploymentResource(run_dir=str(run_dir), topic_prefix=prefix)
-    ui.start()
-    try:
-        yield ui, deployment
-    finally:
-        ui.stop()
-        backend = deployment.make_backend()
-        for color in ("blue", "green"):
-            backend.stop(color, 10.0)
 
 
 def test_ui_shows_catalog_daily_report_and_deploy_run(dagster_ui, week_prometheus, artifacts_dir, tmp_path) -> None:
