@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import sys
 
 # Each module exposes `register(subparsers)` adding its subcommands; a subcommand sets `func(args) -> int`.
@@ -17,8 +18,17 @@ COMMAND_MODULES = [
 ]
 
 
+def package_version() -> str:
+    """The installed k2-platform distribution's version (the one pyproject.toml declares)."""
+    try:
+        return importlib.metadata.version("k2-platform")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed: pip install -e .)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="k2", description="K2 Ops command line")
+    parser.add_argument("--version", action="version", version=f"k2 {package_version()}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module_name in COMMAND_MODULES:
         importlib.import_module(module_name).register(subparsers)

@@ -12,6 +12,7 @@ import logging
 import signal
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from k2_ops.deploy.model import COLORS, DEFAULT_IMAGE, MODES, DeployConfig, DeploymentError
 from k2_ops.deploy.orchestrator import BlueGreenDeployment, DeploymentFailed
@@ -45,11 +46,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     status = actions.add_parser("status", help="active color, instances and their /readyz")
     _common(status)
+    status.add_argument("--json", action="store_true", help="one JSON object: active_color and each color's state")
     status.set_defaults(func=cmd_status)
 
     history = actions.add_parser("history", help="the last deployment records")
     _common(history)
     history.add_argument("--last", type=int, default=10)
+    history.add_argument("--json", action="store_true", help="the records as a JSON list, oldest first")
     history.set_defaults(func=cmd_history)
 
     rollback = subparsers.add_parser("rollback", help="back to the previously active color, measured")
@@ -111,29 +114,57 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def deployment_status(settings: DeploySettings) -> dict[str, Any]:
+    """The active color and, per color, whether it runs, where, which image, its readiness and mode (None: a
+    color never started)."""
+    backend = settings.make_backend()
+    colors: dict[str, dict[str, Any] | None] = {}
+    for color in COLORS:
+        info = backend.instance(color)
+        if info is None:
+            colors[color] = None
+            continue
+        readiness = read_readiness(info.base_url)
+        colors[color] = {
+            "state": "running" if backend.is_running(color) else "stopped",
+            "url": info.base_url,
+            "image": info.image,
+            "ready": readiness.ready,
+            "reason": "" if readiness.ready else readiness.reason(),
+            "mode": readiness.body.get("mode") if isinstance(readiness.body, dict) else None,
+        }
+    return {"active_color": BlueGreenDeployment(backend, settings.history()).active_color(), "colors": colors}
+
+
 def cmd_status(args: argparse.Namespace) -> int:
-    settings = _settings(args)
     try:
-        backend = settings.make_backend()
-        print(f"active color: {BlueGreenDeployment(backend, settings.history()).active_color()}")
-        for color in COLORS:
-            info = backend.instance(color)
-            if info is None:
-                print(f"  {color}: never started")
-                continue
-            readiness = read_readiness(info.base_url)
-            state = "running" if backend.is_running(color) else "stopped"
-            mode = readiness.body.get("mode") if isinstance(readiness.body, dict) else None
-            print(f"  {color}: {state}, {info.base_url}, image {info.image}, "
-                  f"{'ready' if readiness.ready else readiness.reason()}{f', {mode}' if mode else ''}")
+        status = deployment_status(_settings(args))
     except (LookupError, DeploymentError) as exc:
-        print(f"error: {exc}")
+        if args.json:
+            print(json.dumps({"error": str(exc)}))
+        else:
+            print(f"error: {exc}")
         return 2
+    if args.json:
+        print(json.dumps(status, indent=1))
+        return 0
+    print(f"active color: {status['active_color']}")
+    for color, item in status["colors"].items():
+        if item is None:
+            print(f"  {color}: never started")
+            continue
+        mode = f", {item['mode']}" if item["mode"] else ""
+        print(f"  {color}: {item['state']}, {item['url']}, image {item['image']}, "
+              f"{'ready' if item['ready'] else item['reason']}{mode}")
     return 0
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    for record in _settings(args).history().records()[-args.last:]:
+    records = _settings(args).history().records()[-args.last:]
+    if args.json:
+        print(json.dumps([record.to_dict() for record in records], indent=1, sort_keys=True))
+        return 0
+    for record in records:
         when = datetime.fromtimestamp(record.finished_at, UTC).strftime("%Y-%m-%d %H:%M:%S")
         rollback = f" rollback {record.rollback_seconds:.2f} s" if record.rollback_seconds is not None else ""
         print(f"{when} {record.deployment_id} {record.from_color}->{record.to_color} {record.mode} "

@@ -19,6 +19,7 @@ by `K2_CONFIG_FILE` (keys are the env names, with or without `K2_`, in any case;
 validates every value at start-up:
 a bad value stops the process with exit code 2 and a message naming the setting and its allowed range.
 Every interval is a float in seconds, so a test can run a "4 h" rotation every 2 s.
+The command line takes only `--help` and `--version`; any other argument exits 2 instead of being ignored.
 """
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import signal
 import sys
@@ -30,6 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         action = actions.add_parser(name, help=help_text)
         _common(action)
         action.set_defaults(func=func)
+        if name == "status":
+            action.add_argument("--json", action="store_true", help="one JSON object: {services: [...], healthy}")
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -115,6 +118,10 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     rows = status_report(args.run_dir or run_dir())
+    if args.json:
+        healthy = bool(rows) and all(row["healthy"] for row in rows)
+        print(json.dumps({"running": bool(rows), "healthy": healthy, "services": rows}, indent=1))
+        return 0 if healthy else 1
     if not rows:
         print("the local stack is not running")
         return 1

@@ -61,11 +61,20 @@ def test_start_deploy_status_rollback_history(run_dir: Path, capsys: pytest.Capt
     out = capsys.readouterr().out
     assert "active color: green" in out
     assert "green: running" in out and "blue: stopped" in out
+    assert main(["deploy", "status", "--json", *common]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["active_color"] == "green"
+    assert status["colors"]["green"]["state"] == "running" and status["colors"]["green"]["ready"] is True
+    assert status["colors"]["blue"]["state"] == "stopped"
     assert main(["rollback", *common]) == 0
     assert "active color blue after" in capsys.readouterr().out
     assert main(["deploy", "history", *common]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert [line.split()[5] for line in lines] == ["succeeded", "manual_rollback"]
+    assert main(["deploy", "history", "--json", *common]) == 0
+    records = json.loads(capsys.readouterr().out)
+    assert [(r["status"], r["active_color"]) for r in records] == [("succeeded", "green"), ("manual_rollback", "blue")]
+    assert [len(r["switches"]) for r in records] == [1, 1]
     assert [r.active_color for r in DeploymentHistory(run_dir / "deploy" / "history.jsonl").records()] == [
         "green", "blue"]
 

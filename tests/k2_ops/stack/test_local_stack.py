@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import uuid
@@ -107,6 +108,12 @@ def test_stack_up_refuses_a_second_start_and_down_leaves_no_process(tmp_path: Pa
         assert set(pids) == {"kafka", "schema-registry", "prometheus", "alertmanager"}
         assert all(pid_alive(*recorded) for recorded in pids.values())
         assert all(row["healthy"] for row in status_report(tmp_path / "run"))
+        as_json = subprocess.run([sys.executable, "-m", "k2_ops.cli", "stack", "status", "--json", "--run-dir",
+                                  str(tmp_path / "run")], capture_output=True, text=True, timeout=60)
+        assert as_json.returncode == 0, as_json.stderr
+        answer = json.loads(as_json.stdout)
+        assert answer["running"] and answer["healthy"]
+        assert {row["name"] for row in answer["services"]} == {"kafka", "schema-registry", "prometheus", "alertmanager"}
         with pytest.raises(StackAlreadyRunning, match="already running"):
             LocalStack(tmp_path / "run").up()
     finally:
