@@ -29,6 +29,7 @@ class BlueGreenDeployConfig(dg.Config):
     min_rate_per_second: float = Field(default=10.0, description="minimum message rate during validation")
     rate_tolerance: float = Field(default=0.25, description="new color's rate may be this much below the old's")
     handover_flush_timeout_seconds: float = 30.0
+    progress_interval_seconds: float = Field(default=30.0, description="a progress line this often while watching")
     target_env: dict[str, str] = Field(default_factory=dict, description="K2_* settings of the new version only")
 
     def deploy_config(self) -> DeployConfig:

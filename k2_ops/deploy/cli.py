@@ -40,6 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--validation-seconds", type=float, default=900.0)
     run.add_argument("--ready-timeout-seconds", type=float, default=120.0)
     run.add_argument("--first-data-timeout-seconds", type=float, default=60.0)
+    run.add_argument("--progress-interval-seconds", type=float, default=30.0,
+                     help="a progress line this often while watching the dual-operation and validation windows")
     run.add_argument("--set", action="append", default=[], metavar="K2_NAME=VALUE",
                      help="a setting of the new version only (repeatable)")
     run.set_defaults(func=cmd_run)
@@ -95,6 +97,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         image=args.image, mode=args.mode, dual_operation_seconds=args.dual_operation_seconds,
         validation_seconds=args.validation_seconds, ready_timeout_seconds=args.ready_timeout_seconds,
         first_data_timeout_seconds=args.first_data_timeout_seconds, target_env=parse_settings(args.set),
+        progress_interval_seconds=args.progress_interval_seconds,
     )
     settings = _settings(args)
     try:

@@ -39,6 +39,9 @@ class DeployConfig:
     # The new instance must receive at least (1 - tolerance) of the old one's message rate.
     rate_tolerance: float = 0.25
     handover_flush_timeout_seconds: float = 30.0
+    # A progress line (elapsed / remaining, rates, gaps so far) this often during the dual-operation and
+    # validation windows.
+    progress_interval_seconds: float = 30.0
     # Extra environment of the new instance only: the new version's configuration.
     target_env: Mapping[str, str] = field(default_factory=dict)
 
@@ -55,6 +58,7 @@ class DeployConfig:
             "first_data_timeout_seconds",
             "poll_interval_seconds",
             "handover_flush_timeout_seconds",
+            "progress_interval_seconds",
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name}={getattr(self, name)}; allowed: > 0 seconds")

@@ -87,6 +87,28 @@ class BlueGreenDeployment:
         if reason := self.backend.exit_reason(color):
             raise DeploymentError(f"{what} ({color}) stopped: {reason}")
 
+    def _progress(
+        self, step: str, config: DeployConfig, baseline: dict[str, probe.MetricsSample]
+    ) -> Callable[[], None]:
+        """A callable the step's watch loop calls each poll: every `progress_interval_seconds` it logs how far
+        the window is, each color's receive rate and sequence gaps since the window began."""
+        window = config.dual_operation_seconds if step == "dual_operation" else config.validation_seconds
+        began = min(sample.at for sample in baseline.values())
+        next_at = began + config.progress_interval_seconds
+
+        def report() -> None:
+            nonlocal next_at
+            now = time.monotonic()
+            if now < next_at or now - began >= window:
+                return
+            next_at = now + config.progress_interval_seconds
+            latest = {color: probe.read_metrics(self._url(color)) for color in baseline}
+            rates = {color: probe.rate(baseline[color], latest[color], probe.RECEIVED) for color in baseline}
+            gaps = {color: probe.increase(baseline[color], latest[color], probe.GAPS) for color in baseline}
+            self.log(probe.progress_text(step, now - began, window, rates, gaps))
+
+        return report
+
     # ---- steps ---------------------------------------------------------------------------------------------
     def build_image(self, state: DeploymentState) -> str:
         with self._step(state, "build_image"):
@@ -145,9 +167,13 @@ class BlueGreenDeployment:
             source_url, target_url = self._url(state.source), self._url(state.target)
             source_before, target_before = probe.read_metrics(source_url), probe.read_metrics(target_url)
             ends = time.monotonic() + config.dual_operation_seconds
+            report = self._progress(
+                "dual_operation", config, {state.source: source_before, state.target: target_before}
+            )
             while True:
                 self._alive(state.target, "new instance")
                 self._alive(state.source, "old instance")
+                report()
                 if time.monotonic() >= ends:
                     break
                 time.sleep(min(config.poll_interval_seconds, max(0.0, ends - time.monotonic())))
@@ -199,9 +225,11 @@ class BlueGreenDeployment:
             url = self._url(state.target)
             before = probe.read_metrics(url)
             ends = time.monotonic() + config.validation_seconds
+            report = self._progress("validate_target", config, {state.target: before})
             unready: list[str] = []
             while True:
                 self._alive(state.target, "new instance")
+                report()
                 readiness = probe.read_readiness(url)
                 # A single failed probe can be a slow answer; three in a row is not serving.
                 unready = [*unready, readiness.reason()] if not readiness.ready else []

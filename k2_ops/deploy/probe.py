@@ -153,3 +153,16 @@ def validation_problems(before: MetricsSample, after: MetricsSample, min_rate: f
         if count > 0:
             problems.append(f"{count:g} {what} ({name})")
     return problems
+
+
+def progress_text(
+    step: str, elapsed_s: float, window_s: float, rates: Mapping[str, float], gaps: Mapping[str, float]
+) -> str:
+    """One progress line of a watched window: how far, what each color receives, sequence gaps so far."""
+    left = max(0.0, window_s - elapsed_s)
+    rate_text = ", ".join(f"{color} {value:.1f} msg/s" for color, value in rates.items())
+    gap_text = ", ".join(f"{color} {value:.0f}" for color, value in gaps.items())
+    return (
+        f"{step}: {elapsed_s:.0f} / {window_s:.0f} s, {left:.0f} s left; {rate_text}; "
+        f"sequence gaps so far: {gap_text}"
+    )

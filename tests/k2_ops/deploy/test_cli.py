@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -56,7 +57,13 @@ def test_start_deploy_status_rollback_history(run_dir: Path, capsys: pytest.Capt
     common = ["--run-dir", str(run_dir), "--topic-prefix", f"clitest.{uuid.uuid4().hex[:8]}"]
     assert main(["deploy", "start", *common]) == 0
     assert main(["deploy", "run", *common, "--mode", "handover", "--dual-operation-seconds", "2",
-                 "--validation-seconds", "2", "--set", "K2_LOG_LEVEL=DEBUG"]) == 0
+                 "--validation-seconds", "2", "--set", "K2_LOG_LEVEL=DEBUG", "--progress-interval-seconds", "0.5"]) == 0
+    out = capsys.readouterr().out
+    # Progress while the windows are watched: elapsed / window, time left, each color's rate, gaps so far.
+    assert re.search(r"dual_operation: \d+ / 2 s, \d+ s left; blue \d+\.\d msg/s, green \d+\.\d msg/s; "
+                     r"sequence gaps so far: blue 0, green 0", out), out
+    assert re.search(r"validate_target: \d+ / 2 s, \d+ s left; green \d+\.\d msg/s; sequence gaps so far: green 0",
+                     out), out
     assert main(["deploy", "status", *common]) == 0
     out = capsys.readouterr().out
     assert "active color: green" in out
