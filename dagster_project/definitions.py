@@ -65,7 +65,10 @@ def resources(env: Mapping[str, str] = os.environ) -> dict[str, object]:
             unhealthy_rollback_seconds=float(_env("K2_DEPLOY_UNHEALTHY_ROLLBACK_SECONDS", "120")),
         ),
         "reports": ReportsResource(root=_env("K2_REPORTS_DIR")),
-        "failure_notifier": FailureNotifier(webhook_url=_env("K2_FAILURE_WEBHOOK_URL")),
+        # An EnvVar keeps the hook's token out of the UI's resource config; unset means no webhook.
+        "failure_notifier": FailureNotifier(
+            webhook_url=dg.EnvVar("K2_FAILURE_WEBHOOK_URL") if _env("K2_FAILURE_WEBHOOK_URL") else ""
+        ),
     }
 
 

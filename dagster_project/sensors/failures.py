@@ -1,11 +1,15 @@
 """`k2_run_failure_sensor`: every failed run is appended to `<run>/failures.jsonl` and, when a webhook URL is
-configured, posted there as JSON (e.g. to Alertmanager-style receivers or a chat hook)."""
+configured, posted there as JSON (e.g. to Alertmanager-style receivers or a chat hook).
+
+The webhook URL is a secret (hooks carry their token in it): it comes from `K2_FAILURE_WEBHOOK_URL` as a
+Dagster `EnvVar` (the UI shows the variable's name, not its value) and logs name only its host."""
 
 
 import json
 import os
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -41,8 +45,20 @@ class FailureNotifier(dg.ConfigurableResource):
         try:
             with urllib.request.urlopen(request, timeout=self.timeout_seconds):
                 return None
+        except urllib.error.HTTPError as exc:
+            return f"webhook {webhook_site(self.webhook_url)} answered {exc.code} {exc.reason}"
         except (urllib.error.URLError, OSError) as exc:
-            return f"webhook {self.webhook_url} failed: {getattr(exc, 'reason', exc)}"
+            return f"webhook {webhook_site(self.webhook_url)} failed: {getattr(exc, 'reason', exc)}"
+
+
+def webhook_site(url: str) -> str:
+    """The webhook's scheme and host only: chat and incident hooks carry their secret in the path or query
+    (`https://hooks.example.com/services/T0/B0/<token>`), so the rest never reaches a log."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or "?"
+    port = f":{parts.port}" if parts.port else ""
+    hidden = "/..." if parts.path.strip("/") or parts.query else ""
+    return f"{parts.scheme}://{host}{port}{hidden}"
 
 
 def failure_record(context: dg.RunFailureSensorContext) -> dict[str, Any]:

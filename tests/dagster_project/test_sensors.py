@@ -4,6 +4,7 @@ cutover, a failed run posted to a webhook."""
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 import uuid
@@ -126,6 +127,19 @@ def test_run_failure_sensor_records_and_posts(tmp_path, webhook, dagster_instanc
     assert [(r["run_id"], r["job"]) for r in recorded] == [(result.run_id, "always_fails")]
     assert [r["run_id"] for r in received] == [result.run_id]
     assert "explode" in received[0]["message"]
+
+
+def test_a_failing_webhook_is_reported_without_its_secret(tmp_path) -> None:
+    token = "T0K2/B0K2/s3cr3t-hook-token"
+    with socket.socket() as closed:  # a port nothing listens on: the POST is refused
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    notifier = FailureNotifier(failures_file=str(tmp_path / "failures.jsonl"),
+                               webhook_url=f"http://127.0.0.1:{port}/services/{token}?key=also-secret")
+    error = notifier.record({"run_id": "r1", "job": "j", "message": "m"})
+    assert error is not None and error.startswith(f"webhook http://127.0.0.1:{port}/... failed")
+    assert token not in error and "s3cr3t" not in error and "also-secret" not in error
+    assert (tmp_path / "failures.jsonl").read_text().count("r1") == 1  # recorded even though the post failed
 
 
 def test_deployment_health_sensor_rolls_back_an_unready_active_color(deploy, resources, dagster_instance) -> None:
