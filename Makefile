@@ -16,7 +16,7 @@ MVN := mvn -q -B -Dstyle.color=never
 SYSTEM_COMMANDS := prometheus promtool prometheus-alertmanager amtool java mvn chromium
 SYSTEM_PACKAGES := prometheus prometheus-alertmanager openjdk-17-jre-headless maven chromium
 
-.PHONY: setup system-packages run test lint bench clean
+.PHONY: setup system-packages run test test-fast lint bench clean
 
 setup: system-packages $(VENV)/.installed $(KAFKA_LIBS)/.fetched $(REGISTRY_HOME)/.fetched
 	@echo "setup: complete"
@@ -68,6 +68,11 @@ run: setup
 test: setup
 	$(PY) -m ruff check .
 	$(PY) -m pytest --durations=25
+
+# The inner loop: everything but the tests marked `slow` (live soaks, clusters, deploys, browsers); CI runs all.
+test-fast: setup
+	$(PY) -m ruff check .
+	$(PY) -m pytest -m "not slow" --durations=10
 
 lint: setup
 	$(PY) -m ruff check .
