@@ -26,7 +26,7 @@ from streamer.health import HealthServer, json_response
 from streamer.integrity import SequenceTracker
 from streamer.memory import MemoryMonitor
 from streamer.metrics import ErrorCountingHandler, StreamerMetrics
-from streamer.parse import STREAM_SUFFIX, FrameParser
+from streamer.parse import FrameParser
 from streamer.pipeline import Pipeline
 from streamer.serialize import RecordSerializer, SerializerCache, make_registry_client, topic_for
 from streamer.sink import KafkaSink, ensure_topics
@@ -117,7 +117,7 @@ class Streamer:
         self.tracker = SequenceTracker()
         for symbol in config.symbols:
             for stream in config.streams:
-                self.tracker.state(f"{symbol}@{STREAM_SUFFIX[stream]}", symbol, stream)
+                self.tracker.track(symbol, stream)
         self.metrics = StreamerMetrics(config.instance, self.tracker)
         self.metrics.prime_streams(config.streams, [topic_for(config.kafka_topic_prefix, s) for s in config.streams])
         self.stop_event = asyncio.Event()

@@ -45,7 +45,8 @@ from websockets.protocol import State
 
 from streamer.config import StreamerConfig
 from streamer.integrity import SequenceTracker
-from streamer.parse import OVERSIZED, SERVER_SHUTDOWN, Event, FrameParser, Notice, stream_names
+from streamer.kinds import stream_keys
+from streamer.parse import OVERSIZED, SERVER_SHUTDOWN, Event, FrameParser, Notice
 
 log = logging.getLogger(__name__)
 
@@ -197,7 +198,7 @@ class Source:
         self.metrics = metrics
         self.backlog = backlog
         self.backlog_limit = backlog_limit
-        self.keys = stream_names(config.symbols, config.streams)
+        self.keys = stream_keys(config.symbols, config.streams)
         self.url = f"{config.ws_url}?streams={'/'.join(self.keys)}"
         self.host = urlsplit(config.ws_url).hostname or "?"
         secure = config.ws_url.startswith("wss://")
