@@ -1,4 +1,5 @@
-"""Pure parts of the source: backoff, TLS context, client frame budget; and the error-log counter."""
+"""Pure parts of dialing and the heartbeat: backoff, TLS context, attempt budget, client frame budget; and the
+error-log counter."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ import time
 
 from prometheus_client import generate_latest
 
+from streamer.connect import backoff_delay, make_ssl_context
+from streamer.heartbeat import FrameBudget
 from streamer.integrity import SequenceTracker
 from streamer.metrics import ErrorCountingHandler, StreamerMetrics
-from streamer.source import FrameBudget, backoff_delay, make_ssl_context
 
 
 def test_backoff_is_exponential_with_full_jitter_and_capped() -> None:
