@@ -65,8 +65,8 @@ class Slot:
     def start_rotation(self) -> None:
         """Connection 1 delivered ids 1..10 of each key; its lifetime ends and connection 2 opens."""
         self.open_first()
-        self.data(1, BTC, range(1, 11))
-        self.data(1, ETH, range(1, 11))
+        for key in self.router.keys:
+            self.data(1, key, range(1, 11))
         self.router.tick(LIFETIME_S - 0.1)
         assert self.actions() == []
         self.router.tick(LIFETIME_S)
@@ -101,11 +101,7 @@ def test_each_key_switches_on_overlap_and_the_old_connection_closes_when_all_hav
 
 def test_the_new_connection_is_buffered_until_it_overlaps_what_was_delivered() -> None:
     slot = Slot((BTC,))
-    slot.open_first()
-    slot.data(1, BTC, range(1, 11))
-    slot.router.tick(LIFETIME_S)
-    slot.router.handle(Opened(2), now=LIFETIME_S)
-    slot.actions()
+    slot.start_rotation()
     slot.data(2, BTC, [15, 16])  # 11..14 not delivered yet: switching now would lose them
     assert slot.delivered[BTC] == list(range(1, 11)) and slot.router.owner[BTC] == 1
     assert slot.router.buffers[BTC][0].first_id == 15
@@ -144,10 +140,7 @@ def test_a_dead_old_connection_hands_over_to_the_new_one_at_once() -> None:
 
 def test_the_overlap_is_delivered_once_duplicates_are_dropped_by_the_tracker() -> None:
     slot = Slot((BTC,))
-    slot.open_first()
-    slot.data(1, BTC, range(1, 11))
-    slot.router.tick(LIFETIME_S)
-    slot.router.handle(Opened(2), now=LIFETIME_S)
+    slot.start_rotation()
     slot.data(2, BTC, range(5, 13))  # replays 5..10
     assert slot.delivered[BTC] == list(range(1, 13))
     assert slot.tracker.states[BTC].duplicates == 6 and slot.tracker.totals()["gaps"] == 0
