@@ -112,8 +112,7 @@ class PingSchedule:
 class Monitored(Protocol):
     """A connection as the watchdog sees it: when its last market-data message arrived (monotonic)."""
 
-    @property
-    def last_data(self) -> float: ...
+    last_data: float
 
 
 class Heartbeat:
@@ -197,15 +196,15 @@ class Heartbeat:
         """Return once `conn` has delivered no market data for the health timeout (replace it)."""
         timeout = self.health_timeout_s
         clock = self._clock
-        resumed = clock()  # while reads are paused on purpose, silence does not count: the clock restarts
         while True:
-            since = max(conn.last_data, resumed)
-            remaining = since + timeout - clock()
+            remaining = conn.last_data + timeout - clock()
             if remaining > 0:
                 await asyncio.sleep(remaining + 0.005)
                 continue
             if paused():
-                resumed = clock()
+                # We stopped reading on purpose: silence proves nothing, the connection's data clock restarts
+                # (readiness reads it too, as data that could not be read is not stale data).
+                conn.last_data = clock()
                 continue
-            log.warning("%s: no market data for %.2f s (health timeout)", name, clock() - since)
+            log.warning("%s: no market data for %.2f s (health timeout)", name, clock() - conn.last_data)
             return

@@ -70,7 +70,9 @@ class Connection:
 
     number: int
     ws: ClientConnection
-    last_data: float  # monotonic time of the last market-data message (the open, before the first)
+    # Monotonic time of the last market-data message (the open before the first; the watchdog restarts it while
+    # reads are paused on purpose).
+    last_data: float
     messages: int = 0
     retiring: bool = False  # we are closing it on purpose: its end is not a failure
     budget: FrameBudget = field(default_factory=FrameBudget)
