@@ -21,7 +21,9 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from streamer.backpressure import BackPressure
 from streamer.config import StreamerConfig
+from streamer.connect import AttemptBudget
 from streamer.health import HealthServer, json_response
 from streamer.integrity import SequenceTracker
 from streamer.memory import MemoryMonitor
@@ -288,7 +290,8 @@ class Streamer:
             )
             parser = FrameParser(config.instance, config.max_frame_bytes)
             self.source = Source(config, parser, self.tracker, self.pipeline.deliver, self.metrics,
-                                 backlog=sink.buffered, backlog_limit=config.max_buffered_messages)
+                                 BackPressure(sink.buffered, config.max_buffered_messages, self.metrics),
+                                 AttemptBudget())
             tasks.append(asyncio.create_task(self.source.run(), name="source"))
             tasks.append(asyncio.create_task(self._report_gaps(), name="gap-reporter"))
         await self.stop_event.wait()

@@ -16,7 +16,8 @@ out what that decided.
 
 Per connection three tasks run: the reader (recv → parse → route), the pinger and the watchdog (both in
 streamer/heartbeat.py). A `Source` is one connection slot: its stream keys, its router and its heartbeat
-(whose ping grid outlives its connections).
+(whose ping grid outlives its connections); the back-pressure and the connection-attempt budget it is given
+are the process's, so a pool of slots would share them.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from websockets.protocol import State
 
 from streamer.backpressure import BackPressure
 from streamer.config import StreamerConfig
-from streamer.connect import ATTEMPT_WINDOW_S, CLOSE_TIMEOUT_S, AttemptBudget, Dialer, max_message_bytes
+from streamer.connect import CLOSE_TIMEOUT_S, AttemptBudget, Dialer, max_message_bytes
 from streamer.heartbeat import FrameBudget, Heartbeat
 from streamer.integrity import SequenceTracker
 from streamer.kinds import stream_keys
@@ -90,22 +91,23 @@ class Source:
         tracker: SequenceTracker,
         deliver: Callable[[Event], None],
         metrics: StreamerMetrics,
-        backlog: Callable[[], int] = lambda: 0,
-        backlog_limit: int = 1 << 62,
-        attempt_window_s: float = ATTEMPT_WINDOW_S,
+        backpressure: BackPressure | None = None,
+        attempt_budget: AttemptBudget | None = None,
     ) -> None:
         self.config = config
         self.parser = parser
         self.deliver = deliver
         self.metrics = metrics
         self.keys = stream_keys(config.symbols, config.streams)
-        # Binance's 5-minute attempt window; a test on a compressed clock scales it like every other interval.
+        # The process's pieces, which every slot of a pool would share: the Kafka buffer's back-pressure (none:
+        # reads never pause) and the budget of connection attempts (Binance counts them per IP).
+        self.backpressure = backpressure or BackPressure(lambda: 0, 1 << 62, metrics)
         self.dialer = Dialer(config, f"{config.ws_url}?streams={'/'.join(self.keys)}", metrics,
-                             AttemptBudget(window_s=attempt_window_s))
+                             attempt_budget or AttemptBudget())
+        # This slot's own: its routing and its heartbeat (whose ping grid outlives its connections).
         self.router = Router(self.keys, tracker.last_id, deliver, config.rotation_overlap_timeout_s,
                              config.rotation_after_s, Rotation(config.rotation_reason))
         self.heartbeat = Heartbeat(config.ping_interval_s, config.ping_timeout_s, config.health_timeout_s, metrics)
-        self.backpressure = BackPressure(backlog, backlog_limit, metrics)
         self.connections: dict[int, Connection] = {}  # open and not yet given up, by number
         self.last_message_wall = 0.0
         self.stopping = False
