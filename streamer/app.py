@@ -21,12 +21,14 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from streamer.backpressure import BackPressure
 from streamer.config import StreamerConfig
+from streamer.connect import AttemptBudget
 from streamer.health import HealthServer, json_response
 from streamer.integrity import SequenceTracker
 from streamer.memory import MemoryMonitor
 from streamer.metrics import ErrorCountingHandler, StreamerMetrics
-from streamer.parse import STREAM_SUFFIX, FrameParser
+from streamer.parse import FrameParser
 from streamer.pipeline import Pipeline
 from streamer.serialize import RecordSerializer, SerializerCache, make_registry_client, topic_for
 from streamer.sink import KafkaSink, ensure_topics
@@ -117,7 +119,7 @@ class Streamer:
         self.tracker = SequenceTracker()
         for symbol in config.symbols:
             for stream in config.streams:
-                self.tracker.state(f"{symbol}@{STREAM_SUFFIX[stream]}", symbol, stream)
+                self.tracker.track(symbol, stream)
         self.metrics = StreamerMetrics(config.instance, self.tracker)
         self.metrics.prime_streams(config.streams, [topic_for(config.kafka_topic_prefix, s) for s in config.streams])
         self.stop_event = asyncio.Event()
@@ -288,7 +290,8 @@ class Streamer:
             )
             parser = FrameParser(config.instance, config.max_frame_bytes)
             self.source = Source(config, parser, self.tracker, self.pipeline.deliver, self.metrics,
-                                 backlog=sink.buffered, backlog_limit=config.max_buffered_messages)
+                                 BackPressure(sink.buffered, config.max_buffered_messages, self.metrics),
+                                 AttemptBudget())
             tasks.append(asyncio.create_task(self.source.run(), name="source"))
             tasks.append(asyncio.create_task(self._report_gaps(), name="gap-reporter"))
         await self.stop_event.wait()

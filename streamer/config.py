@@ -18,7 +18,8 @@ from typing import Any
 
 import yaml
 
-STREAM_KINDS = ("trade", "aggTrade", "bookTicker", "depth")
+from streamer.kinds import STREAM_KINDS
+
 # Binance closes every connection after 24 h and allows 1024 streams on one connection.
 BINANCE_MAX_CONNECTION_SECONDS = 86_400.0
 BINANCE_MAX_STREAMS_PER_CONNECTION = 1024

@@ -46,6 +46,8 @@ from dataclasses import dataclass
 
 import psutil
 
+from streamer.metrics import StreamerMetrics
+
 log = logging.getLogger(__name__)
 
 MB = float(1 << 20)
@@ -137,7 +139,7 @@ class MemoryMonitor:
         sample_interval_s: float,
         window_s: float,
         warmup_s: float,
-        metrics: object | None = None,
+        metrics: StreamerMetrics | None = None,
         start_tracemalloc: bool = False,
         leak_bytes_per_s: float = 0.0,
         read_rss: Callable[[], float] | None = None,

@@ -27,9 +27,10 @@ from prometheus_client.process_collector import ProcessCollector
 
 from streamer.integrity import SequenceTracker
 from streamer.parse import MESSAGE_ERROR_TYPES
+from streamer.routing import Failure, Rotation
 
-ROTATION_REASONS = ("scheduled", "server_shutdown", "server_limit")
-RECONNECT_REASONS = ("health_timeout", "pong_timeout", "server_close", "error")
+ROTATION_REASONS = tuple(reason.value for reason in Rotation)
+RECONNECT_REASONS = tuple(reason.value for reason in Failure)
 CONNECT_FAILURE_REASONS = ("ssl_certificate", "refused", "timeout", "handshake", "error")
 LOG_LEVELS = ("error", "critical")
 

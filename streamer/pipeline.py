@@ -17,17 +17,13 @@ import time
 from collections import deque
 from typing import Any
 
-from streamer.integrity import SequenceTracker, StreamState
+from streamer.integrity import SequenceTracker
+from streamer.kinds import KINDS
 from streamer.parse import Event
 from streamer.serialize import RecordSerializer
 from streamer.sink import KafkaSink
 
 log = logging.getLogger(__name__)
-
-# Header carrying the event's id (trade id for trades), so consumers can dedupe without decoding Avro.
-ID_HEADER = {
-    "trade": "trade_id", "aggTrade": "agg_trade_id", "bookTicker": "update_id", "depth": "final_update_id",
-}
 
 
 class Pipeline:
@@ -52,7 +48,6 @@ class Pipeline:
         self.produced = 0
         self._per_key_buffer = max(100, standby_buffer_max // max(1, expected_keys))
         self._standby_buffers: dict[str, deque[Event]] = {}
-        self._states = tracker.states
         self._keys: dict[str, bytes] = {}
         self._set_standby_gauge()
 
@@ -61,10 +56,7 @@ class Pipeline:
             self.metrics.g(self.metrics.handover_standby).set(1 if self.standby else 0)
 
     def deliver(self, event: Event) -> None:
-        state = self._states.get(event.key)
-        if state is None:
-            state = self.tracker.state(event.key, event.symbol, event.stream)
-        if self.tracker.check(state, event.first_id, event.last_id):
+        if not self.tracker.accept(event):
             return  # duplicate
         if self.standby:
             self._buffer(event)
@@ -87,7 +79,8 @@ class Pipeline:
             self.serializer.topics[stream],
             self.serializer.encode(stream, record),
             key,
-            [(ID_HEADER[stream], str(event.last_id).encode())],
+            # The event's id (trade id for trades) in a header, so consumers can dedupe without decoding Avro.
+            [(KINDS[stream].id_field, str(event.last_id).encode())],
         )
         self.produced_last[event.key] = event.last_id
         self.produced += 1
@@ -127,12 +120,9 @@ class Pipeline:
                     buffer.popleft()
                     dropped += 1
             gap = 0
-            state: StreamState | None = self._states.get(key)
-            if start_after is not None and buffer and state is not None and state.contiguous:
-                gap = max(0, buffer[0].first_id - start_after - 1)
+            if start_after is not None and buffer:
+                gap = self.tracker.handover_gap(key, start_after, buffer[0].first_id)
                 if gap:
-                    state.gaps += 1
-                    state.missing += gap
                     log.error("handover: %s has a gap of %d ids after %d (buffer starts at %d)", key, gap,
                               start_after, buffer[0].first_id)
             first = buffer[0].first_id if buffer else None
@@ -143,9 +133,7 @@ class Pipeline:
                            "produced": produced, "gap": gap}
         # Events at or below a handed-over position that arrive later (this instance lagging) are duplicates.
         for key, start_after in after.items():
-            state = self._states.get(key)
-            if state is not None and (state.last_id is None or state.last_id < start_after):
-                state.last_id = start_after
+            self.tracker.skip_to(key, start_after)
         self._standby_buffers.clear()
         self.standby = False
         self.standby_since = None
@@ -161,7 +149,7 @@ class Pipeline:
         return {
             "mode": "standby" if self.standby else "active",
             "produced_last": dict(self.produced_last),
-            "received_last": {k: s.last_id for k, s in self._states.items() if s.last_id is not None},
+            "received_last": self.tracker.received_last(),
             "buffered": {k: len(b) for k, b in self._standby_buffers.items()},
             "unacknowledged": self.sink.buffered(),
         }

@@ -21,32 +21,27 @@ from importlib import resources
 from typing import Any
 
 from fastavro import parse_schema
-from fastavro._write import write_data
+from fastavro._write import write_data  # type: ignore[attr-defined]  # the Cython writer has no stub
+
+from streamer.kinds import KINDS
 
 MAGIC_BYTE = 0
 # schemaless_writer's defaults (fastavro 1.13).
 _WRITE_OPTIONS = {"strict": False, "strict_allow_default": False, "disable_tuple_notation": False}
 
-SCHEMA_FILES = {
-    "trade": "trade.avsc",
-    "aggTrade": "agg_trade.avsc",
-    "bookTicker": "book_ticker.avsc",
-    "depth": "depth.avsc",
-}
-TOPIC_SUFFIX = {"trade": "trades", "aggTrade": "aggtrades", "bookTicker": "bookticker", "depth": "depth"}
-
 
 @cache
 def schema_text(stream: str) -> str:
-    return resources.files("streamer.schemas").joinpath(SCHEMA_FILES[stream]).read_text()
+    return resources.files("streamer.schemas").joinpath(KINDS[stream].schema_file).read_text()
 
 
 def load_schema(stream: str) -> dict[str, Any]:
-    return json.loads(schema_text(stream))
+    schema: dict[str, Any] = json.loads(schema_text(stream))
+    return schema
 
 
 def topic_for(prefix: str, stream: str) -> str:
-    return f"{prefix}.{TOPIC_SUFFIX[stream]}"
+    return f"{prefix}.{KINDS[stream].topic_suffix}"
 
 
 def subject_for(topic: str) -> str:
@@ -165,9 +160,9 @@ class RecordSerializer:
 
     def __init__(self, cache: SerializerCache, topic_prefix: str) -> None:
         self.cache = cache
-        self.topics = {stream: topic_for(topic_prefix, stream) for stream in SCHEMA_FILES}
+        self.topics = {stream: topic_for(topic_prefix, stream) for stream in KINDS}
         self._subjects = {stream: subject_for(topic) for stream, topic in self.topics.items()}
-        self._schemas = {stream: load_schema(stream) for stream in SCHEMA_FILES}
+        self._schemas = {stream: load_schema(stream) for stream in KINDS}
 
     def serializer(self, stream: str) -> AvroSerializer:
         return self.cache.get(self._subjects[stream], self._schemas[stream])

@@ -72,7 +72,7 @@ class KafkaSink:
         self.errors = 0
         self._counts: dict[str, int] = {}
         self._new_errors = 0
-        self._overflow: deque[tuple[str, bytes, bytes, list[tuple[str, bytes]]]] = deque()
+        self._overflow: deque[tuple[str, bytes, bytes, list[tuple[str, str | bytes | None]]]] = deque()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         config = producer_config(bootstrap_servers, instance, compression, max_buffered, stats_interval_s, linger_s)
@@ -164,7 +164,7 @@ class KafkaSink:
     def full(self) -> bool:
         return len(self.producer) + len(self._overflow) >= self.max_buffered
 
-    def produce(self, topic: str, value: bytes, key: bytes, headers: list[tuple[str, bytes]]) -> None:
+    def produce(self, topic: str, value: bytes, key: bytes, headers: list[tuple[str, str | bytes | None]]) -> None:
         if self._overflow:
             self._overflow.append((topic, value, key, headers))
             self.drain_overflow()

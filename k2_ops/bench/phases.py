@@ -19,6 +19,7 @@ from k2_ops.bench.kafka_io import Rec, create_topics, read_records
 from k2_ops.bench.machine import load_average
 from k2_ops.bench.procs import SimulatorProxy, StreamerRun, poll, run_floor_client
 from k2_ops.stack import free_port
+from streamer.kinds import stream_key, stream_keys
 from streamer.memory import theil_sen
 from streamer.summary import summary_from_log
 
@@ -48,10 +49,10 @@ class Bench:
         time.sleep(seconds)
         after = sim.call("status")["generated"]
         sim.call("set_rate", 0.0)
-        kinds = {"trade": "trade", "aggTrade": "aggTrade", "bookTicker": "bookTicker", "depth": "depth@100ms"}
-        wanted = {f"{s}@{kinds[k]}" for s in self.config.symbols for k in self.config.streams}
+        wanted = stream_keys(self.config.symbols, self.config.streams)
         delivered = sum(after.get(key, 0) - before.get(key, 0) for key in wanted)
-        trades = sum(after.get(f"{s}@trade", 0) - before.get(f"{s}@trade", 0) for s in self.config.symbols)
+        trades = sum(after.get(key, 0) - before.get(key, 0)
+                     for key in (stream_key(s, "trade") for s in self.config.symbols))
         if trades > 0 and delivered > 0:
             self.messages_per_trade = delivered / trades
         return self.messages_per_trade
@@ -126,8 +127,7 @@ def throughput(bench: Bench) -> dict[str, Any]:
     """Per repeat: the floor client, then the streamer, at the same full-speed offer (ratios pair up)."""
     config, sim = bench.config, bench.simulator
     cpu = config.client_cpu if config.pin else None
-    url = sim.ws_base_url + "/stream?streams=" + "/".join(
-        f"{s}@{k if k != 'depth' else 'depth@100ms'}" for s in config.symbols for k in config.streams)
+    url = sim.ws_base_url + "/stream?streams=" + "/".join(stream_keys(config.symbols, config.streams))
     floors: list[dict[str, Any]] = []
     e2es: list[dict[str, Any]] = []
     for repeat in range(config.repeats):

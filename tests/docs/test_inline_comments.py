@@ -14,15 +14,15 @@ import pytest
 
 from k2_ops.paths import REPO_ROOT
 from streamer.config import load_config
-from streamer.source import make_ssl_context
+from streamer.connect import make_ssl_context
 
 # (concept, file, functions, words: a comment inside one of the functions must contain one of them)
 REQUIRED_COMMENTS = [
-    ("SSL context creation", "streamer/source.py", ["make_ssl_context"], ["verif", "CA", "TLS", "hostname"]),
+    ("SSL context creation", "streamer/connect.py", ["make_ssl_context"], ["verif", "CA", "TLS", "hostname"]),
     (
         "rotation logic",
-        "streamer/source.py",
-        ["Source._handle", "Source._on_opened", "Source._maybe_switch", "Source._complete_switch"],
+        "streamer/routing.py",
+        ["Router.tick", "Router._opened", "Router._maybe_switch", "Router._complete_switch"],
         ["make-before-break", "overlap", "rotat"],
     ),
     (
@@ -31,7 +31,7 @@ REQUIRED_COMMENTS = [
         ["MemoryMonitor.run", "MemoryMonitor.sample"],
         ["RSS", "sampl", "leak", "tracemalloc", "warm-up", "window"],
     ),
-    ("ping-pong heartbeat", "streamer/source.py", ["Source._pinger"], ["ping", "pong"]),
+    ("ping-pong heartbeat", "streamer/heartbeat.py", ["Heartbeat.pinger"], ["ping", "pong"]),
 ]
 
 # Comments the streamer does not have yet: strict xfail, so adding them turns this red until the entry goes.

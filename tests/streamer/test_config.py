@@ -101,7 +101,7 @@ def test_plaintext_is_never_a_silent_downgrade() -> None:
     config = load_config({"K2_BINANCE_WS_URL": "ws://127.0.0.1:9/stream", "K2_SSL_VERIFY": "false"})
     source = Source(config, FrameParser("blue"), SequenceTracker(), lambda event: None,
                     metrics := StreamerMetrics("blue", SequenceTracker()))
-    assert source.ssl_context is None
+    assert source.dialer.ssl_context is None
     assert metrics.registry.get_sample_value("binance_ssl_verify_enabled", {"instance": "blue"}) == 0
     verified = load_config({})
     Source(verified, FrameParser("blue"), SequenceTracker(), lambda event: None,

@@ -64,3 +64,26 @@ def test_streams_are_tracked_independently() -> None:
     assert tracker.states["btcusdt@trade"].gaps == 0
     assert tracker.states["ethusdt@trade"].gaps == 1
     assert tracker.last_id("btcusdt@trade") == 2 and tracker.last_id("solusdt@trade") is None
+
+
+def test_a_handover_gap_is_counted_by_the_tracker_only_for_contiguous_ids() -> None:
+    tracker = SequenceTracker()
+    tracker.track("btcusdt", "trade")
+    tracker.track("btcusdt", "bookTicker")
+    assert tracker.handover_gap("btcusdt@trade", 100, 101) == 0  # resumes right after: no gap
+    assert tracker.handover_gap("btcusdt@trade", 100, 104) == 3
+    assert tracker.handover_gap("btcusdt@bookTicker", 100, 104) == 0  # update ids only increase
+    assert tracker.handover_gap("solusdt@trade", 100, 104) == 0  # a stream this instance does not track
+    assert tracker.totals()["gaps"] == 1 and tracker.totals()["missing"] == 3
+    assert tracker.last_gap == ("btcusdt@trade", 101, 3)
+
+
+def test_skip_to_makes_what_the_other_instance_produced_a_duplicate() -> None:
+    tracker = SequenceTracker()
+    state = tracker.track("btcusdt", "trade")
+    tracker.check(state, 5, 5)
+    tracker.skip_to("btcusdt@trade", 9)
+    tracker.skip_to("btcusdt@trade", 7)  # never backwards
+    assert tracker.last_id("btcusdt@trade") == 9
+    assert [tracker.check(state, i, i) for i in (8, 9, 10)] == [DUPLICATE, DUPLICATE, ACCEPT]
+    assert state.gaps == 0

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from k2_ops.paths import shared_samples_dir
 from streamer import parse as p
+from streamer import payload
 from streamer.integrity import ACCEPT, SequenceTracker
 from streamer.parse import Event, FrameParser, Notice
 from streamer.serialize import RecordSerializer, SerializerCache, make_registry_client
@@ -68,7 +69,7 @@ def test_btcusdt_ids_are_contiguous_and_tracked_without_gaps(btc_parsed: list[Ev
     assert trade_ids == list(range(3735683259, 3735693016))
     tracker = SequenceTracker()
     for e in events:
-        tracker.check(tracker.state(e.key, e.symbol, e.stream), e.first_id, e.last_id)
+        tracker.accept(e)
     totals = tracker.totals()
     assert totals["gaps"] == 0 and totals["missing"] == 0 and totals["duplicates"] == 0
     assert totals["accepted"] == len(events)
@@ -311,7 +312,7 @@ def _check(result: Event | Notice) -> None:
         assert result.key.startswith(result.symbol + "@")
         for field in ("price", "quantity", "bid_price", "ask_quantity"):
             if field in result.record:
-                assert p._DECIMAL.match(result.record[field])
+                assert payload._DECIMAL.match(result.record[field])
         # ...and can be produced: an id the serializer rejects must never reach the sequence tracker.
         assert SERIALIZER.encode(result.stream, result.record)[0] == 0
 

@@ -1,4 +1,4 @@
-"""Client pings at a fixed rate: the process-wide schedule (pure) and a real streamer whose pongs come back
+"""Client pings at a fixed rate: the connection slot's schedule (pure) and a real streamer whose pongs come back
 late (a TCP proxy delays every byte both ways), rotating meanwhile."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from streamer.source import FRAME_WINDOW_S, FrameBudget, PingSchedule
+from streamer.heartbeat import FRAME_WINDOW_S, FrameBudget, PingSchedule
 from tests.streamer.conftest import wait_for
 
 

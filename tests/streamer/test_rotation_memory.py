@@ -43,6 +43,7 @@ import psutil
 import pytest
 
 from streamer.config import load_config
+from streamer.connect import AttemptBudget
 from streamer.integrity import SequenceTracker
 from streamer.metrics import StreamerMetrics
 from streamer.parse import Event, FrameParser
@@ -103,7 +104,7 @@ def measure(url: str, ca_file: str) -> dict[str, object]:
 
     async def run() -> Source:
         source = Source(config, FrameParser("blue", config.max_frame_bytes), tracker, deliver, metrics,
-                        attempt_window_s=ATTEMPT_WINDOW_S)
+                        attempt_budget=AttemptBudget(window_s=ATTEMPT_WINDOW_S))
         task = asyncio.create_task(source.run())
         deadline = time.monotonic() + 600
         try:

@@ -11,9 +11,9 @@ import pytest
 from fastavro import parse_schema, schemaless_reader
 from fastavro.validation import validate
 
+from streamer.kinds import KINDS
 from streamer.parse import Event, FrameParser
 from streamer.serialize import (
-    SCHEMA_FILES,
     RecordSerializer,
     SerializerCache,
     load_schema,
@@ -63,7 +63,7 @@ def _types(node: object) -> list[str]:
 
 
 def test_every_stream_has_a_valid_schema_with_exact_decimals_and_millis() -> None:
-    for stream in SCHEMA_FILES:
+    for stream in KINDS:
         schema = load_schema(stream)
         parse_schema(schema)
         fields = {f["name"]: f["type"] for f in schema["fields"]}
@@ -145,7 +145,7 @@ def test_lru_keeps_recently_used_subjects() -> None:
 def test_cycling_150_subjects_keeps_rss_flat() -> None:
     """Evicted serializers are released: after warm-up, 20 rounds through 150 subjects add no RSS."""
     cache = SerializerCache(registry("lru150"), 10)
-    schemas = [load_schema(s) for s in SCHEMA_FILES]
+    schemas = [load_schema(s) for s in KINDS]
     record = FrameParser("blue").parse(FRAMES["trade"], 1).record  # type: ignore[union-attr]
 
     def one_round() -> None:

@@ -1,4 +1,5 @@
-"""Pure parts of the source: backoff, TLS context, client frame budget; and the error-log counter."""
+"""Pure parts of dialing and the heartbeat: backoff, TLS context, attempt budget, client frame budget; and the
+error-log counter."""
 
 from __future__ import annotations
 
@@ -8,11 +9,13 @@ import random
 import ssl
 import time
 
+import pytest
 from prometheus_client import generate_latest
 
+from streamer.connect import AttemptBudget, backoff_delay, make_ssl_context
+from streamer.heartbeat import FrameBudget
 from streamer.integrity import SequenceTracker
 from streamer.metrics import ErrorCountingHandler, StreamerMetrics
-from streamer.source import FrameBudget, backoff_delay, make_ssl_context
 
 
 def test_backoff_is_exponential_with_full_jitter_and_capped() -> None:
@@ -24,6 +27,25 @@ def test_backoff_is_exponential_with_full_jitter_and_capped() -> None:
         assert all(0.0 <= d <= bound for d in delays)
         assert max(delays) > 0.8 * bound  # full jitter spreads over the whole range
         assert min(delays) < 0.2 * bound
+
+
+def test_the_attempt_budget_waits_until_the_oldest_attempt_leaves_the_window() -> None:
+    budget = AttemptBudget(max_attempts=3, window_s=300.0)
+    for now in (0.0, 10.0, 20.0):
+        assert budget.wait(now) == 0.0
+        budget.record(now)
+    assert budget.wait(30.0) == 270.0  # the 4th attempt in 300 s must wait for the one at 0 to age out
+    assert budget.wait(300.5) == 0.0  # it has
+    budget.record(300.5)
+    assert budget.wait(301.0) == 9.0  # now the one at 10 is the oldest of three
+
+
+def test_the_frame_budget_counts_what_it_lets_through() -> None:
+    budget = FrameBudget(per_second=2, window_s=1.1)
+    assert budget.wait(0.0) == 0.0 and budget.wait(0.5) == 0.0
+    assert budget.wait(0.6) == pytest.approx(0.5)  # a third frame waits until the first leaves the 1.1 s window
+    assert budget.wait(1.1) == 0.0  # it has left: this one is let through (and counted)
+    assert budget.wait(1.2) == pytest.approx(0.4)
 
 
 def test_ssl_context_verifies_by_default() -> None:
