@@ -237,6 +237,9 @@ class Router:
             self._switch_all(now)
         left = [] if self.active is None else [self.active.number]
         self._set_links(None, None)
+        # Until the server confirms our close, the closing connection still owns every key: what it delivers
+        # meanwhile was sent to us and goes to Kafka (its end then is no failure: no active link to replace).
+        self.sole = left[0] if left else None
         return left
 
     # ---- transitions -----------------------------------------------------------------------------------------

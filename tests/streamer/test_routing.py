@@ -206,3 +206,16 @@ def test_stop_finishes_a_switch_under_way_and_attempts_nothing_more() -> None:
     slot.router.tick(LIFETIME_S + 50)
     slot.router.handle(Opened(3), now=LIFETIME_S + 51)  # a dial that finished anyway
     assert slot.actions() == [Close(3)]
+
+
+def test_after_stop_the_closing_connection_still_delivers_until_its_close_completes() -> None:
+    slot = Slot()
+    slot.open_first()
+    slot.data(1, BTC, [1, 2])
+    assert slot.router.stop(now=10.0) == [1]
+    # Frames the exchange sent before it saw our close frame arrive after stop(): they are ours.
+    assert slot.router.sole == 1
+    slot.data(1, BTC, [3, 4])
+    assert slot.delivered[BTC] == [1, 2, 3, 4]
+    slot.router.handle(Failed(1, Failure.SERVER_CLOSE), now=11.0)  # the close completed
+    assert slot.actions() == [] and slot.router.reconnects == 0
