@@ -23,6 +23,8 @@ from typing import Any
 from fastavro import parse_schema
 from fastavro._write import write_data
 
+from streamer.config import RegistryAuth
+
 MAGIC_BYTE = 0
 # schemaless_writer's defaults (fastavro 1.13).
 _WRITE_OPTIONS = {"strict": False, "strict_allow_default": False, "disable_tuple_notation": False}
@@ -53,11 +55,15 @@ def subject_for(topic: str) -> str:
     return f"{topic}-value"
 
 
-def make_registry_client(url: str) -> Any:
-    """A Schema Registry client; `mock://…` returns the library's in-process registry."""
+def make_registry_client(url: str, auth: RegistryAuth | None = None) -> Any:
+    """A Schema Registry client; `mock://…` returns the library's in-process registry. `auth` adds basic
+    auth and a CA (credentials inside the URL also work, but are logged masked only by our code)."""
     from confluent_kafka.schema_registry import SchemaRegistryClient
 
-    return SchemaRegistryClient.new_client({"url": url})
+    conf = {"url": url}
+    if not url.startswith("mock://"):
+        conf.update((auth or RegistryAuth()).client_conf())
+    return SchemaRegistryClient.new_client(conf)
 
 
 def register_schema(client: Any, subject: str, schema: dict[str, Any]) -> int:
