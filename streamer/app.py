@@ -29,7 +29,13 @@ from streamer.metrics import ErrorCountingHandler, StreamerMetrics
 from streamer.parse import STREAM_SUFFIX, FrameParser
 from streamer.pipeline import Pipeline
 from streamer.redact import mask_credentials
-from streamer.serialize import RecordSerializer, SerializerCache, make_registry_client, topic_for
+from streamer.serialize import (
+    RecordSerializer,
+    SerializerCache,
+    make_registry_client,
+    registry_failure,
+    topic_for,
+)
 from streamer.sink import KafkaSink, ensure_topics, topic_config
 from streamer.source import Source
 from streamer.summary import format_summary
@@ -269,9 +275,14 @@ class Streamer:
         )
         if created:
             log.info("created Kafka topics %s", created)
+        def register() -> list[int]:
+            try:
+                return [serializer.serializer(s).schema_id for s in config.streams]
+            except Exception as exc:
+                raise RuntimeError(registry_failure(exc, config.schema_registry_url)) from None
+
         await _retry_until(
-            self.stop_event, f"registering Avro schemas at {mask_credentials(config.schema_registry_url)}",
-            lambda: [serializer.serializer(s).schema_id for s in config.streams],
+            self.stop_event, f"registering Avro schemas at {mask_credentials(config.schema_registry_url)}", register
         )
         tasks: list[asyncio.Task[Any]] = [asyncio.create_task(self.memory.run(), name="memory")]
         if config.test_leak_bytes_per_s > 0:

@@ -394,7 +394,7 @@ class RegistryAuth:
     def client_conf(self) -> dict[str, str]:
         conf: dict[str, str] = {}
         if self.basic_auth:
-            conf.update({"basic.auth.credentials.source": "USER_INFO", "basic.auth.user.info": self.basic_auth})
+            conf["basic.auth.user.info"] = self.basic_auth
         if self.ca_location:
             conf["ssl.ca.location"] = self.ca_location
         return conf

@@ -24,6 +24,7 @@ from fastavro import parse_schema
 from fastavro._write import write_data
 
 from streamer.config import RegistryAuth
+from streamer.redact import mask_credentials
 
 MAGIC_BYTE = 0
 # schemaless_writer's defaults (fastavro 1.13).
@@ -64,6 +65,19 @@ def make_registry_client(url: str, auth: RegistryAuth | None = None) -> Any:
     if not url.startswith("mock://"):
         conf.update((auth or RegistryAuth()).client_conf())
     return SchemaRegistryClient.new_client(conf)
+
+
+def registry_failure(exc: Exception, url: str) -> str:
+    """What went wrong talking to the registry, in words an operator acts on; never a password."""
+    where = mask_credentials(url)
+    status = getattr(exc, "http_status_code", None)
+    if status in (401, 403):
+        return (f"Schema Registry at {where} refused the credentials (HTTP {status}): check "
+                "K2_SCHEMA_REGISTRY_BASIC_AUTH or K2_SCHEMA_REGISTRY_BASIC_AUTH_FILE")
+    if "CERTIFICATE_VERIFY_FAILED" in str(exc):
+        return (f"Schema Registry at {where}: its TLS certificate is not trusted ({mask_credentials(str(exc))}); "
+                "set K2_SCHEMA_REGISTRY_CA_LOCATION to the CA that signed it")
+    return f"Schema Registry at {where}: {mask_credentials(str(exc))}"
 
 
 def register_schema(client: Any, subject: str, schema: dict[str, Any]) -> int:

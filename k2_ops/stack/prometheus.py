@@ -12,9 +12,11 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
+from k2_ops.http_endpoint import Endpoint
 from k2_ops.paths import rules_dir
 from k2_ops.stack.http import http_json, http_ok
 from k2_ops.stack.process import ServiceError, SupervisedService, free_port
@@ -156,6 +158,9 @@ class PrometheusService(SupervisedService):
     retention: str = "15d"
     ready_timeout_s: float = 60.0
     name: str = "prometheus"
+    # Prometheus' --web.config.file (basic_auth_users, tls_server_config) and how we reach it then.
+    web_config: dict[str, Any] | None = None
+    client_endpoint: Endpoint | None = field(default=None, repr=False)
     start_seconds: float | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
@@ -179,7 +184,8 @@ class PrometheusService(SupervisedService):
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if (self.web_config or {}).get("tls_server_config") else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     @property
     def health_url(self) -> str:
@@ -206,6 +212,10 @@ class PrometheusService(SupervisedService):
             # that first fired before Alertmanager discovery settled (it takes ~5 s after start).
             f"--rules.alert.resend-delay={self.evaluation_interval_s:g}s",
         ]
+        if self.web_config is not None:
+            web_config_path = self.home / "web.yml"
+            web_config_path.write_text(yaml.safe_dump(self.web_config, sort_keys=False))
+            command.append(f"--web.config.file={web_config_path}")
         self._launch(command, interval_s=0.1)
         self.start_seconds = time.monotonic() - began
         return self.start_seconds
@@ -236,4 +246,10 @@ class PrometheusService(SupervisedService):
         return http_json(f"{self.url}/api/v1/targets?state=active")["data"]["activeTargets"]
 
     def is_ready(self) -> bool:
-        return http_ok(self.health_url)
+        if self.client_endpoint is None:
+            return http_ok(self.health_url)
+        try:
+            with self.client_endpoint.get("/-/ready", 2.0) as response:
+                return 200 <= response.status < 300
+        except OSError:  # URLError and HTTPError included
+            return False

@@ -1,0 +1,127 @@
+"""A real Prometheus behind its own --web.config.file (basic auth + TLS from a per-run CA): the daily
+validation reads it with the K2_PROMETHEUS_* settings; a wrong password or an untrusted certificate is a
+clear error that never quotes the password."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import bcrypt
+import pytest
+import trustme
+
+from k2_ops.http_endpoint import Endpoint, EndpointConfigError
+from k2_ops.stack import PrometheusService
+from k2_ops.validation import periods
+from k2_ops.validation.backfill import create_blocks
+from k2_ops.validation.prometheus import PrometheusClient, PrometheusUnauthorized, PrometheusUnreachable
+from k2_ops.validation.synthetic import SyntheticHistory, generate, history_days
+
+USER = "k2-validator"
+PASSWORD = "Prom-s3cret-9f1c"  # also searched for in every log of the run (test_no_secret_in_logs)
+SCRAPE_SECONDS = 60.0
+
+
+@dataclass
+class SecuredPrometheus:
+    service: PrometheusService
+    ca_file: Path
+    secrets_dir: Path
+    day_start: float
+
+    def env(self, password: str = PASSWORD) -> dict[str, str]:
+        auth_file = self.secrets_dir / f"auth-{len(password)}-{password[:2]}"
+        auth_file.write_text(f"{USER}:{password}\n")
+        return {"K2_PROMETHEUS_BASIC_AUTH_FILE": str(auth_file), "K2_PROMETHEUS_CA_FILE": str(self.ca_file)}
+
+
+@pytest.fixture(scope="module")
+def secured_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecuredPrometheus]:
+    root = tmp_path_factory.mktemp("secured-prometheus")
+    ca = trustme.CA(organization_name="K2 test CA")
+    server = ca.issue_cert("127.0.0.1", "localhost")
+    ca_file, cert_file, key_file = root / "ca.pem", root / "server.pem", root / "server.key"
+    ca.cert_pem.write_to_path(str(ca_file))
+    server.cert_chain_pems[0].write_to_path(str(cert_file))
+    server.private_key_pem.write_to_path(str(key_file))
+    hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
+    web_config = {"tls_server_config": {"cert_file": str(cert_file), "key_file": str(key_file)},
+                  "basic_auth_users": {USER: hashed}}
+    day_start = history_days(1)
+    history = SyntheticHistory(day_start, 1, "secured-day", scrape_interval=SCRAPE_SECONDS)
+    service = PrometheusService(root, retention="3650d", web_config=web_config)
+    service.client_endpoint = Endpoint(service.url, basic_auth=f"{USER}:{PASSWORD}", ca_file=str(ca_file))
+    create_blocks(generate(history), service.data_dir, root / "openmetrics")
+    service.start()
+    secrets_dir = root / "secrets"
+    secrets_dir.mkdir()
+    try:
+        yield SecuredPrometheus(service, ca_file, secrets_dir, day_start)
+    finally:
+        service.stop()
+
+
+def test_daily_validation_reads_a_prometheus_with_basic_auth_and_tls(secured_prometheus: SecuredPrometheus) -> None:
+    endpoint = Endpoint.from_env(secured_prometheus.service.url, "prometheus", secured_prometheus.env())
+    client = PrometheusClient(secured_prometheus.service.url, endpoint=endpoint)
+    assert client.url.startswith("https://") and client.ready()
+    assert client.scrape_interval() is not None
+    day = periods.validate_day(client, secured_prometheus.day_start, instance="secured-day",
+                               scrape_interval=SCRAPE_SECONDS)
+    assert day.checks and day.passed, day.failed()
+
+
+def test_plain_http_client_without_credentials_is_refused(secured_prometheus: SecuredPrometheus) -> None:
+    # The same server, no credentials: Prometheus answers 401 and the client says what to set.
+    endpoint = Endpoint(secured_prometheus.service.url, ca_file=str(secured_prometheus.ca_file))
+    with pytest.raises(PrometheusUnauthorized, match=r"refused the credentials \(401.*K2_PROMETHEUS_BASIC_AUTH"):
+        PrometheusClient(secured_prometheus.service.url, endpoint=endpoint).query("up")
+
+
+def test_wrong_password_is_a_clear_error_without_the_password(secured_prometheus: SecuredPrometheus) -> None:
+    wrong = "not-the-password-41"
+    endpoint = Endpoint.from_env(secured_prometheus.service.url, "prometheus", secured_prometheus.env(wrong))
+    client = PrometheusClient(secured_prometheus.service.url, endpoint=endpoint)
+    with pytest.raises(PrometheusUnauthorized) as info:
+        client.query("up")
+    assert info.value.status == 401 and "refused the credentials" in str(info.value)
+    assert wrong not in str(info.value) and wrong not in repr(client) and wrong not in repr(endpoint)
+    assert not client.ready()
+
+
+def test_untrusted_certificate_is_named(secured_prometheus: SecuredPrometheus) -> None:
+    env = secured_prometheus.env()
+    del env["K2_PROMETHEUS_CA_FILE"]  # the system trust store does not know the per-run CA
+    client = PrometheusClient(secured_prometheus.service.url,
+                              endpoint=Endpoint.from_env(secured_prometheus.service.url, "prometheus", env))
+    with pytest.raises(PrometheusUnreachable, match="CERTIFICATE_VERIFY_FAILED"):
+        client.query("up")
+
+
+def test_credentials_in_the_url_become_basic_auth_and_leave_the_url(secured_prometheus: SecuredPrometheus) -> None:
+    port = secured_prometheus.service.port
+    url = f"https://{USER}:{PASSWORD}@127.0.0.1:{port}/"
+    env = {"K2_PROMETHEUS_CA_FILE": str(secured_prometheus.ca_file)}
+    client = PrometheusClient(url, endpoint=Endpoint.from_env(url, "prometheus", env))
+    assert client.url == f"https://127.0.0.1:{port}" and PASSWORD not in repr(client)
+    assert client.query_value("vector(1)") == 1.0
+
+
+def test_endpoint_settings_are_checked(tmp_path: Path) -> None:
+    with pytest.raises(EndpointConfigError, match="K2_PROMETHEUS_BASIC_AUTH='\\*\\*\\*' is malformed"):
+        Endpoint.from_env("https://p:9090", "prometheus", {"K2_PROMETHEUS_BASIC_AUTH": "no-colon-secret"})
+    with pytest.raises(EndpointConfigError, match="K2_ALERTMANAGER_CA_FILE='/nonexistent' is not a file"):
+        Endpoint.from_env("https://a:9093", "alertmanager", {"K2_ALERTMANAGER_CA_FILE": "/nonexistent"})
+    with pytest.raises(EndpointConfigError, match="K2_PROMETHEUS_HEADERS: 'X Bad' is malformed"):
+        Endpoint.from_env("https://p:9090", "prometheus", {"K2_PROMETHEUS_HEADERS": "X Bad=1"})
+    token = tmp_path / "token"
+    token.write_text("tok-123\n")
+    endpoint = Endpoint.from_env("https://p:9090", "prometheus", {
+        "K2_PROMETHEUS_BEARER_TOKEN_FILE": str(token), "K2_PROMETHEUS_HEADERS": "X-Scope-OrgID=tenant-1"})
+    request = endpoint.request("/api/v1/query")
+    assert request.get_header("Authorization") == "Bearer tok-123"
+    assert request.get_header("X-scope-orgid") == "tenant-1"
+    with pytest.raises(EndpointConfigError, match="basic auth and a bearer token are both set"):
+        Endpoint.from_env("https://u:p@p:9090", "prometheus", {"K2_PROMETHEUS_BEARER_TOKEN_FILE": str(token)})
