@@ -167,6 +167,9 @@ class Streamer:
         since = source.seconds_since_data() if source is not None else None
         fresh = since is not None and since < self.config.health_timeout_s
         kafka = sink is not None and sink.reachable
+        # Brokers may be up yet unable to take writes (fewer in-sync replicas than min.insync.replicas with
+        # acks=all): the buffer fills and reading pauses. Not ready then, and the reason names Kafka.
+        accepting = sink is not None and not sink.full()
         pipeline = self.pipeline
         handover = standby_check(pipeline.standby_seconds() if pipeline is not None else None,
                                  self.config.handover_standby_max_s)
@@ -184,10 +187,16 @@ class Streamer:
                 "ok": kafka,
                 "reason": sink.reachable_detail if sink else "Kafka not set up yet",
             },
+            "kafka_accepting": {
+                "ok": accepting,
+                "reason": "Kafka not set up yet" if sink is None
+                else f"{sink.buffered()} messages awaiting Kafka's acknowledgement (limit {sink.max_buffered})"
+                + ("" if accepting else ": Kafka is not acknowledging writes, reading paused (back-pressure)"),
+            },
             "handover": handover,
         }
         return {
-            "ready": connected and fresh and kafka and handover["ok"],
+            "ready": connected and fresh and kafka and accepting and handover["ok"],
             "instance": self.config.instance,
             "mode": "standby" if self.pipeline is not None and self.pipeline.standby else "active",
             "checks": checks,
