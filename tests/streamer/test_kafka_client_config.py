@@ -23,8 +23,9 @@ from streamer.config import (
 )
 from streamer.redact import mask_credentials
 from streamer.sink import client_config, ensure_topics, producer_config, topic_config
+from tests.conftest import remember_secret
 
-SECRET = "s3cret-Pa55word"
+SECRET = remember_secret("s3cret-Pa55word")
 TOPIC_SETTING = ConfigSource.DYNAMIC_TOPIC_CONFIG.value
 
 

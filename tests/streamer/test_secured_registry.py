@@ -12,14 +12,15 @@ import pytest
 
 from k2_ops.stack.registry import CCOMPAT_PATH
 from k2_ops.stack.tls_proxy import TlsProxyService
+from tests.conftest import remember_secret
 from tests.streamer.conftest import wait_for
 from tests.streamer.test_rotation_and_faults import settle_and_compare
 
 pytestmark = pytest.mark.slow
 
 USER = "k2-streamer"
-PASSWORD = "Registry-s3cret-77b2"  # searched for in every log of the run (test_no_secret_in_logs)
-WRONG = "Registry-wrong-0c1d"
+PASSWORD = remember_secret("Registry-s3cret-77b2")  # searched for in every file the run wrote (tests/conftest.py)
+WRONG = remember_secret("Registry-wrong-0c1d")
 
 
 @pytest.fixture

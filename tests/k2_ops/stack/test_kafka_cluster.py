@@ -20,6 +20,7 @@ from k2_ops.polling import poll_until
 from k2_ops.stack.kafka import KafkaSecurity, KafkaService
 from k2_ops.stack.local import running_services, stop_all
 from streamer.config import load_kafka_client_config
+from tests.conftest import remember_secret
 
 pytestmark = pytest.mark.slow
 
@@ -52,7 +53,7 @@ def test_stack_up_with_a_sasl_ssl_quorum_of_three_streams_into_replicated_topics
     assert (env["K2_KAFKA_REPLICATION_FACTOR"], env["K2_KAFKA_TOPIC_MIN_INSYNC_REPLICAS"]) == ("3", "2")
     password_file = Path(env["K2_KAFKA_SASL_PASSWORD_FILE"])
     assert stat.S_IMODE(password_file.stat().st_mode) == 0o600
-    password = password_file.read_text().strip()
+    password = remember_secret(password_file.read_text().strip())
     assert password not in up.stdout + up.stderr + (run_dir / "stack.json").read_text()
 
     conf = {**load_kafka_client_config(env).librdkafka(), "bootstrap.servers": env["K2_KAFKA_BOOTSTRAP_SERVERS"]}

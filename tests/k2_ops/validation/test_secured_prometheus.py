@@ -18,9 +18,10 @@ from k2_ops.validation import periods
 from k2_ops.validation.backfill import create_blocks
 from k2_ops.validation.prometheus import PrometheusClient, PrometheusUnauthorized, PrometheusUnreachable
 from k2_ops.validation.synthetic import SyntheticHistory, generate, history_days
+from tests.conftest import remember_secret
 
 USER = "k2-validator"
-PASSWORD = "Prom-s3cret-9f1c"  # also searched for in every log of the run (test_no_secret_in_logs)
+PASSWORD = remember_secret("Prom-s3cret-9f1c")  # searched for in every file the run wrote (tests/conftest.py)
 SCRAPE_SECONDS = 60.0
 
 
@@ -81,7 +82,7 @@ def test_plain_http_client_without_credentials_is_refused(secured_prometheus: Se
 
 
 def test_wrong_password_is_a_clear_error_without_the_password(secured_prometheus: SecuredPrometheus) -> None:
-    wrong = "not-the-password-41"
+    wrong = remember_secret("not-the-password-41")
     endpoint = Endpoint.from_env(secured_prometheus.service.url, "prometheus", secured_prometheus.env(wrong))
     client = PrometheusClient(secured_prometheus.service.url, endpoint=endpoint)
     with pytest.raises(PrometheusUnauthorized) as info:
