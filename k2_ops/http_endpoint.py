@@ -3,7 +3,10 @@
 An endpoint is a base URL plus how to reach it: basic auth (`user:password`, inline or from a file, or
 `user:password@` inside the URL), a bearer token (from a file: Grafana Cloud, Mimir, Thanos, any proxy), a CA
 file for https, and extra headers (e.g. `X-Scope-OrgID` for a Mimir tenant). Settings come from the
-environment, one prefix per service (`K2_PROMETHEUS_*`, `K2_ALERTMANAGER_*`), see ENDPOINT_SETTINGS.
+environment, one prefix per service, see ENDPOINT_SETTINGS: K2_PROMETHEUS_BASIC_AUTH, K2_PROMETHEUS_BASIC_AUTH_FILE,
+K2_PROMETHEUS_BEARER_TOKEN_FILE, K2_PROMETHEUS_CA_FILE, K2_PROMETHEUS_HEADERS, and the same for Alertmanager:
+K2_ALERTMANAGER_BASIC_AUTH, K2_ALERTMANAGER_BASIC_AUTH_FILE, K2_ALERTMANAGER_BEARER_TOKEN_FILE,
+K2_ALERTMANAGER_CA_FILE, K2_ALERTMANAGER_HEADERS.
 
 Invariants: `Endpoint.url` never holds credentials (they are moved out of the URL into the Authorization
 header), so every message built from it is safe to log; secrets are kept out of repr; a bad setting raises

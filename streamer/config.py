@@ -644,7 +644,8 @@ RELATIONS: tuple[str, ...] = (
     "`K2_KAFKA_TOPIC_MIN_INSYNC_REPLICAS` <= `K2_KAFKA_REPLICATION_FACTOR` (otherwise no write could succeed)",
     "`K2_KAFKA_SECURITY_PROTOCOL` SASL_PLAINTEXT or SASL_SSL needs `K2_KAFKA_SASL_MECHANISM`, "
     "`K2_KAFKA_SASL_USERNAME` and one of `K2_KAFKA_SASL_PASSWORD` / `K2_KAFKA_SASL_PASSWORD_FILE`; SASL settings "
-    "with another protocol, or TLS files (`K2_KAFKA_SSL_*`) with PLAINTEXT or SASL_PLAINTEXT, are refused (never "
+    "with another protocol, or TLS files (`K2_KAFKA_SSL_CA_LOCATION`, `K2_KAFKA_SSL_CERTIFICATE_LOCATION`, "
+    "`K2_KAFKA_SSL_KEY_LOCATION`) with PLAINTEXT or SASL_PLAINTEXT, are refused (never "
     "silently unused)",
     "`K2_KAFKA_SSL_CERTIFICATE_LOCATION` and `K2_KAFKA_SSL_KEY_LOCATION` go together (mTLS)",
     "a password and its `_FILE` form are never both set (`K2_KAFKA_SASL_PASSWORD`, "
