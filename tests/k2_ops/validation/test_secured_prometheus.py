@@ -1,22 +1,27 @@
 """A real Prometheus behind its own --web.config.file (basic auth + TLS from a per-run CA): the daily
-validation reads it with the K2_PROMETHEUS_* settings; a wrong password or an untrusted certificate is a
-clear error that never quotes the password."""
+validation and a soak read it with the K2_PROMETHEUS_* settings; a wrong password or an untrusted
+certificate is a clear error that never quotes the password."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import bcrypt
 import pytest
 import trustme
 
 from k2_ops.http_endpoint import Endpoint, EndpointConfigError
+from k2_ops.simulator import BackgroundSimulator, SimulatorConfig
 from k2_ops.stack import PrometheusService
 from k2_ops.validation import periods
 from k2_ops.validation.backfill import create_blocks
+from k2_ops.validation.profiles import get_profile
 from k2_ops.validation.prometheus import PrometheusClient, PrometheusUnauthorized, PrometheusUnreachable
+from k2_ops.validation.soak import SoakConfig, SoakRunner
 from k2_ops.validation.synthetic import SyntheticHistory, generate, history_days
 from tests.conftest import remember_secret
 
@@ -126,3 +131,35 @@ def test_endpoint_settings_are_checked(tmp_path: Path) -> None:
     assert request.get_header("X-scope-orgid") == "tenant-1"
     with pytest.raises(EndpointConfigError, match="basic auth and a bearer token are both set"):
         Endpoint.from_env("https://u:p@p:9090", "prometheus", {"K2_PROMETHEUS_BEARER_TOKEN_FILE": str(token)})
+
+
+@pytest.mark.slow
+def test_a_soak_reads_the_secured_prometheus(
+    secured_prometheus: SecuredPrometheus, kafka: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A short soak of a spawned streamer, scraped by the secured Prometheus, judged from it as well: the soak
+    finds the credentials and the CA in K2_PROMETHEUS_* like `k2 soak` in production."""
+    for name, value in secured_prometheus.env().items():
+        monkeypatch.setenv(name, value)
+    service = secured_prometheus.service
+    instance = f"soak-{uuid.uuid4().hex[:6]}"
+    config = SimulatorConfig(symbols=("btcusdt", "ethusdt"), rate_per_symbol=50.0, workdir=tmp_path / "sim")
+    with BackgroundSimulator(config) as sim:
+        soak = SoakConfig(
+            get_profile("ci"), tmp_path / "soak", duration_seconds=20.0, criteria="12h", instance=instance,
+            streamer_env={
+                "K2_BINANCE_WS_URL": f"{sim.ws_base_url}/stream", "K2_SSL_CA_FILE": str(sim.ca_file),
+                "K2_BINANCE_SYMBOLS": "btcusdt,ethusdt", "K2_KAFKA_BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+                "K2_KAFKA_TOPIC_PREFIX": f"soak.{uuid.uuid4().hex[:8]}",
+                "K2_SCHEMA_REGISTRY_URL": f"mock://{uuid.uuid4().hex[:8]}",
+            },
+            prometheus_url=service.url, prometheus_scrape_interval=service.scrape_interval_s,
+        )
+        result = SoakRunner(
+            soak, progress=lambda _: None,
+            on_ready=lambda host_port: service.add_scrape_target(instance, host_port, {"instance": instance}),
+            on_finished=lambda: service.remove_scrape_target(instance),
+        ).run()
+    from_prometheus = [check for check in result.checks if check.name.startswith("prometheus_")]
+    assert from_prometheus and "prometheus_evaluation" not in {check.name for check in from_prometheus}
+    assert result.passed, [(c.name, c.evidence) for c in result.checks if not c.passed]
