@@ -537,6 +537,13 @@ def load_kafka_client_config(environ: Mapping[str, str] | None = None) -> KafkaC
     return _kafka_client_config(env, from_file)
 
 
+def kafka_client_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The Kafka client settings among `environ` (K2_KAFKA_SECURITY_PROTOCOL, SASL, TLS, K2_KAFKA_CLIENT_*):
+    what a tool hands to a streamer it starts with an otherwise clean K2_* environment (k2 soak)."""
+    names = {s.env for s in KAFKA_CLIENT_SETTINGS}
+    return {k: v for k, v in environ.items() if k in names or k.startswith(KAFKA_CLIENT_ENV_PREFIX)}
+
+
 def _registry_auth(values: dict[str, Any]) -> RegistryAuth:
     inline, path = values.pop("schema_registry_basic_auth"), values.pop("schema_registry_basic_auth_file")
     ca = values.pop("schema_registry_ca_location")

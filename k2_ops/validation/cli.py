@@ -201,8 +201,8 @@ def cmd_soak(args: argparse.Namespace) -> int:
         if not kafka:
             raise CliError("no Kafka: pass --kafka HOST:PORT or start the local stack (`k2 stack up`)")
         registry = args.schema_registry or _stack_service_url("schema-registry", args.run_dir) or "mock://soak"
-        # The stack's Kafka security settings (file paths) when Kafka is the stack's; K2_KAFKA_* of this
-        # environment reach the soak's streamer as well (it inherits the environment).
+        # The stack's Kafka security settings (file paths) when Kafka is the stack's; the Kafka client
+        # settings of this environment reach the soak's streamer as well (SoakRunner passes them on).
         kafka_env = {} if args.kafka else _stack_kafka_client_env(args.run_dir)
         with _source(args, out_dir) as source_env:
             env = {

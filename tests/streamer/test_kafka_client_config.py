@@ -188,3 +188,19 @@ def test_topics_get_min_insync_replicas_and_retention(kafka: Any) -> None:
     resource = ConfigResource(ConfigResource.Type.TOPIC, forever)
     entries = admin.describe_configs([resource])[resource].result(timeout=10)
     assert entries["retention.ms"].value == "-1" and entries["min.insync.replicas"].source != TOPIC_SETTING
+
+
+def test_a_soaked_streamer_inherits_only_the_kafka_client_settings(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from k2_ops.validation.soak import StreamerProcess
+
+    monkeypatch.setenv("K2_INSTANCE", "operator-shell")
+    monkeypatch.setenv("K2_KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
+    monkeypatch.setenv("K2_KAFKA_SASL_PASSWORD_FILE", "/run/secrets/kafka")
+    monkeypatch.setenv("K2_KAFKA_CLIENT_SOCKET_KEEPALIVE_ENABLE", "true")
+    env = StreamerProcess(["true"], {"K2_INSTANCE": "soak"}, tmp_path / "log").env
+    assert env["K2_INSTANCE"] == "soak"
+    assert env["K2_KAFKA_SECURITY_PROTOCOL"] == "SASL_SSL"
+    assert env["K2_KAFKA_SASL_PASSWORD_FILE"] == "/run/secrets/kafka"
+    assert env["K2_KAFKA_CLIENT_SOCKET_KEEPALIVE_ENABLE"] == "true"
