@@ -64,8 +64,9 @@ def _start(make_simulator: Any, make_streamer: Any, cluster: KafkaService, **env
     """Simulator + streamer on the cluster; the trades topic made first with LogAppendTime (pause measure)."""
     prefix = f"test.{uuid.uuid4().hex[:10]}"
     client = load_kafka_client_config(cluster.client_env())
-    ensure_topics(cluster.bootstrap_servers, [f"{prefix}.trades"], 3, 3, client=client,
-                  config={**topic_config(2), "message.timestamp.type": "LogAppendTime"})
+    replicas = min(3, cluster.brokers)
+    ensure_topics(cluster.bootstrap_servers, [f"{prefix}.trades"], 3, replicas, client=client,
+                  config={**topic_config(min(2, replicas)), "message.timestamp.type": "LogAppendTime"})
     sim = make_simulator()
     settings = {**cluster.client_env(), "K2_KAFKA_TOPIC_PREFIX": prefix, **env}
     return sim, make_streamer(sim, cluster.bootstrap_servers, **settings)
@@ -281,3 +282,22 @@ def test_untrusted_broker_certificate_is_reported_and_retried(
     wait_for(lambda: fixed.metric("kafka_messages_produced_total") >= 100, 30, "deliveries with the right CA")
     result = _settle(fixed, sim, cluster)
     assert result["missing_total"] == 0 and result["duplicates_total"] == 0
+
+
+def test_streamer_streams_over_mutual_tls(
+    make_simulator: Any, make_streamer: Any, tmp_path: Path, fault_report: dict[str, Any]
+) -> None:
+    """mTLS (client certificate required): the same client settings path as SASL_SSL minus SASL; one node
+    is enough to prove the certificate reaches every client of the streamer (admin, producer)."""
+    cluster = KafkaService(tmp_path / "mtls", name="kafka-mtls", brokers=1, security=KafkaSecurity.MTLS)
+    cluster.start()
+    try:
+        sim, streamer = _start(make_simulator, make_streamer, cluster)
+        streamer.wait_ready()
+        wait_for(lambda: streamer.metric("kafka_messages_produced_total") >= 200, 30, "deliveries over mTLS")
+        assert "SSL, CA " in streamer.log_text() and "client certificate" in streamer.log_text()
+        result = _settle(streamer, sim, cluster)
+        fault_report["mtls_streaming"] = _row(result)
+        assert result["missing_total"] == 0 and result["duplicates_total"] == 0
+    finally:
+        cluster.stop()
