@@ -97,6 +97,26 @@ def alertmanager_config(webhook_url: str | None = None, group_wait_s: float = 1.
     }
 
 
+def _web_config_args(web_config: dict[str, Any] | None, home: Path) -> list[str]:
+    """--web.config.file for Prometheus or Alertmanager (same exporter-toolkit format), written to `home`."""
+    if web_config is None:
+        return []
+    path = home / "web.yml"
+    path.write_text(yaml.safe_dump(web_config, sort_keys=False))
+    return [f"--web.config.file={path}"]
+
+
+def _ready(health_url: str, endpoint: Endpoint | None) -> bool:
+    """/-/ready answers 2xx; through `endpoint` (credentials, CA) when the service requires them."""
+    if endpoint is None:
+        return http_ok(health_url)
+    try:
+        with endpoint.get("/-/ready", 2.0) as response:
+            return 200 <= response.status < 300
+    except OSError:  # URLError and HTTPError included
+        return False
+
+
 @dataclass
 class AlertmanagerService(SupervisedService):
     run_dir: Path
@@ -104,6 +124,9 @@ class AlertmanagerService(SupervisedService):
     webhook_url: str | None = None
     ready_timeout_s: float = 30.0
     name: str = "alertmanager"
+    # Alertmanager's --web.config.file (basic_auth_users, tls_server_config) and how we reach it then.
+    web_config: dict[str, Any] | None = None
+    client_endpoint: Endpoint | None = field(default=None, repr=False)
     start_seconds: float | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
@@ -115,7 +138,8 @@ class AlertmanagerService(SupervisedService):
 
     @property
     def url(self) -> str:
-        return f"http://{self.address}"
+        scheme = "https" if (self.web_config or {}).get("tls_server_config") else "http"
+        return f"{scheme}://{self.address}"
 
     @property
     def health_url(self) -> str:
@@ -135,6 +159,7 @@ class AlertmanagerService(SupervisedService):
             # An empty cluster address turns gossip off, so nothing listens beyond our loopback port.
             "--cluster.listen-address=",
         ]
+        command += _web_config_args(self.web_config, home)
         self._launch(command, interval_s=0.1)
         self.start_seconds = time.monotonic() - began
         return self.start_seconds
@@ -144,7 +169,7 @@ class AlertmanagerService(SupervisedService):
         return [alert for alert in alerts if alert.get("status", {}).get("state") == "active"]
 
     def is_ready(self) -> bool:
-        return http_ok(self.health_url)
+        return _ready(self.health_url, self.client_endpoint)
 
 
 @dataclass
@@ -212,10 +237,7 @@ class PrometheusService(SupervisedService):
             # that first fired before Alertmanager discovery settled (it takes ~5 s after start).
             f"--rules.alert.resend-delay={self.evaluation_interval_s:g}s",
         ]
-        if self.web_config is not None:
-            web_config_path = self.home / "web.yml"
-            web_config_path.write_text(yaml.safe_dump(self.web_config, sort_keys=False))
-            command.append(f"--web.config.file={web_config_path}")
+        command += _web_config_args(self.web_config, self.home)
         self._launch(command, interval_s=0.1)
         self.start_seconds = time.monotonic() - began
         return self.start_seconds
@@ -246,10 +268,4 @@ class PrometheusService(SupervisedService):
         return http_json(f"{self.url}/api/v1/targets?state=active")["data"]["activeTargets"]
 
     def is_ready(self) -> bool:
-        if self.client_endpoint is None:
-            return http_ok(self.health_url)
-        try:
-            with self.client_endpoint.get("/-/ready", 2.0) as response:
-                return 200 <= response.status < 300
-        except OSError:  # URLError and HTTPError included
-            return False
+        return _ready(self.health_url, self.client_endpoint)

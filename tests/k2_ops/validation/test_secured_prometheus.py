@@ -14,13 +14,20 @@ import bcrypt
 import pytest
 import trustme
 
+from dagster_project.resources import AlertmanagerResource
 from k2_ops.http_endpoint import Endpoint, EndpointConfigError
 from k2_ops.simulator import BackgroundSimulator, SimulatorConfig
-from k2_ops.stack import PrometheusService
+from k2_ops.stack import AlertmanagerService, PrometheusService
 from k2_ops.validation import periods
 from k2_ops.validation.backfill import create_blocks
 from k2_ops.validation.profiles import get_profile
-from k2_ops.validation.prometheus import PrometheusClient, PrometheusUnauthorized, PrometheusUnreachable
+from k2_ops.validation.prometheus import (
+    AlertmanagerClient,
+    AlertmanagerError,
+    PrometheusClient,
+    PrometheusUnauthorized,
+    PrometheusUnreachable,
+)
 from k2_ops.validation.soak import SoakConfig, SoakRunner
 from k2_ops.validation.synthetic import SyntheticHistory, generate, history_days
 from tests.conftest import remember_secret
@@ -43,9 +50,8 @@ class SecuredPrometheus:
         return {"K2_PROMETHEUS_BASIC_AUTH_FILE": str(auth_file), "K2_PROMETHEUS_CA_FILE": str(self.ca_file)}
 
 
-@pytest.fixture(scope="module")
-def secured_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecuredPrometheus]:
-    root = tmp_path_factory.mktemp("secured-prometheus")
+def _web_config(root: Path) -> tuple[dict[str, Any], Path]:
+    """--web.config.file content (TLS from a per-run CA, basic auth with a bcrypt hash) and the CA file."""
     ca = trustme.CA(organization_name="K2 test CA")
     server = ca.issue_cert("127.0.0.1", "localhost")
     ca_file, cert_file, key_file = root / "ca.pem", root / "server.pem", root / "server.key"
@@ -53,8 +59,14 @@ def secured_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sec
     server.cert_chain_pems[0].write_to_path(str(cert_file))
     server.private_key_pem.write_to_path(str(key_file))
     hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()
-    web_config = {"tls_server_config": {"cert_file": str(cert_file), "key_file": str(key_file)},
-                  "basic_auth_users": {USER: hashed}}
+    return ({"tls_server_config": {"cert_file": str(cert_file), "key_file": str(key_file)},
+             "basic_auth_users": {USER: hashed}}, ca_file)
+
+
+@pytest.fixture(scope="module")
+def secured_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecuredPrometheus]:
+    root = tmp_path_factory.mktemp("secured-prometheus")
+    web_config, ca_file = _web_config(root)
     day_start = history_days(1)
     history = SyntheticHistory(day_start, 1, "secured-day", scrape_interval=SCRAPE_SECONDS)
     service = PrometheusService(root, retention="3650d", web_config=web_config)
@@ -163,3 +175,28 @@ def test_a_soak_reads_the_secured_prometheus(
     from_prometheus = [check for check in result.checks if check.name.startswith("prometheus_")]
     assert from_prometheus and "prometheus_evaluation" not in {check.name for check in from_prometheus}
     assert result.passed, [(c.name, c.evidence) for c in result.checks if not c.passed]
+
+
+def test_alertmanager_clients_read_a_secured_alertmanager(
+    tmp_path: Path, secured_prometheus: SecuredPrometheus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sensors' Alertmanager resource and the validations' client, through K2_ALERTMANAGER_*."""
+    web_config, ca_file = _web_config(tmp_path)
+    service = AlertmanagerService(tmp_path, web_config=web_config)
+    service.client_endpoint = Endpoint(service.url, basic_auth=f"{USER}:{PASSWORD}", ca_file=str(ca_file))
+    service.start()
+    try:
+        auth_file = tmp_path / "auth-alertmanager"  # a secret file (tests/conftest.py SECRET_HOLDERS)
+        auth_file.write_text(f"{USER}:{PASSWORD}\n")
+        monkeypatch.setenv("K2_ALERTMANAGER_BASIC_AUTH_FILE", str(auth_file))
+        monkeypatch.setenv("K2_ALERTMANAGER_CA_FILE", str(ca_file))
+        assert service.url.startswith("https://")
+        assert AlertmanagerClient(service.url).ready() and AlertmanagerClient(service.url).alerts() == []
+        assert AlertmanagerResource(url=service.url).firing_alerts() == []  # what the alert sensors call
+        wrong = remember_secret("am-wrong-password-5e")
+        auth_file.write_text(f"{USER}:{wrong}\n")
+        with pytest.raises(AlertmanagerError, match="answered 401") as info:
+            AlertmanagerClient(service.url).alerts()
+        assert wrong not in str(info.value) and PASSWORD not in str(info.value)
+    finally:
+        service.stop()
