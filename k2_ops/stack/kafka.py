@@ -71,12 +71,6 @@ class KafkaSecurity(StrEnum):
         return {"plaintext": "PLAINTEXT", "sasl_ssl": "SASL_SSL", "mtls": "SSL"}[self.value]
 
 
-def server_properties(data_dir: Path, port: int, controller_port: int) -> str:
-    """One plaintext node on loopback (kept for callers of the single-node form)."""
-    node = KafkaNode(Path("/"), "kafka", 1, port, controller_port)
-    return _node_properties(node, data_dir, [node], KafkaSecurity.PLAINTEXT, None, ClusterTimings())
-
-
 @dataclass(frozen=True)
 class ClusterTimings:
     """Failure-detection times (seconds) of the brokers; scaled down for tests, Kafka's defaults otherwise."""
