@@ -21,7 +21,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 # run wrote (service and streamer logs under pytest's temporary folder, test-artifacts/) is searched for them.
 USED_SECRETS: set[str] = set()
 # Files that hold a secret by design: the secret files themselves, broker configs and keystores.
-SECRET_HOLDERS = ("secrets", "htpasswd", "server.properties", ".p12", "password", "registry-auth", "auth-")
+SECRET_HOLDERS = ("secrets", "htpasswd", "server.properties", ".p12", "password", "registry-auth", "auth-",
+                  "token-secret", "nginx.conf")
 
 
 def remember_secret(secret: str) -> str:

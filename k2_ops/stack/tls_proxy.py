@@ -36,8 +36,7 @@ http {{
         listen 127.0.0.1:{port} ssl;
         ssl_certificate {cert};
         ssl_certificate_key {key};
-        auth_basic "k2";
-        auth_basic_user_file {htpasswd};
+{auth}
         location / {{
             proxy_pass {upstream};
             proxy_set_header Authorization "";
@@ -54,6 +53,10 @@ class TlsProxyService(SupervisedService):
     run_dir: Path
     upstream: str
     users: dict[str, str] = field(repr=False)  # user -> password (hashed before it touches the disk)
+    # Instead of basic auth: require `Authorization: Bearer <token>` (and these headers), like a Mimir or
+    # Grafana Cloud gateway. The token sits in the nginx config, inside the proxy's folder.
+    bearer_token: str | None = field(default=None, repr=False)
+    required_headers: dict[str, str] = field(default_factory=dict)
     ca: trustme.CA | None = field(default=None, repr=False)
     port: int = 0
     name: str = "tls-proxy"
@@ -87,9 +90,16 @@ class TlsProxyService(SupervisedService):
         cert.write_bytes(b"".join(pem.bytes() for pem in leaf.cert_chain_pems))
         self._write_htpasswd()
         config = self.home / "nginx.conf"
+        if self.bearer_token is None:
+            auth = f'        auth_basic "k2";\n        auth_basic_user_file {self.home / "htpasswd"};'
+        else:
+            checks = [("authorization", f"Bearer {self.bearer_token}", 401)]
+            checks += [(name.lower().replace("-", "_"), value, 403) for name, value in self.required_headers.items()]
+            auth = "\n".join(f'        if ($http_{name} != "{value}") {{ return {status}; }}'
+                              for name, value, status in checks)
         config.write_text(NGINX_CONFIG.format(
             user="user root;" if os.geteuid() == 0 else "", home=self.home, port=self.port, cert=cert, key=key,
-            htpasswd=self.home / "htpasswd", upstream=self.upstream.rstrip("/") + "/"))
+            auth=auth, upstream=self.upstream.rstrip("/") + "/"))
         return config
 
     def start(self) -> float:

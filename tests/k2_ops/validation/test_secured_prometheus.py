@@ -18,6 +18,7 @@ from dagster_project.resources import AlertmanagerResource
 from k2_ops.http_endpoint import Endpoint, EndpointConfigError
 from k2_ops.simulator import BackgroundSimulator, SimulatorConfig
 from k2_ops.stack import AlertmanagerService, PrometheusService
+from k2_ops.stack.tls_proxy import TlsProxyService
 from k2_ops.validation import periods
 from k2_ops.validation.backfill import create_blocks
 from k2_ops.validation.profiles import get_profile
@@ -200,3 +201,31 @@ def test_alertmanager_clients_read_a_secured_alertmanager(
         assert wrong not in str(info.value) and PASSWORD not in str(info.value)
     finally:
         service.stop()
+
+
+def test_bearer_token_and_tenant_header_through_a_gateway(tmp_path: Path) -> None:
+    """Prometheus behind a Mimir/Grafana-Cloud-like gateway (nginx): a bearer token from a file and an
+    X-Scope-OrgID header from K2_PROMETHEUS_HEADERS; without the header the gateway refuses (403)."""
+    token = remember_secret(f"glc_{uuid.uuid4().hex}")
+    upstream = PrometheusService(tmp_path / "upstream")
+    upstream.start()
+    gateway = TlsProxyService(tmp_path / "gateway", upstream.url, {}, bearer_token=token,
+                              required_headers={"X-Scope-OrgID": "k2"})
+    gateway.start()
+    try:
+        token_file = tmp_path / "token-secret"
+        token_file.write_text(token + "\n")
+        env = {"K2_PROMETHEUS_BEARER_TOKEN_FILE": str(token_file), "K2_PROMETHEUS_CA_FILE": str(gateway.ca_file),
+               "K2_PROMETHEUS_HEADERS": "X-Scope-OrgID=k2"}
+        client = PrometheusClient(gateway.url, endpoint=Endpoint.from_env(gateway.url, "prometheus", env))
+        assert client.query_value("vector(7)") == 7.0
+        no_tenant = {k: v for k, v in env.items() if k != "K2_PROMETHEUS_HEADERS"}
+        with pytest.raises(PrometheusUnauthorized, match=r"\(403"):
+            PrometheusClient(gateway.url, endpoint=Endpoint.from_env(gateway.url, "prometheus", no_tenant)).query("up")
+        token_file.write_text("glc_wrong-token-0000\n")
+        with pytest.raises(PrometheusUnauthorized, match=r"\(401") as info:
+            PrometheusClient(gateway.url, endpoint=Endpoint.from_env(gateway.url, "prometheus", env)).query("up")
+        assert token not in str(info.value)
+    finally:
+        gateway.stop()
+        upstream.stop()
