@@ -47,10 +47,10 @@ PAUSE_SECONDS = 2 * TIMINGS.broker_session_timeout_s  # SIGSTOP longer than the 
 def cluster(tmp_path: Path) -> Iterator[KafkaService]:
     service = KafkaService(tmp_path / "cluster", name="kafka-cluster", brokers=3, security=KafkaSecurity.SASL_SSL,
                            timings=TIMINGS)
-    service.start()
-    for secret in service.secrets_dir.iterdir():
-        remember_secret(secret.read_text().strip())
-    try:
+    try:  # a start that fails its readiness wait leaves the nodes running: stopped here too
+        service.start()
+        for secret in service.secrets_dir.iterdir():
+            remember_secret(secret.read_text().strip())
         yield service
     finally:
         service.stop()
@@ -290,8 +290,8 @@ def test_streamer_streams_over_mutual_tls(
     """mTLS (client certificate required): the same client settings path as SASL_SSL minus SASL; one node
     is enough to prove the certificate reaches every client of the streamer (admin, producer)."""
     cluster = KafkaService(tmp_path / "mtls", name="kafka-mtls", brokers=1, security=KafkaSecurity.MTLS)
-    cluster.start()
     try:
+        cluster.start()
         sim, streamer = _start(make_simulator, make_streamer, cluster)
         streamer.wait_ready()
         wait_for(lambda: streamer.metric("kafka_messages_produced_total") >= 200, 30, "deliveries over mTLS")

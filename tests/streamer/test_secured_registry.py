@@ -26,8 +26,8 @@ WRONG = remember_secret("Registry-wrong-0c1d")
 @pytest.fixture
 def registry_proxy(schema_registry: Any, tmp_path: Path) -> Iterator[TlsProxyService]:
     proxy = TlsProxyService(tmp_path / "proxy", schema_registry.base_url, {USER: PASSWORD})
-    proxy.start()
     try:
+        proxy.start()
         yield proxy
     finally:
         proxy.stop()

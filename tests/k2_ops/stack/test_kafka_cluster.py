@@ -89,8 +89,8 @@ def test_stack_up_with_a_sasl_ssl_quorum_of_three_streams_into_replicated_topics
 
 def test_mtls_cluster_requires_a_client_certificate(tmp_path: Path) -> None:
     kafka = KafkaService(tmp_path, brokers=3, security=KafkaSecurity.MTLS)
-    kafka.start()
     try:
+        kafka.start()
         conf = kafka.client_conf()
         assert conf["security.protocol"] == "SSL" and "ssl.certificate.location" in conf
         assert len(_admin(conf).list_topics(timeout=10).brokers) == 3

@@ -73,10 +73,10 @@ def secured_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sec
     service = PrometheusService(root, retention="3650d", web_config=web_config)
     service.client_endpoint = Endpoint(service.url, basic_auth=f"{USER}:{PASSWORD}", ca_file=str(ca_file))
     create_blocks(generate(history), service.data_dir, root / "openmetrics")
-    service.start()
     secrets_dir = root / "secrets"
     secrets_dir.mkdir()
-    try:
+    try:  # a start that fails its readiness wait leaves the process running: stopped here too
+        service.start()
         yield SecuredPrometheus(service, ca_file, secrets_dir, day_start)
     finally:
         service.stop()
@@ -178,15 +178,13 @@ def test_a_soak_reads_the_secured_prometheus(
     assert result.passed, [(c.name, c.evidence) for c in result.checks if not c.passed]
 
 
-def test_alertmanager_clients_read_a_secured_alertmanager(
-    tmp_path: Path, secured_prometheus: SecuredPrometheus, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_alertmanager_clients_read_a_secured_alertmanager(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The sensors' Alertmanager resource and the validations' client, through K2_ALERTMANAGER_*."""
     web_config, ca_file = _web_config(tmp_path)
     service = AlertmanagerService(tmp_path, web_config=web_config)
     service.client_endpoint = Endpoint(service.url, basic_auth=f"{USER}:{PASSWORD}", ca_file=str(ca_file))
-    service.start()
     try:
+        service.start()
         auth_file = tmp_path / "auth-alertmanager"  # a secret file (tests/conftest.py SECRET_HOLDERS)
         auth_file.write_text(f"{USER}:{PASSWORD}\n")
         monkeypatch.setenv("K2_ALERTMANAGER_BASIC_AUTH_FILE", str(auth_file))
@@ -208,11 +206,11 @@ def test_bearer_token_and_tenant_header_through_a_gateway(tmp_path: Path) -> Non
     X-Scope-OrgID header from K2_PROMETHEUS_HEADERS; without the header the gateway refuses (403)."""
     token = remember_secret(f"glc_{uuid.uuid4().hex}")
     upstream = PrometheusService(tmp_path / "upstream")
-    upstream.start()
     gateway = TlsProxyService(tmp_path / "gateway", upstream.url, {}, bearer_token=token,
                               required_headers={"X-Scope-OrgID": "k2"})
-    gateway.start()
     try:
+        upstream.start()
+        gateway.start()
         token_file = tmp_path / "token-secret"
         token_file.write_text(token + "\n")
         env = {"K2_PROMETHEUS_BEARER_TOKEN_FILE": str(token_file), "K2_PROMETHEUS_CA_FILE": str(gateway.ca_file),
