@@ -12,9 +12,10 @@ APICURIO_VERSION := 2.6.13.Final
 REGISTRY_HOME := .cache/apicurio-registry-$(APICURIO_VERSION)
 MVN := mvn -q -B -Dstyle.color=never
 # Debian packages the stack and tests run: Prometheus 2.42 + promtool, Alertmanager 0.25 + amtool,
-# a Java 17 runtime and Maven for Kafka, Chromium for the Dagster UI browser tests.
-SYSTEM_COMMANDS := prometheus promtool prometheus-alertmanager amtool java mvn chromium
-SYSTEM_PACKAGES := prometheus prometheus-alertmanager openjdk-17-jre-headless maven chromium
+# a Java 17 runtime and Maven for Kafka, Chromium for the Dagster UI browser tests, nginx (TLS + basic-auth
+# reverse proxy the tests put in front of the Schema Registry).
+SYSTEM_COMMANDS := prometheus promtool prometheus-alertmanager amtool java mvn chromium nginx
+SYSTEM_PACKAGES := prometheus prometheus-alertmanager openjdk-17-jre-headless maven chromium nginx-light
 
 .PHONY: setup system-packages run test test-fast lint typecheck bench clean
 

@@ -30,8 +30,15 @@ from streamer.memory import MemoryMonitor
 from streamer.metrics import ErrorCountingHandler, StreamerMetrics
 from streamer.parse import FrameParser
 from streamer.pipeline import Pipeline
-from streamer.serialize import RecordSerializer, SerializerCache, make_registry_client, topic_for
-from streamer.sink import KafkaSink, ensure_topics
+from streamer.redact import mask_credentials
+from streamer.serialize import (
+    RecordSerializer,
+    SerializerCache,
+    make_registry_client,
+    registry_failure,
+    topic_for,
+)
+from streamer.sink import KafkaSink, ensure_topics, topic_config
 from streamer.source import Source
 from streamer.summary import format_summary
 
@@ -105,7 +112,7 @@ async def _retry_until(
         try:
             return await asyncio.to_thread(action)
         except Exception as exc:
-            log.warning("%s failed: %s; retrying in %.0f s", what, exc, delay)
+            log.warning("%s failed: %s; retrying in %.0f s", what, mask_credentials(str(exc)), delay)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), delay)
         delay = min(cap_s, delay * 2)
@@ -162,6 +169,9 @@ class Streamer:
         since = source.seconds_since_data() if source is not None else None
         fresh = since is not None and since < self.config.health_timeout_s
         kafka = sink is not None and sink.reachable
+        # Brokers may be up yet unable to take writes (fewer in-sync replicas than min.insync.replicas with
+        # acks=all): the buffer fills and reading pauses. Not ready then, and the reason names Kafka.
+        accepting = sink is not None and not sink.full()
         pipeline = self.pipeline
         handover = standby_check(pipeline.standby_seconds() if pipeline is not None else None,
                                  self.config.handover_standby_max_s)
@@ -179,10 +189,16 @@ class Streamer:
                 "ok": kafka,
                 "reason": sink.reachable_detail if sink else "Kafka not set up yet",
             },
+            "kafka_accepting": {
+                "ok": accepting,
+                "reason": "Kafka not set up yet" if sink is None
+                else f"{sink.buffered()} messages awaiting Kafka's acknowledgement (limit {sink.max_buffered})"
+                + ("" if accepting else ": Kafka is not acknowledging writes, reading paused (back-pressure)"),
+            },
             "handover": handover,
         }
         return {
-            "ready": connected and fresh and kafka and handover["ok"],
+            "ready": connected and fresh and kafka and accepting and handover["ok"],
             "instance": self.config.instance,
             "mode": "standby" if self.pipeline is not None and self.pipeline.standby else "active",
             "checks": checks,
@@ -248,29 +264,36 @@ class Streamer:
         mode = ("NO TLS" if config.ws_url.startswith("ws://")
                 else "TLS verified" if config.ssl_verify else "TLS NOT VERIFIED")
         source_kind = "live Binance" if "binance.com" in config.ws_url else "not Binance: a simulator?"
-        log.info("streaming %s x %s from %s (%s, %s) to Kafka %s as instance %s (%s)",
+        log.info("streaming %s x %s from %s (%s, %s) to Kafka %s (%s) as instance %s (%s)",
                  ",".join(config.symbols), ",".join(config.streams), config.ws_url, source_kind, mode,
-                 config.kafka_bootstrap_servers, config.instance, config.start_mode)
+                 config.kafka_bootstrap_servers, config.kafka_client.describe(), config.instance, config.start_mode)
 
         sink = self.sink = KafkaSink(
             config.kafka_bootstrap_servers, config.instance, self.metrics, config.kafka_compression,
-            config.max_buffered_messages, config.kafka_stats_interval_s, config.kafka_linger_s,
+            config.max_buffered_messages, config.kafka_stats_interval_s, config.kafka_linger_s, config.kafka_client,
         )
         sink.start()
-        registry = make_registry_client(config.schema_registry_url)
+        registry = make_registry_client(config.schema_registry_url, config.schema_registry)
         cache = SerializerCache(registry, config.serializer_cache_max_size, self.metrics.on_serializer_cache)
         serializer = RecordSerializer(cache, config.kafka_topic_prefix)
         topics = [serializer.topics[s] for s in config.streams]
         created = await _retry_until(
             self.stop_event, f"creating Kafka topics on {config.kafka_bootstrap_servers}",
             lambda: ensure_topics(config.kafka_bootstrap_servers, topics, config.kafka_topic_partitions,
-                                  config.kafka_replication_factor),
+                                  config.kafka_replication_factor, client=config.kafka_client,
+                                  config=topic_config(config.kafka_topic_min_insync_replicas,
+                                                      config.kafka_topic_retention_hours)),
         )
         if created:
             log.info("created Kafka topics %s", created)
+        def register() -> list[int]:
+            try:
+                return [serializer.serializer(s).schema_id for s in config.streams]
+            except Exception as exc:
+                raise RuntimeError(registry_failure(exc, config.schema_registry_url)) from None
+
         await _retry_until(
-            self.stop_event, f"registering Avro schemas at {config.schema_registry_url}",
-            lambda: [serializer.serializer(s).schema_id for s in config.streams],
+            self.stop_event, f"registering Avro schemas at {mask_credentials(config.schema_registry_url)}", register
         )
         tasks: list[asyncio.Task[Any]] = [asyncio.create_task(self.memory.run(), name="memory")]
         if config.test_leak_bytes_per_s > 0:

@@ -5,6 +5,13 @@ Sources, strongest first: the process environment, then the YAML mapping in the 
 the `K2_` prefix in any case), then the defaults below. Every setting is declared once in `SETTINGS`; the
 config reference doc is generated from `describe_settings()`. A bad value raises `ConfigError` naming the
 setting and its allowed range; `python -m streamer` turns that into a message and exit code 2.
+
+Kafka client settings (security protocol, SASL, TLS files, and the librdkafka pass-through
+`K2_KAFKA_CLIENT_<NAME>` / YAML `K2_KAFKA_CLIENT: {name: value}`) are loaded into one `KafkaClientConfig`
+by `load_kafka_client_config()`: the streamer and every other Kafka client of the project (deploy audit,
+bench, soak, Dagster) read the same settings. Invariants: a pass-through never overrides a setting a
+guarantee depends on (`PROTECTED_CLIENT_SETTINGS`: acks=all, idempotence, no message expiry, ...); a
+password never appears in a message, a repr or a log line.
 """
 
 from __future__ import annotations
@@ -12,7 +19,8 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +46,33 @@ class Setting:
     allowed: str  # the allowed range, in words, for messages and docs
     meaning: str
     check: Callable[[Any], bool] | None = None
+    secret: bool = False  # messages name the setting, never the value
+
+    def shown(self, value: Any) -> str:
+        if self.secret:
+            return "'***'"
+        return repr(",".join(value) if isinstance(value, tuple) else value)
+
+
+class SecurityProtocol(StrEnum):
+    PLAINTEXT = "PLAINTEXT"
+    SSL = "SSL"
+    SASL_PLAINTEXT = "SASL_PLAINTEXT"
+    SASL_SSL = "SASL_SSL"
+
+    @property
+    def uses_tls(self) -> bool:
+        return self in (SecurityProtocol.SSL, SecurityProtocol.SASL_SSL)
+
+    @property
+    def uses_sasl(self) -> bool:
+        return self in (SecurityProtocol.SASL_PLAINTEXT, SecurityProtocol.SASL_SSL)
+
+
+class SaslMechanism(StrEnum):
+    PLAIN = "PLAIN"
+    SCRAM_SHA_256 = "SCRAM-SHA-256"
+    SCRAM_SHA_512 = "SCRAM-SHA-512"
 
 
 def _positive(limit_low: float, limit_high: float) -> Callable[[Any], bool]:
@@ -46,6 +81,81 @@ def _positive(limit_low: float, limit_high: float) -> Callable[[Any], bool]:
 
 _SYMBOL = re.compile(r"^[a-z0-9]{2,30}$")
 _INSTANCE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+
+def _optional_file(value: str | None) -> bool:
+    return value is None or Path(value).is_file()
+
+
+# Every Kafka client of the project (streamer producer and admin, deploy audit, bench, soak, Dagster) is
+# configured by these, through load_kafka_client_config().
+KAFKA_CLIENT_SETTINGS: tuple[Setting, ...] = (
+    Setting("kafka_security_protocol", "K2_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT", "str",
+            ", ".join(p.value for p in SecurityProtocol), "security.protocol of every Kafka client",
+            lambda v: v in {p.value for p in SecurityProtocol}),
+    Setting("kafka_sasl_mechanism", "K2_KAFKA_SASL_MECHANISM", None, "str",
+            "unset, or with a SASL_* protocol: " + ", ".join(m.value for m in SaslMechanism),
+            "sasl.mechanism (SCRAM for MSK and Aiven, PLAIN for Confluent Cloud API keys)",
+            lambda v: v is None or v in {m.value for m in SaslMechanism}),
+    Setting("kafka_sasl_username", "K2_KAFKA_SASL_USERNAME", None, "str", "unset or 1..255 characters",
+            "sasl.username (Confluent Cloud: the API key)", lambda v: v is None or 1 <= len(v) <= 255),
+    Setting("kafka_sasl_password", "K2_KAFKA_SASL_PASSWORD", None, "str",
+            "unset or 1..1024 characters (never logged)",
+            "sasl.password; prefer K2_KAFKA_SASL_PASSWORD_FILE so it is not in the environment",
+            lambda v: v is None or 1 <= len(v) <= 1024, secret=True),
+    Setting("kafka_sasl_password_file", "K2_KAFKA_SASL_PASSWORD_FILE", None, "path",
+            "unset or a readable file (one line: the password; a trailing newline is ignored)",
+            "sasl.password read from a file (a Docker or Kubernetes secret)", _optional_file),
+    Setting("kafka_ssl_ca_location", "K2_KAFKA_SSL_CA_LOCATION", None, "path",
+            "unset (the system's trust store) or an existing PEM file; SSL and SASL_SSL only",
+            "ssl.ca.location: the CA that signed the brokers' certificates", _optional_file),
+    Setting("kafka_ssl_certificate_location", "K2_KAFKA_SSL_CERTIFICATE_LOCATION", None, "path",
+            "unset or an existing PEM file, together with K2_KAFKA_SSL_KEY_LOCATION",
+            "ssl.certificate.location: client certificate for mutual TLS (mTLS)", _optional_file),
+    Setting("kafka_ssl_key_location", "K2_KAFKA_SSL_KEY_LOCATION", None, "path",
+            "unset or an existing PEM file (unencrypted key), together with K2_KAFKA_SSL_CERTIFICATE_LOCATION",
+            "ssl.key.location: the client certificate's private key (mTLS)", _optional_file),
+)
+
+# librdkafka settings the pass-through refuses, with the reason (the guarantee, or the K2 setting to use).
+_OWN = "set by its own K2 setting (docs/configuration.md)"
+PROTECTED_CLIENT_SETTINGS: dict[str, str] = {
+    "enable.idempotence": "always true: retries never duplicate or reorder",
+    "acks": "always all: a message is delivered once every in-sync replica has it",
+    "request.required.acks": "always all: a message is delivered once every in-sync replica has it",
+    "max.in.flight.requests.per.connection": "idempotent ordering needs at most 5 (librdkafka's default)",
+    "max.in.flight": "idempotent ordering needs at most 5 (librdkafka's default)",
+    "message.timeout.ms": "always 0: a message never expires while Kafka is away (back-pressure, not loss)",
+    "delivery.timeout.ms": "always 0: a message never expires while Kafka is away (back-pressure, not loss)",
+    "message.send.max.retries": "retries stay unlimited so no message is given up",
+    "retries": "retries stay unlimited so no message is given up",
+    "enable.gapless.guarantee": "the project's delivery guarantee is idempotence with unlimited retries",
+    "queue.buffering.max.messages": "sized from K2_MAX_BUFFERED_MESSAGES (the back-pressure bound)",
+    "queue.buffering.max.kbytes": "sized from K2_MAX_BUFFERED_MESSAGES (the back-pressure bound)",
+    "bootstrap.servers": _OWN + ": K2_KAFKA_BOOTSTRAP_SERVERS",
+    "metadata.broker.list": _OWN + ": K2_KAFKA_BOOTSTRAP_SERVERS",
+    "security.protocol": _OWN + ": K2_KAFKA_SECURITY_PROTOCOL",
+    "sasl.mechanism": _OWN + ": K2_KAFKA_SASL_MECHANISM",
+    "sasl.mechanisms": _OWN + ": K2_KAFKA_SASL_MECHANISM",
+    "sasl.username": _OWN + ": K2_KAFKA_SASL_USERNAME",
+    "sasl.password": _OWN + ": K2_KAFKA_SASL_PASSWORD or K2_KAFKA_SASL_PASSWORD_FILE",
+    "ssl.ca.location": _OWN + ": K2_KAFKA_SSL_CA_LOCATION",
+    "ssl.certificate.location": _OWN + ": K2_KAFKA_SSL_CERTIFICATE_LOCATION",
+    "ssl.key.location": _OWN + ": K2_KAFKA_SSL_KEY_LOCATION",
+    "compression.type": _OWN + ": K2_KAFKA_COMPRESSION",
+    "compression.codec": _OWN + ": K2_KAFKA_COMPRESSION",
+    "linger.ms": _OWN + ": K2_KAFKA_LINGER_SECONDS",
+    "queue.buffering.max.ms": _OWN + ": K2_KAFKA_LINGER_SECONDS",
+    "statistics.interval.ms": _OWN + ": K2_KAFKA_STATS_INTERVAL_SECONDS (Kafka reachability for /readyz)",
+    "client.id": "set per client (k2-streamer-<instance>, the audit's, the bench's)",
+    "group.id": "the audit and bench read with throw-away groups",
+    "enable.auto.commit": "the audit and bench never commit offsets",
+    "enable.ssl.certificate.verification": "a broker certificate is always verified",
+    "ssl.endpoint.identification.algorithm": "the broker's host name is always verified (https)",
+}
+KAFKA_CLIENT_ENV_PREFIX = "K2_KAFKA_CLIENT_"
+KAFKA_CLIENT_YAML_KEY = "K2_KAFKA_CLIENT"
+_LIBRDKAFKA_NAME = re.compile(r"^[a-z][a-z0-9]*(\.[a-z0-9]+)*$")
+
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("ws_url", "K2_BINANCE_WS_URL", "wss://stream.binance.com:9443/stream", "str",
@@ -123,9 +233,27 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("kafka_linger_s", "K2_KAFKA_LINGER_SECONDS", 0.005, "float", "0 .. 1 seconds",
             "how long the producer waits to batch messages: longer costs latency, shorter costs CPU per "
             "message at high rates (docs/performance.md)", _positive(0.0, 1.0)),
+    Setting("kafka_topic_min_insync_replicas", "K2_KAFKA_TOPIC_MIN_INSYNC_REPLICAS", 0, "int",
+            "0 (broker default) or 1 .. K2_KAFKA_REPLICATION_FACTOR",
+            "min.insync.replicas of topics the streamer creates: with acks=all a write needs this many replicas "
+            "(3 replicas, 2 in sync: one broker may fail without stopping writes)", _positive(0, 10)),
+    Setting("kafka_topic_retention_hours", "K2_KAFKA_TOPIC_RETENTION_HOURS", 0.0, "float",
+            "0 (broker default), -1 (forever) or 0.001 .. 876000 hours",
+            "retention.ms of topics the streamer creates", lambda v: v in (0.0, -1.0) or 0.001 <= v <= 876_000.0),
+    *KAFKA_CLIENT_SETTINGS,
     Setting("schema_registry_url", "K2_SCHEMA_REGISTRY_URL", "http://localhost:8081", "str",
             "an http(s):// URL, or mock://<name> for tests and local mode", "Confluent Schema Registry",
             lambda v: v.startswith(("http://", "https://", "mock://"))),
+    Setting("schema_registry_basic_auth", "K2_SCHEMA_REGISTRY_BASIC_AUTH", None, "str",
+            "unset or user:password (never logged)",
+            "Schema Registry basic auth (Confluent Cloud: API key:secret); prefer the _FILE form",
+            lambda v: v is None or (":" in v and v.index(":") > 0), secret=True),
+    Setting("schema_registry_basic_auth_file", "K2_SCHEMA_REGISTRY_BASIC_AUTH_FILE", None, "path",
+            "unset or a readable file holding user:password", "Schema Registry basic auth from a file (a secret)",
+            _optional_file),
+    Setting("schema_registry_ca_location", "K2_SCHEMA_REGISTRY_CA_LOCATION", None, "path",
+            "unset (the system's trust store) or an existing PEM file",
+            "CA that signed an https:// Schema Registry's certificate", _optional_file),
     Setting("max_buffered_messages", "K2_MAX_BUFFERED_MESSAGES", 100_000, "int", "10 .. 10000000",
             "messages awaiting Kafka delivery before reading pauses (back-pressure)",
             _positive(10, 10_000_000)),
@@ -188,7 +316,11 @@ class StreamerConfig:
     kafka_compression: str
     kafka_stats_interval_s: float
     kafka_linger_s: float
+    kafka_topic_min_insync_replicas: int
+    kafka_topic_retention_hours: float
+    kafka_client: KafkaClientConfig
     schema_registry_url: str
+    schema_registry: RegistryAuth
     max_buffered_messages: int
     shutdown_flush_timeout_s: float
     metrics_host: str
@@ -209,6 +341,64 @@ class StreamerConfig:
     def rotation_reason(self) -> str:
         scheduled = self.connection_max_lifetime_s <= 0.95 * self.server_max_lifetime_s
         return "scheduled" if scheduled else "server_limit"
+
+
+@dataclass(frozen=True)
+class KafkaClientConfig:
+    """Connection and security settings shared by every Kafka client; `librdkafka()` is the dict to merge
+    under a client's own settings. The password is kept out of repr (and so out of every log)."""
+
+    security_protocol: SecurityProtocol = SecurityProtocol.PLAINTEXT
+    sasl_mechanism: SaslMechanism | None = None
+    sasl_username: str | None = None
+    sasl_password: str | None = field(default=None, repr=False)
+    ssl_ca_location: str | None = None
+    ssl_certificate_location: str | None = None
+    ssl_key_location: str | None = None
+    extra: tuple[tuple[str, str], ...] = field(default=(), repr=False)  # may hold secrets (ssl.key.password)
+
+    def librdkafka(self) -> dict[str, str]:
+        conf: dict[str, str] = dict(self.extra)
+        conf["security.protocol"] = self.security_protocol.value
+        if self.security_protocol.uses_sasl:
+            assert self.sasl_mechanism is not None and self.sasl_username and self.sasl_password
+            conf.update({"sasl.mechanism": self.sasl_mechanism.value, "sasl.username": self.sasl_username,
+                         "sasl.password": self.sasl_password})
+        for key, value in (("ssl.ca.location", self.ssl_ca_location),
+                           ("ssl.certificate.location", self.ssl_certificate_location),
+                           ("ssl.key.location", self.ssl_key_location)):
+            if value:
+                conf[key] = value
+        return conf
+
+    def describe(self) -> str:
+        """For logs: protocol, mechanism, user, TLS files; never the password."""
+        parts = [self.security_protocol.value]
+        if self.sasl_mechanism is not None:
+            parts.append(f"{self.sasl_mechanism.value} as {self.sasl_username}")
+        if self.ssl_ca_location:
+            parts.append(f"CA {self.ssl_ca_location}")
+        if self.ssl_certificate_location:
+            parts.append(f"client certificate {self.ssl_certificate_location}")
+        if self.extra:
+            parts.append("extra: " + ", ".join(name for name, _ in self.extra))
+        return ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class RegistryAuth:
+    """Schema Registry credentials and CA; `client_conf()` is what SchemaRegistryClient takes beside the url."""
+
+    basic_auth: str | None = field(default=None, repr=False)
+    ca_location: str | None = None
+
+    def client_conf(self) -> dict[str, str]:
+        conf: dict[str, str] = {}
+        if self.basic_auth:
+            conf["basic.auth.user.info"] = self.basic_auth
+        if self.ca_location:
+            conf["ssl.ca.location"] = self.ca_location
+        return conf
 
 
 def describe_settings() -> list[dict[str, str]]:
@@ -239,7 +429,7 @@ def _format_default(value: Any) -> str:
 
 def _convert(setting: Setting, raw: Any) -> Any:
     """Turn a raw env string or YAML value into the setting's type, or raise ConfigError."""
-    where = f"{setting.env}={raw!r}"
+    where = f"{setting.env}={setting.shown(raw)}"
     try:
         if setting.kind in ("str", "path"):
             if raw is None:
@@ -288,7 +478,7 @@ def _read_yaml(path_text: str) -> dict[str, Any]:
         return {}
     if not isinstance(loaded, dict):
         raise ConfigError(f"{CONFIG_FILE_ENV}={path_text!r}: must hold a mapping of settings")
-    by_name = {s.env: s for s in SETTINGS}
+    by_name: dict[str, Any] = {s.env: s for s in SETTINGS} | {KAFKA_CLIENT_YAML_KEY: None}
     result: dict[str, Any] = {}
     for key, value in loaded.items():
         name = str(key).upper()
@@ -301,25 +491,155 @@ def _read_yaml(path_text: str) -> dict[str, Any]:
     return result
 
 
+def _value(setting: Setting, env: Mapping[str, str], from_file: Mapping[str, Any]) -> Any:
+    if setting.env in env:
+        value = _convert(setting, env[setting.env])
+    elif setting.env in from_file:
+        value = _convert(setting, from_file[setting.env])
+    else:
+        value = setting.default
+    if setting.check is not None and not setting.check(value):
+        raise ConfigError(f"{setting.env}={setting.shown(value)} is out of range; allowed: {setting.allowed}")
+    return value
+
+
+def _read_secret_file(env_name: str, path: str) -> str:
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(f"{env_name}={path!r}: cannot read the file ({exc.strerror})") from None
+    text = text.rstrip("\r\n")
+    if not text or "\n" in text:
+        raise ConfigError(f"{env_name}={path!r}: allowed: a file holding exactly one non-empty line")
+    return text
+
+
 def load_config(environ: Mapping[str, str] | None = None) -> StreamerConfig:
     """Build and validate the config; raise ConfigError naming the first bad setting."""
     env = os.environ if environ is None else environ
     from_file = _read_yaml(env[CONFIG_FILE_ENV]) if env.get(CONFIG_FILE_ENV) else {}
+    client_fields = {s.field for s in KAFKA_CLIENT_SETTINGS}
     values: dict[str, Any] = {}
     for setting in SETTINGS:
-        if setting.env in env:
-            value = _convert(setting, env[setting.env])
-        elif setting.env in from_file:
-            value = _convert(setting, from_file[setting.env])
-        else:
-            value = setting.default
-        if setting.check is not None and not setting.check(value):
-            shown = ",".join(value) if isinstance(value, tuple) else value
-            raise ConfigError(f"{setting.env}={shown!r} is out of range; allowed: {setting.allowed}")
-        values[setting.field] = value
+        if setting.field not in client_fields:
+            values[setting.field] = _value(setting, env, from_file)
+    values["kafka_client"] = _kafka_client_config(env, from_file)
+    values["schema_registry"] = _registry_auth(values)
     config = StreamerConfig(**values)
     _check_relations(config)
     return config
+
+
+def load_kafka_client_config(environ: Mapping[str, str] | None = None) -> KafkaClientConfig:
+    """The Kafka client settings alone (K2_KAFKA_SECURITY_PROTOCOL, SASL, TLS, K2_KAFKA_CLIENT_*, and the
+    same keys of the K2_CONFIG_FILE YAML) for the project's other Kafka clients: audit, bench, soak, Dagster."""
+    env = os.environ if environ is None else environ
+    from_file = _read_yaml(env[CONFIG_FILE_ENV]) if env.get(CONFIG_FILE_ENV) else {}
+    return _kafka_client_config(env, from_file)
+
+
+def kafka_client_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """The Kafka client settings among `environ` (K2_KAFKA_SECURITY_PROTOCOL, SASL, TLS, K2_KAFKA_CLIENT_*):
+    what a tool hands to a streamer it starts with an otherwise clean K2_* environment (k2 soak)."""
+    names = {s.env for s in KAFKA_CLIENT_SETTINGS}
+    return {k: v for k, v in environ.items() if k in names or k.startswith(KAFKA_CLIENT_ENV_PREFIX)}
+
+
+def _registry_auth(values: dict[str, Any]) -> RegistryAuth:
+    inline, path = values.pop("schema_registry_basic_auth"), values.pop("schema_registry_basic_auth_file")
+    ca = values.pop("schema_registry_ca_location")
+    if inline and path:
+        raise ConfigError("K2_SCHEMA_REGISTRY_BASIC_AUTH and K2_SCHEMA_REGISTRY_BASIC_AUTH_FILE are both set; "
+                          "allowed: one of them")
+    if path:
+        inline = _read_secret_file("K2_SCHEMA_REGISTRY_BASIC_AUTH_FILE", path)
+        if ":" not in inline or inline.index(":") == 0:
+            raise ConfigError(f"K2_SCHEMA_REGISTRY_BASIC_AUTH_FILE={path!r}: allowed: a file holding user:password")
+    return RegistryAuth(basic_auth=inline, ca_location=ca)
+
+
+def _pass_through(env: Mapping[str, str], from_file: Mapping[str, Any]) -> dict[str, str]:
+    """librdkafka settings from K2_KAFKA_CLIENT_<NAME> (NAME upper case, dots as underscores) and from the
+    YAML map K2_KAFKA_CLIENT; the environment wins. Protected names are refused with the reason."""
+    found: dict[str, tuple[str, str]] = {}  # librdkafka name -> (where, value)
+    mapping = from_file.get(KAFKA_CLIENT_YAML_KEY) or {}
+    if not isinstance(mapping, dict):
+        raise ConfigError(f"{CONFIG_FILE_ENV}: {KAFKA_CLIENT_YAML_KEY} must be a mapping of librdkafka settings "
+                          "(e.g. socket.keepalive.enable: true)")
+    for key, value in mapping.items():
+        text = ("true" if value else "false") if isinstance(value, bool) else str(value)
+        found[str(key).strip().lower()] = (f"{KAFKA_CLIENT_YAML_KEY}.{key}", text)
+    for key, value in env.items():
+        if key.startswith(KAFKA_CLIENT_ENV_PREFIX):
+            name = key.removeprefix(KAFKA_CLIENT_ENV_PREFIX).lower().replace("_", ".")
+            found[name] = (key, value)
+    for name, (where, _) in found.items():
+        if not _LIBRDKAFKA_NAME.match(name):
+            raise ConfigError(f"{where}: {name!r} is not a librdkafka setting name; allowed: lower-case words "
+                              "joined by dots (env: K2_KAFKA_CLIENT_SOCKET_KEEPALIVE_ENABLE)")
+        if name in PROTECTED_CLIENT_SETTINGS:
+            raise ConfigError(f"{where}: {name} cannot be overridden ({PROTECTED_CLIENT_SETTINGS[name]}); allowed: "
+                              "any other librdkafka setting")
+    return {name: value for name, (_, value) in sorted(found.items())}
+
+
+def _kafka_client_config(env: Mapping[str, str], from_file: Mapping[str, Any]) -> KafkaClientConfig:
+    raw = {s.field: _value(s, env, from_file) for s in KAFKA_CLIENT_SETTINGS}
+    protocol = SecurityProtocol(raw["kafka_security_protocol"])
+    mechanism = SaslMechanism(raw["kafka_sasl_mechanism"]) if raw["kafka_sasl_mechanism"] else None
+    password, password_file = raw["kafka_sasl_password"], raw["kafka_sasl_password_file"]
+    if password and password_file:
+        raise ConfigError("K2_KAFKA_SASL_PASSWORD and K2_KAFKA_SASL_PASSWORD_FILE are both set; allowed: one of them")
+    if password_file:
+        password = _read_secret_file("K2_KAFKA_SASL_PASSWORD_FILE", password_file)
+    sasl_set = [name for name, value in (("K2_KAFKA_SASL_MECHANISM", mechanism),
+                                         ("K2_KAFKA_SASL_USERNAME", raw["kafka_sasl_username"]),
+                                         ("K2_KAFKA_SASL_PASSWORD(_FILE)", password)) if value]
+    if protocol.uses_sasl and len(sasl_set) < 3:
+        raise ConfigError(f"K2_KAFKA_SECURITY_PROTOCOL={protocol.value} needs K2_KAFKA_SASL_MECHANISM, "
+                          "K2_KAFKA_SASL_USERNAME and K2_KAFKA_SASL_PASSWORD or K2_KAFKA_SASL_PASSWORD_FILE; "
+                          f"set: {', '.join(sasl_set) or 'none'}")
+    if not protocol.uses_sasl and sasl_set:
+        raise ConfigError(f"{', '.join(sasl_set)} set but K2_KAFKA_SECURITY_PROTOCOL={protocol.value}; allowed: "
+                          "SASL settings only with SASL_PLAINTEXT or SASL_SSL (never silently unused)")
+    tls_set = [name for name, value in (("K2_KAFKA_SSL_CA_LOCATION", raw["kafka_ssl_ca_location"]),
+                                        ("K2_KAFKA_SSL_CERTIFICATE_LOCATION", raw["kafka_ssl_certificate_location"]),
+                                        ("K2_KAFKA_SSL_KEY_LOCATION", raw["kafka_ssl_key_location"])) if value]
+    if tls_set and not protocol.uses_tls:
+        raise ConfigError(f"{', '.join(tls_set)} set but K2_KAFKA_SECURITY_PROTOCOL={protocol.value}; allowed: "
+                          "TLS files only with SSL or SASL_SSL (never silently unused)")
+    if bool(raw["kafka_ssl_certificate_location"]) != bool(raw["kafka_ssl_key_location"]):
+        raise ConfigError("K2_KAFKA_SSL_CERTIFICATE_LOCATION and K2_KAFKA_SSL_KEY_LOCATION go together; allowed: "
+                          "both (mTLS) or neither")
+    config = KafkaClientConfig(
+        security_protocol=protocol, sasl_mechanism=mechanism, sasl_username=raw["kafka_sasl_username"],
+        sasl_password=password, ssl_ca_location=raw["kafka_ssl_ca_location"],
+        ssl_certificate_location=raw["kafka_ssl_certificate_location"],
+        ssl_key_location=raw["kafka_ssl_key_location"], extra=tuple(_pass_through(env, from_file).items()),
+    )
+    _check_with_librdkafka(config)
+    return config
+
+
+def _check_with_librdkafka(config: KafkaClientConfig) -> None:
+    """Let librdkafka itself judge names, values and TLS files now (exit 2), not at the first connection.
+    A client without bootstrap.servers opens no connection."""
+    from confluent_kafka import KafkaException, Producer
+
+    try:
+        Producer({**config.librdkafka(), "log_level": 0})
+    except KafkaException as exc:
+        detail = exc.args[0].str() if exc.args else str(exc)
+        if config.sasl_password:
+            detail = detail.replace(config.sasl_password, "***")
+        origin = {"security.protocol": "K2_KAFKA_SECURITY_PROTOCOL", "ssl.ca.location": "K2_KAFKA_SSL_CA_LOCATION",
+                  "ssl.certificate.location": "K2_KAFKA_SSL_CERTIFICATE_LOCATION",
+                  "ssl.key.location": "K2_KAFKA_SSL_KEY_LOCATION", "sasl.mechanism": "K2_KAFKA_SASL_MECHANISM"}
+        origin.update({name: KAFKA_CLIENT_ENV_PREFIX + name.upper().replace(".", "_") for name, _ in config.extra})
+        named = [env for name, env in origin.items() if f'"{name}"' in detail or f"{name} " in detail]
+        where = " or ".join(named) if named else "the Kafka client settings"
+        raise ConfigError(f"{where}: librdkafka refused it: {detail}; allowed: see librdkafka's CONFIGURATION.md"
+                          ) from None
 
 
 # The rules between settings that _check_relations enforces, for the configuration reference.
@@ -329,6 +649,20 @@ RELATIONS: tuple[str, ...] = (
     "a `ws://` `K2_BINANCE_WS_URL` (no TLS) only together with `K2_SSL_VERIFY=false`: never a silent downgrade",
     "`K2_PING_TIMEOUT_SECONDS` < `K2_PING_INTERVAL_SECONDS` (lowering the interval below 10 s needs a lower "
     "timeout too)",
+    "`K2_KAFKA_TOPIC_MIN_INSYNC_REPLICAS` <= `K2_KAFKA_REPLICATION_FACTOR` (otherwise no write could succeed)",
+    "`K2_KAFKA_SECURITY_PROTOCOL` SASL_PLAINTEXT or SASL_SSL needs `K2_KAFKA_SASL_MECHANISM`, "
+    "`K2_KAFKA_SASL_USERNAME` and one of `K2_KAFKA_SASL_PASSWORD` / `K2_KAFKA_SASL_PASSWORD_FILE`; SASL settings "
+    "with another protocol, or TLS files (`K2_KAFKA_SSL_CA_LOCATION`, `K2_KAFKA_SSL_CERTIFICATE_LOCATION`, "
+    "`K2_KAFKA_SSL_KEY_LOCATION`) with PLAINTEXT or SASL_PLAINTEXT, are refused (never "
+    "silently unused)",
+    "`K2_KAFKA_SSL_CERTIFICATE_LOCATION` and `K2_KAFKA_SSL_KEY_LOCATION` go together (mTLS)",
+    "a password and its `_FILE` form are never both set (`K2_KAFKA_SASL_PASSWORD`, "
+    "`K2_SCHEMA_REGISTRY_BASIC_AUTH`)",
+    "librdkafka pass-through: `K2_KAFKA_CLIENT_<NAME>` (the librdkafka name upper-cased, dots as underscores: "
+    "`K2_KAFKA_CLIENT_SOCKET_KEEPALIVE_ENABLE=true`) or, in the YAML file, a map `K2_KAFKA_CLIENT: "
+    "{socket.keepalive.enable: true}` (the environment wins); applies to every Kafka client of the project; "
+    "librdkafka checks names and values at start-up (exit 2); refused because a guarantee or a K2 setting owns "
+    "them: " + ", ".join(f"`{name}`" for name in PROTECTED_CLIENT_SETTINGS),
 )
 
 
@@ -349,6 +683,11 @@ def _check_relations(config: StreamerConfig) -> None:
         raise ConfigError(
             f"K2_BINANCE_WS_URL={config.ws_url} is not encrypted; allowed: a wss:// URL, or ws:// together with "
             "K2_SSL_VERIFY=false (tests only)"
+        )
+    if config.kafka_topic_min_insync_replicas > config.kafka_replication_factor:
+        raise ConfigError(
+            f"K2_KAFKA_TOPIC_MIN_INSYNC_REPLICAS={config.kafka_topic_min_insync_replicas} is above "
+            f"K2_KAFKA_REPLICATION_FACTOR={config.kafka_replication_factor}; allowed: 0 .. the replication factor"
         )
     if config.ping_timeout_s >= config.ping_interval_s:
         raise ConfigError(

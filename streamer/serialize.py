@@ -25,6 +25,9 @@ from fastavro._write import write_data  # type: ignore[attr-defined]  # the Cyth
 
 from streamer.kinds import KINDS
 
+from streamer.config import RegistryAuth
+from streamer.redact import mask_credentials
+
 MAGIC_BYTE = 0
 # schemaless_writer's defaults (fastavro 1.13).
 _WRITE_OPTIONS = {"strict": False, "strict_allow_default": False, "disable_tuple_notation": False}
@@ -48,11 +51,28 @@ def subject_for(topic: str) -> str:
     return f"{topic}-value"
 
 
-def make_registry_client(url: str) -> Any:
-    """A Schema Registry client; `mock://…` returns the library's in-process registry."""
+def make_registry_client(url: str, auth: RegistryAuth | None = None) -> Any:
+    """A Schema Registry client; `mock://…` returns the library's in-process registry. `auth` adds basic
+    auth and a CA (credentials inside the URL also work, but are logged masked only by our code)."""
     from confluent_kafka.schema_registry import SchemaRegistryClient
 
-    return SchemaRegistryClient.new_client({"url": url})
+    conf = {"url": url}
+    if not url.startswith("mock://"):
+        conf.update((auth or RegistryAuth()).client_conf())
+    return SchemaRegistryClient.new_client(conf)
+
+
+def registry_failure(exc: Exception, url: str) -> str:
+    """What went wrong talking to the registry, in words an operator acts on; never a password."""
+    where = mask_credentials(url)
+    status = getattr(exc, "http_status_code", None)
+    if status in (401, 403):
+        return (f"Schema Registry at {where} refused the credentials (HTTP {status}): check "
+                "K2_SCHEMA_REGISTRY_BASIC_AUTH or K2_SCHEMA_REGISTRY_BASIC_AUTH_FILE")
+    if "CERTIFICATE_VERIFY_FAILED" in str(exc):
+        return (f"Schema Registry at {where}: its TLS certificate is not trusted ({mask_credentials(str(exc))}); "
+                "set K2_SCHEMA_REGISTRY_CA_LOCATION to the CA that signed it")
+    return f"Schema Registry at {where}: {mask_credentials(str(exc))}"
 
 
 def register_schema(client: Any, subject: str, schema: dict[str, Any]) -> int:

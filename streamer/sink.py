@@ -7,7 +7,10 @@
 - Broker down: librdkafka keeps every message (message.timeout.ms=0: no expiry) and retries; the app stops
   reading the sockets when `buffered()` reaches K2_MAX_BUFFERED_MESSAGES (back-pressure), instead of dropping.
 - Idempotence (acks=all, ordered retries without duplicates within this producer session) and compression.
-- Reachability for /readyz comes from librdkafka's statistics (broker state UP) and error callbacks.
+- Reachability for /readyz comes from librdkafka's statistics (broker state UP) and error callbacks; an
+  authentication or TLS failure is named in the /readyz detail (and logged once per distinct reason, no secret).
+- Connection and security settings (SASL, TLS, pass-through) come from one `KafkaClientConfig`
+  (streamer.config); the settings below are set after them and cannot be overridden by it.
 """
 
 from __future__ import annotations
@@ -23,15 +26,22 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
+from streamer.config import KafkaClientConfig
+
 log = logging.getLogger(__name__)
+
+
+def client_config(bootstrap_servers: str, client: KafkaClientConfig | None) -> dict[str, Any]:
+    """Connection settings of any Kafka client of the project: security, pass-through, bootstrap servers."""
+    return {**(client or KafkaClientConfig()).librdkafka(), "bootstrap.servers": bootstrap_servers}
 
 
 def producer_config(
     bootstrap_servers: str, instance: str, compression: str, max_buffered: int, stats_interval_s: float,
-    linger_s: float = 0.005,
+    linger_s: float = 0.005, client: KafkaClientConfig | None = None,
 ) -> dict[str, Any]:
     return {
-        "bootstrap.servers": bootstrap_servers,
+        **client_config(bootstrap_servers, client),
         "client.id": f"k2-streamer-{instance}",
         # No loss, no reordering, no duplicates from retries: idempotence (with acks=all, ordered retries).
         "enable.idempotence": True,
@@ -62,12 +72,16 @@ class KafkaSink:
         max_buffered: int = 100_000,
         stats_interval_s: float = 1.0,
         linger_s: float = 0.005,
+        client: KafkaClientConfig | None = None,
     ) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.metrics = metrics
         self.max_buffered = max_buffered
         self.reachable = False
         self.reachable_detail = "not connected yet"
+        # The last authentication or TLS failure (wrong password, untrusted certificate): named in /readyz
+        # until a broker is up again. librdkafka keeps retrying, so fixing the cause needs no restart.
+        self.connect_failure: str | None = None
         self.delivered = 0
         self.errors = 0
         self._counts: dict[str, int] = {}
@@ -75,7 +89,8 @@ class KafkaSink:
         self._overflow: deque[tuple[str, bytes, bytes, list[tuple[str, str | bytes | None]]]] = deque()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        config = producer_config(bootstrap_servers, instance, compression, max_buffered, stats_interval_s, linger_s)
+        config = producer_config(bootstrap_servers, instance, compression, max_buffered, stats_interval_s, linger_s,
+                                 client)
         config.update(
             on_delivery=self._on_delivery,
             error_cb=self._on_error,
@@ -101,6 +116,14 @@ class KafkaSink:
 
     def _on_error(self, err: KafkaError) -> None:
         code = err.code()
+        if code in (KafkaError._AUTHENTICATION, KafkaError._SSL):
+            kind = "authentication failed" if code == KafkaError._AUTHENTICATION else "TLS handshake failed"
+            failure = f"{kind}: {err.str()}"
+            if failure != self.connect_failure:
+                log.error("Kafka %s; keeping %d messages and retrying (fix the credentials or the CA)",
+                          failure, self.buffered())
+            self.connect_failure = failure
+            return
         if code in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT, KafkaError._RESOLVE):
             if code == KafkaError._ALL_BROKERS_DOWN and self.reachable:
                 self.reachable = False
@@ -127,8 +150,11 @@ class KafkaSink:
             log.warning("Kafka unreachable at %s; keeping %d messages and retrying", self.bootstrap_servers,
                         self.buffered())
         self.reachable = bool(up)
+        if up:
+            self.connect_failure = None
+        failure = f": {self.connect_failure}" if self.connect_failure else ""
         self.reachable_detail = (
-            ("brokers up: " + ", ".join(up)) if up else f"no broker up ({self.bootstrap_servers})"
+            ("brokers up: " + ", ".join(up)) if up else f"no broker up ({self.bootstrap_servers}){failure}"
         )
 
     def _publish_counts(self) -> None:
@@ -204,17 +230,32 @@ class KafkaSink:
         self._publish_counts()
 
 
+def topic_config(min_insync_replicas: int = 0, retention_hours: float = 0.0) -> dict[str, str]:
+    """Per-topic settings of topics the streamer creates (0 = the broker's default; retention -1 = forever)."""
+    config: dict[str, str] = {}
+    if min_insync_replicas > 0:
+        config["min.insync.replicas"] = str(min_insync_replicas)
+    if retention_hours == -1:
+        config["retention.ms"] = "-1"
+    elif retention_hours > 0:
+        config["retention.ms"] = str(round(retention_hours * 3_600_000))
+    return config
+
+
 def ensure_topics(
-    bootstrap_servers: str, topics: list[str], partitions: int, replication: int, timeout_s: float = 10.0
+    bootstrap_servers: str, topics: list[str], partitions: int, replication: int, timeout_s: float = 10.0,
+    *, client: KafkaClientConfig | None = None, config: dict[str, str] | None = None,
 ) -> list[str]:
-    """Create the topics that are missing; returns those created. Raises KafkaException when unreachable."""
-    admin = AdminClient({"bootstrap.servers": bootstrap_servers, "socket.timeout.ms": int(timeout_s * 1000)})
+    """Create the topics that are missing (with `config`, e.g. topic_config()); returns those created.
+    Raises KafkaException when unreachable."""
+    admin = AdminClient({**client_config(bootstrap_servers, client), "socket.timeout.ms": int(timeout_s * 1000)})
     metadata = admin.list_topics(timeout=timeout_s)
     missing = [t for t in topics if t not in metadata.topics]
     if not missing:
         return []
     futures = admin.create_topics(
-        [NewTopic(t, num_partitions=partitions, replication_factor=replication) for t in missing],
+        [NewTopic(t, num_partitions=partitions, replication_factor=replication, config=dict(config or {}))
+         for t in missing],
         operation_timeout=timeout_s,
         request_timeout=timeout_s,
     )

@@ -17,6 +17,49 @@ from k2_ops.stack.registry import SchemaRegistryService
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
+# Every password and token a test hands to a service or a client; at the end of the session every file the
+# run wrote (service and streamer logs under pytest's temporary folder, test-artifacts/) is searched for them.
+USED_SECRETS: set[str] = set()
+# Files that hold a secret by design: the secret files themselves, broker configs and keystores.
+SECRET_HOLDERS = ("secrets", "htpasswd", "server.properties", ".p12", "password", "registry-auth", "auth-",
+                  "token-secret", "nginx.conf")
+
+
+def remember_secret(secret: str) -> str:
+    if len(secret) >= 8:  # shorter strings would match by chance
+        USED_SECRETS.add(secret)
+    return secret
+
+
+def files_containing_secrets(roots: list[Path]) -> list[str]:
+    """'<file>: <n> secret(s)' for every file under `roots` (not a secret holder) that contains a used secret."""
+    found = []
+    for root in roots:
+        for path in root.rglob("*") if root.is_dir() else []:
+            if not path.is_file() or any(mark in str(path.relative_to(root)) for mark in SECRET_HOLDERS):
+                continue
+            try:
+                text = path.read_text(errors="replace")
+            except OSError:
+                continue
+            hits = sum(1 for secret in USED_SECRETS if secret in text)
+            if hits:
+                found.append(f"{path}: {hits} secret(s)")
+    return found
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if not USED_SECRETS:
+        return
+    roots = [session.config._tmp_path_factory.getbasetemp(), REPO_ROOT / "test-artifacts"]  # type: ignore[attr-defined]
+    found = files_containing_secrets(roots)
+    if found:
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        message = "SECRET IN A LOG: " + "; ".join(found)
+        if reporter is not None:
+            reporter.write_line(message, red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
 
 @pytest.fixture(scope="session")
 def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:

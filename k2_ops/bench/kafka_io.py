@@ -17,7 +17,9 @@ from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME, Consumer, KafkaException,
 from confluent_kafka.admin import AdminClient, NewTopic
 from fastavro import parse_schema, schemaless_reader
 
+from streamer.config import load_kafka_client_config
 from streamer.serialize import load_schema, split_wire, topic_for, without_logical_types
+from streamer.sink import client_config
 
 ID_FIELD = {"trade": "trade_id", "aggTrade": "agg_trade_id", "bookTicker": "update_id", "depth": "final_update_id"}
 
@@ -39,7 +41,8 @@ class Rec:
 
 def create_topics(bootstrap: str, prefix: str, streams: tuple[str, ...], partitions: int = 3) -> list[str]:
     topics = [topic_for(prefix, s) for s in streams]
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 4})  # no INFO lines on stderr
+    # no INFO lines on stderr; security settings from the K2_KAFKA_* environment like every client
+    admin = AdminClient({**client_config(bootstrap, load_kafka_client_config()), "log_level": 4})
     futures = admin.create_topics(
         [NewTopic(t, num_partitions=partitions, replication_factor=1,
                   config={"message.timestamp.type": "LogAppendTime"}) for t in topics],
@@ -53,7 +56,7 @@ def create_topics(bootstrap: str, prefix: str, streams: tuple[str, ...], partiti
 def read_records(bootstrap: str, prefix: str, streams: tuple[str, ...], timeout_s: float = 120.0) -> list[Rec]:
     """Every record in the prefix's topics, up to the high watermarks at the time of the call."""
     consumer = Consumer({
-        "bootstrap.servers": bootstrap,
+        **client_config(bootstrap, load_kafka_client_config()),
         "group.id": f"k2-bench-{uuid.uuid4().hex[:8]}",
         "enable.auto.commit": False,
         "auto.offset.reset": "earliest",

@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from k2_ops.deploy.model import DeploymentError
+from streamer.config import KafkaClientConfig, load_kafka_client_config
+from streamer.sink import client_config
 
 TRADE_ID_HEADER = "trade_id"
 
@@ -96,13 +98,15 @@ def read_trade_ids(
     *,
     timeout_s: float = 60.0,
     header: str = TRADE_ID_HEADER,
+    client: KafkaClientConfig | None = None,
 ) -> list[tuple[str, int]]:
-    """(symbol, id) of every message in `topic` from `since_ms` (record timestamp) up to the current end."""
+    """(symbol, id) of every message in `topic` from `since_ms` (record timestamp) up to the current end.
+    Security settings: `client`, else the K2_KAFKA_* environment (the streamer's own settings)."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
     consumer = Consumer(
         {
-            "bootstrap.servers": bootstrap_servers,
+            **client_config(bootstrap_servers, client or load_kafka_client_config()),
             # A throw-away group: the audit never commits and never disturbs real consumers.
             "group.id": f"k2-deploy-audit-{uuid.uuid4().hex}",
             "enable.auto.commit": False,

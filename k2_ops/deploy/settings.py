@@ -7,6 +7,7 @@ and production sets them explicitly.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +21,7 @@ from k2_ops.deploy.orchestrator import BlueGreenDeployment
 from k2_ops.deploy.process_backend import ProcessBackend
 from k2_ops.paths import run_dir
 from k2_ops.stack.local import read_state
+from streamer.config import load_kafka_client_config
 
 BACKENDS = ("process", "compose")
 
@@ -40,6 +42,14 @@ def stack_url(service: str, configured_run_dir: str | Path = "") -> str:
     if entry is None:
         raise LookupError(f"the local stack in {folder} has no {service!r} (it has: {', '.join(services)})")
     return str(entry["url"] if isinstance(entry, dict) else entry)
+
+
+def stack_kafka_client_env(configured_run_dir: str | Path = "") -> dict[str, str]:
+    """The K2_KAFKA_* settings of the running stack's Kafka (security, replication; files, never a password);
+    empty for a plaintext single node or when no stack runs."""
+    state = read_state(stack_run_dir(configured_run_dir)) or {}
+    entry = (state.get("services") or {}).get("kafka") or {}
+    return dict(entry.get("client_env") or {}) if isinstance(entry, dict) else {}
 
 
 @dataclass(frozen=True)
@@ -97,9 +107,11 @@ class DeploySettings:
                 registry = stack_url("schema-registry", self.run_dir)
             except LookupError:
                 registry = "mock://k2-local"
+        # The stack's Kafka security settings when Kafka is the stack's; streamer_env wins over them.
+        kafka_env = {} if self.kafka_bootstrap_servers else stack_kafka_client_env(self.run_dir)
         return streamer_common_env(self.bootstrap_servers(), ws_url, ca_file=ca_file or None,
                                    topic_prefix=self.topic_prefix, symbols=self.symbols,
-                                   schema_registry_url=registry, extra=dict(self.streamer_env))
+                                   schema_registry_url=registry, extra={**kafka_env, **self.streamer_env})
 
     def make_backend(self) -> DeploymentBackend:
         if self.backend == "process":
@@ -124,7 +136,11 @@ class DeploySettings:
         except LookupError:
             return None
         topic = trades_topic(self.topic_prefix)
-        return lambda since: audit_ids(read_trade_ids(bootstrap, topic, int(since * 1000)))
+        # The audit connects like the streamers: the stack's Kafka settings, then K2_KAFKA_* of this process
+        # and of streamer_env.
+        kafka_env = {} if self.kafka_bootstrap_servers else stack_kafka_client_env(self.run_dir)
+        client = load_kafka_client_config({**os.environ, **kafka_env, **self.streamer_env})
+        return lambda since: audit_ids(read_trade_ids(bootstrap, topic, int(since * 1000), client=client))
 
     def orchestrator(self, log: Callable[[str], None] | None = None) -> BlueGreenDeployment:
         return BlueGreenDeployment(self.make_backend(), self.history(), audit=self.kafka_audit(), log=log)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from k2_ops.paths import run_dir
 from k2_ops.stack.apps import app_services
+from k2_ops.stack.kafka import KafkaSecurity
 from k2_ops.stack.local import LocalStack, StackAlreadyRunning, crashed_services, status_report, stop_all
 from k2_ops.stack.process import ServiceError, signals_interrupt
 
@@ -41,6 +42,12 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--core-only", action="store_true",
                         help="only Kafka, Schema Registry, Prometheus, Alertmanager (no simulator, streamer, Dagster)")
     parser.add_argument("--no-dagster", action="store_true", help="everything but the Dagster UI")
+    parser.add_argument("--kafka-brokers", type=int, choices=(1, 3), default=1,
+                        help="Kafka nodes (KRaft, combined broker + controller); 3 = a quorum of three, topics "
+                             "with replication 3 and min.insync.replicas 2 (default 1)")
+    parser.add_argument("--kafka-security", choices=[s.value for s in KafkaSecurity], default="plaintext",
+                        help="plaintext (default), sasl_ssl (SCRAM-SHA-512 over TLS, users created at format "
+                             "time) or mtls (client certificates); certificates from a per-run test CA")
 
 
 def _setup_logging() -> None:
@@ -50,13 +57,18 @@ def _setup_logging() -> None:
 def _start(args: argparse.Namespace) -> LocalStack:
     folder = args.run_dir or run_dir()
     extra = {} if args.core_only else app_services(folder, args.scrape_interval, with_dagster=not args.no_dagster)
-    stack = LocalStack(folder, scrape_interval_s=args.scrape_interval, extra_services=extra)
+    stack = LocalStack(folder, scrape_interval_s=args.scrape_interval, extra_services=extra,
+                       kafka_brokers=args.kafka_brokers, kafka_security=KafkaSecurity(args.kafka_security))
     timings = stack.up()
     print("\nK2 Ops local stack is up:")
     for name, url in stack.urls().items():
         print(f"  {name:<16} {url}")
     print("start times: " + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in timings.items()))
     print(f"logs and PID files: {stack.run_dir}")
+    if stack.kafka.security is not KafkaSecurity.PLAINTEXT or stack.kafka.brokers > 1:
+        print("Kafka client settings (files under the run folder; also in stack.json):")
+        for name, value in stack.kafka.client_env().items():
+            print(f"  {name}={value}")
     return stack
 
 

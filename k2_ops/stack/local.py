@@ -3,7 +3,9 @@
 `up()` starts Kafka, the Schema Registry, Alertmanager, Prometheus (wired to that Alertmanager, scraping
 streamers through file_sd) and any extra services (the simulator, a streamer, the Dagster UI for `make
 run`), each a supervised process with a log and a PID file in the run folder, and records their addresses in
-`<run>/stack.json` so `status` and `down` work from another shell.
+`<run>/stack.json` so `status` and `down` work from another shell. Kafka is one plaintext node by default;
+`kafka_brokers=3` and `kafka_security` give a replicated, secured cluster whose client settings (file paths,
+never a password) are recorded in stack.json for the streamers the stack and its deployments start.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from k2_ops.stack.http import http_ok
-from k2_ops.stack.kafka import KafkaService
+from k2_ops.stack.kafka import KafkaSecurity, KafkaService
 from k2_ops.stack.process import ManagedProcess, ServiceError, pid_alive, port_is_open, read_pid_file
 from k2_ops.stack.prometheus import AlertmanagerService, PrometheusService
 from k2_ops.stack.registry import SchemaRegistryService
@@ -45,6 +47,8 @@ class LocalStack:
     run_dir: Path
     scrape_interval_s: float = 1.0
     with_schema_registry: bool = True
+    kafka_brokers: int = 1
+    kafka_security: KafkaSecurity = KafkaSecurity.PLAINTEXT
     kafka: KafkaService = field(init=False)
     schema_registry: SchemaRegistryService | None = field(init=False)
     alertmanager: AlertmanagerService = field(init=False)
@@ -53,7 +57,7 @@ class LocalStack:
     start_seconds: dict[str, float] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
-        self.kafka = KafkaService(self.run_dir)
+        self.kafka = KafkaService(self.run_dir, brokers=self.kafka_brokers, security=self.kafka_security)
         self.schema_registry = SchemaRegistryService(self.run_dir) if self.with_schema_registry else None
         self.alertmanager = AlertmanagerService(self.run_dir)
         self.prometheus = PrometheusService(
@@ -111,7 +115,12 @@ class LocalStack:
         return {name: service.url for name, service in self.services().items()}
 
     def _write_state(self, started: dict[str, Service]) -> None:
-        services = {name: {"url": service.url, "health_url": service.health_url} for name, service in started.items()}
+        services: dict[str, dict[str, Any]] = {
+            name: {"url": service.url, "health_url": service.health_url} for name, service in started.items()
+        }
+        if "kafka" in services:
+            # How a client connects (K2_KAFKA_* settings; files, never a password): deploys and Dagster read it.
+            services["kafka"]["client_env"] = self.kafka.client_env()
         state = {"started_at": time.time(), "start_seconds": self.start_seconds, "services": services}
         (self.run_dir / STATE_FILE).write_text(json.dumps(state, indent=2))
 

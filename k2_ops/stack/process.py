@@ -141,6 +141,8 @@ class ManagedProcess:
     env: dict[str, str] | None = None
     cwd: Path | None = None
     stop_grace_s: float = 15.0
+    # What the log shows instead of `command` when the command line carries a secret.
+    shown_command: Sequence[str] | None = None
     _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
 
     @property
@@ -168,7 +170,8 @@ class ManagedProcess:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, **(self.env or {})}
         log_file = self.log_path.open("ab")
-        log.info("starting %s: %s (log %s)", self.name, " ".join(self.command), self.log_path)
+        shown = self.command if self.shown_command is None else self.shown_command
+        log.info("starting %s: %s (log %s)", self.name, " ".join(shown), self.log_path)
         try:
             # A new session: Ctrl-C in the foreground terminal reaches only us, and we stop children in
             # order; the default SIGINT/SIGTERM dispositions let each service shut down on our SIGTERM.
@@ -209,6 +212,12 @@ class ManagedProcess:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except FileNotFoundError:
             return "(no log)"
+
+    def request_stop(self) -> None:
+        """SIGTERM without waiting (stop several services at once, then `stop()` each to wait)."""
+        pid = self._proc.pid if self._proc is not None else self.recorded_pid()
+        if pid is not None and self.is_running():
+            _signal_group(pid, signal.SIGTERM)
 
     def stop(self) -> None:
         """SIGTERM to the service's process group (it leads one: start_new_session), SIGKILL after the grace."""

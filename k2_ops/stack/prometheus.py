@@ -12,9 +12,11 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
+from k2_ops.http_endpoint import Endpoint
 from k2_ops.paths import rules_dir
 from k2_ops.stack.http import http_json, http_ok
 from k2_ops.stack.process import ServiceError, SupervisedService, free_port
@@ -95,6 +97,26 @@ def alertmanager_config(webhook_url: str | None = None, group_wait_s: float = 1.
     }
 
 
+def _web_config_args(web_config: dict[str, Any] | None, home: Path) -> list[str]:
+    """--web.config.file for Prometheus or Alertmanager (same exporter-toolkit format), written to `home`."""
+    if web_config is None:
+        return []
+    path = home / "web.yml"
+    path.write_text(yaml.safe_dump(web_config, sort_keys=False))
+    return [f"--web.config.file={path}"]
+
+
+def _ready(health_url: str, endpoint: Endpoint | None) -> bool:
+    """/-/ready answers 2xx; through `endpoint` (credentials, CA) when the service requires them."""
+    if endpoint is None:
+        return http_ok(health_url)
+    try:
+        with endpoint.get("/-/ready", 2.0) as response:
+            return 200 <= response.status < 300
+    except OSError:  # URLError and HTTPError included
+        return False
+
+
 @dataclass
 class AlertmanagerService(SupervisedService):
     run_dir: Path
@@ -102,6 +124,9 @@ class AlertmanagerService(SupervisedService):
     webhook_url: str | None = None
     ready_timeout_s: float = 30.0
     name: str = "alertmanager"
+    # Alertmanager's --web.config.file (basic_auth_users, tls_server_config) and how we reach it then.
+    web_config: dict[str, Any] | None = None
+    client_endpoint: Endpoint | None = field(default=None, repr=False)
     start_seconds: float | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
@@ -113,7 +138,8 @@ class AlertmanagerService(SupervisedService):
 
     @property
     def url(self) -> str:
-        return f"http://{self.address}"
+        scheme = "https" if (self.web_config or {}).get("tls_server_config") else "http"
+        return f"{scheme}://{self.address}"
 
     @property
     def health_url(self) -> str:
@@ -133,6 +159,7 @@ class AlertmanagerService(SupervisedService):
             # An empty cluster address turns gossip off, so nothing listens beyond our loopback port.
             "--cluster.listen-address=",
         ]
+        command += _web_config_args(self.web_config, home)
         self._launch(command, interval_s=0.1)
         self.start_seconds = time.monotonic() - began
         return self.start_seconds
@@ -142,7 +169,7 @@ class AlertmanagerService(SupervisedService):
         return [alert for alert in alerts if alert.get("status", {}).get("state") == "active"]
 
     def is_ready(self) -> bool:
-        return http_ok(self.health_url)
+        return _ready(self.health_url, self.client_endpoint)
 
 
 @dataclass
@@ -156,6 +183,9 @@ class PrometheusService(SupervisedService):
     retention: str = "15d"
     ready_timeout_s: float = 60.0
     name: str = "prometheus"
+    # Prometheus' --web.config.file (basic_auth_users, tls_server_config) and how we reach it then.
+    web_config: dict[str, Any] | None = None
+    client_endpoint: Endpoint | None = field(default=None, repr=False)
     start_seconds: float | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
@@ -179,7 +209,8 @@ class PrometheusService(SupervisedService):
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if (self.web_config or {}).get("tls_server_config") else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     @property
     def health_url(self) -> str:
@@ -206,6 +237,7 @@ class PrometheusService(SupervisedService):
             # that first fired before Alertmanager discovery settled (it takes ~5 s after start).
             f"--rules.alert.resend-delay={self.evaluation_interval_s:g}s",
         ]
+        command += _web_config_args(self.web_config, self.home)
         self._launch(command, interval_s=0.1)
         self.start_seconds = time.monotonic() - began
         return self.start_seconds
@@ -236,4 +268,4 @@ class PrometheusService(SupervisedService):
         return http_json(f"{self.url}/api/v1/targets?state=active")["data"]["activeTargets"]
 
     def is_ready(self) -> bool:
-        return http_ok(self.health_url)
+        return _ready(self.health_url, self.client_endpoint)

@@ -215,8 +215,12 @@ def cmd_soak(args: argparse.Namespace) -> int:
         if not kafka:
             raise CliError("no Kafka: pass --kafka HOST:PORT or start the local stack (`k2 stack up`)")
         registry = args.schema_registry or _stack_service_url("schema-registry", args.run_dir) or "mock://soak"
+        # The stack's Kafka security settings (file paths) when Kafka is the stack's; the Kafka client
+        # settings of this environment reach the soak's streamer as well (SoakRunner passes them on).
+        kafka_env = {} if args.kafka else _stack_kafka_client_env(args.run_dir)
         with _source(args, out_dir) as source_env:
             env = {
+                **kafka_env,
                 "K2_KAFKA_BOOTSTRAP_SERVERS": kafka,
                 "K2_SCHEMA_REGISTRY_URL": registry,
                 "K2_KAFKA_TOPIC_PREFIX": args.topic_prefix,
@@ -229,6 +233,12 @@ def cmd_soak(args: argparse.Namespace) -> int:
         print(f"k2 soak: {error}", file=sys.stderr)
         return EXIT_ERROR
     return EXIT_PASSED if result.passed else EXIT_FAILED
+
+
+def _stack_kafka_client_env(folder: Path | None) -> dict[str, str]:
+    from k2_ops.deploy.settings import stack_kafka_client_env
+
+    return stack_kafka_client_env(folder or "")
 
 
 def _default_start(period: str, day_seconds: float) -> float:

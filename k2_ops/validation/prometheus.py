@@ -4,6 +4,9 @@
 - `PrometheusQueryError`: Prometheus answered with an error (bad PromQL, execution failure); carries
   Prometheus' own `errorType` and message, and the query.
 - `EmptyResult`: the query ran but returned no series where one was required (`query_value`).
+- Authentication and TLS (basic auth, bearer token, CA, extra headers) come from `k2_ops.http_endpoint`:
+  by default from K2_PROMETHEUS_* / K2_ALERTMANAGER_* in the environment; `self.url` never holds a
+  password, so every message here is safe to log.
 
 Range queries pick their step so a range never exceeds Prometheus' 11,000-points-per-series limit:
 `choose_step` keeps it under 10,000 points (7 days -> 61 s, 30 days -> 260 s) and never below the
@@ -22,6 +25,7 @@ from typing import Any
 
 import yaml
 
+from k2_ops.http_endpoint import Endpoint
 from k2_ops.rules import RulesError, parse_duration
 from k2_ops.validation.series import Series
 
@@ -43,6 +47,14 @@ class PrometheusQueryError(PrometheusError):
         super().__init__(message)
         self.query = query
         self.error_type = error_type
+        self.status = status
+
+
+class PrometheusUnauthorized(PrometheusError):
+    """Prometheus (or the proxy in front of it) answered 401 or 403."""
+
+    def __init__(self, message: str, *, status: int) -> None:
+        super().__init__(message)
         self.status = status
 
 
@@ -105,8 +117,9 @@ def _series_from_result(result_type: str, result: Any) -> list[Series]:
 
 
 class PrometheusClient:
-    def __init__(self, url: str, timeout_seconds: float = 30.0) -> None:
-        self.url = url.rstrip("/")
+    def __init__(self, url: str, timeout_seconds: float = 30.0, endpoint: Endpoint | None = None) -> None:
+        self.endpoint = endpoint or Endpoint.from_env(url, "prometheus")
+        self.url = self.endpoint.url
         self.timeout_seconds = timeout_seconds
 
     def __repr__(self) -> str:
@@ -114,16 +127,18 @@ class PrometheusClient:
 
     def _api(self, path: str, params: Mapping[str, str], query: str = "") -> Any:
         body = urllib.parse.urlencode(params).encode()
-        request = urllib.request.Request(
-            f"{self.url}{path}",
-            data=body,
-            method="POST",
-            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        request = self.endpoint.request(
+            path, data=body, method="POST", headers={"Content-Type": "application/x-www-form-urlencoded"}
         )
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout_seconds) as response:
+            with self.endpoint.open(request, self.timeout_seconds) as response:
                 answer = json.loads(response.read())
         except urllib.error.HTTPError as error:
+            if error.code in (401, 403):
+                raise PrometheusUnauthorized(
+                    f"Prometheus at {self.url} refused the credentials ({error.code} {error.reason}): check "
+                    "K2_PROMETHEUS_BASIC_AUTH(_FILE) or K2_PROMETHEUS_BEARER_TOKEN_FILE", status=error.code,
+                ) from error
             detail = _read_error_body(error)
             message = detail.get("error") or error.reason
             raise PrometheusQueryError(
@@ -204,16 +219,15 @@ class PrometheusClient:
 
     def rule_alerts(self) -> list[dict[str, Any]]:
         """Alerts the rule manager holds right now (pending and firing), from /api/v1/alerts."""
-        request = urllib.request.Request(f"{self.url}/api/v1/alerts")
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout_seconds) as response:
+            with self.endpoint.get("/api/v1/alerts", self.timeout_seconds) as response:
                 return json.loads(response.read())["data"]["alerts"]
         except (TimeoutError, urllib.error.URLError, OSError) as error:
             raise PrometheusUnreachable(f"Prometheus at {self.url} is unreachable: {error}") from error
 
     def ready(self) -> bool:
         try:
-            with urllib.request.urlopen(f"{self.url}/-/ready", timeout=self.timeout_seconds) as response:
+            with self.endpoint.get("/-/ready", self.timeout_seconds) as response:
                 return response.status == 200
         except (TimeoutError, urllib.error.URLError, OSError):
             return False
@@ -223,9 +237,8 @@ class PrometheusClient:
 
         This is the resolution of data Prometheus scraped itself; backfilled data has its own.
         """
-        request = urllib.request.Request(f"{self.url}/api/v1/status/config")
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout_seconds) as response:
+            with self.endpoint.get("/api/v1/status/config", self.timeout_seconds) as response:
                 config = yaml.safe_load(json.loads(response.read())["data"]["yaml"]) or {}
         except (TimeoutError, urllib.error.URLError, OSError) as error:
             raise PrometheusUnreachable(f"Prometheus at {self.url} is unreachable: {error}") from error
@@ -247,8 +260,9 @@ def alerts_selector(alertstate: str = "firing", matchers: Mapping[str, str] | No
 class AlertmanagerClient:
     """Alertmanager API v2: the alerts it holds, e.g. the ones firing now."""
 
-    def __init__(self, url: str, timeout_seconds: float = 10.0) -> None:
-        self.url = url.rstrip("/")
+    def __init__(self, url: str, timeout_seconds: float = 10.0, endpoint: Endpoint | None = None) -> None:
+        self.endpoint = endpoint or Endpoint.from_env(url, "alertmanager")
+        self.url = self.endpoint.url
         self.timeout_seconds = timeout_seconds
 
     def __repr__(self) -> str:
@@ -269,9 +283,9 @@ class AlertmanagerClient:
             ("inhibited", str(inhibited).lower()),
         ]
         params += [("filter", matcher) for matcher in filters]
-        url = f"{self.url}/api/v2/alerts?{urllib.parse.urlencode(params)}"
         try:
-            with urllib.request.urlopen(url, timeout=self.timeout_seconds) as response:
+            path = f"/api/v2/alerts?{urllib.parse.urlencode(params)}"
+            with self.endpoint.get(path, self.timeout_seconds) as response:
                 return json.loads(response.read())
         except urllib.error.HTTPError as error:
             raise AlertmanagerError(
@@ -290,7 +304,7 @@ class AlertmanagerClient:
 
     def ready(self) -> bool:
         try:
-            with urllib.request.urlopen(f"{self.url}/-/ready", timeout=self.timeout_seconds) as response:
+            with self.endpoint.get("/-/ready", self.timeout_seconds) as response:
                 return response.status == 200
         except (TimeoutError, urllib.error.URLError, OSError):
             return False

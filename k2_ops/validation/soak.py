@@ -38,6 +38,7 @@ from k2_ops.validation.profiles import ValidationProfile
 from k2_ops.validation.prometheus import PrometheusClient, PrometheusError
 from k2_ops.validation.scrape import Scrape, ScrapeError, fetch_metrics, metrics_url, parse_metrics, raw_series
 from k2_ops.validation.series import Window
+from streamer.config import kafka_client_environment
 from streamer.summary import summary_from_log
 
 log = logging.getLogger(__name__)
@@ -142,8 +143,10 @@ class StreamerProcess:
 
     def __init__(self, command: list[str], env: Mapping[str, str], log_path: Path) -> None:
         self.command = command
-        # The caller's K2_* settings must not leak into the soak's streamer: only `env` configures it.
-        self.env = {**{k: v for k, v in os.environ.items() if not k.startswith("K2_")}, **env}
+        # No K2_* setting of this process leaks into the soaked streamer, but for how to reach Kafka
+        # (security protocol, SASL, TLS files, librdkafka pass-through), which it shares with every client.
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("K2_")}
+        self.env = {**inherited, **kafka_client_environment(os.environ), **env}
         self.log_path = log_path
         self._proc: subprocess.Popen[bytes] | None = None
 

@@ -67,8 +67,10 @@ def test_alertmanager_sensor_one_run_per_firing_k2_alert(deploy, resources, aler
 
     # The requested run captures the snapshot: metrics around the alert, /readyz of blue.
     deploy.resource.orchestrator().ensure_running("blue", DeployConfig(ready_timeout_seconds=60.0))
-    wait_until(lambda: bool(prometheus.query('process_memory_rss_bytes{instance="blue"}')), 30.0,
-               "Prometheus scrapes blue", interval_s=0.5)
+    # Three samples, not one: the snapshot's range query evaluates at ~1 s steps ending at the capture, so a
+    # single sample taken within the last step before it may fall between two evaluation points (empty series).
+    wait_until(lambda: bool(prometheus.query('count_over_time(process_memory_rss_bytes{instance="blue"}[1m]) >= 3')),
+               30.0, "Prometheus holds three samples of blue", interval_s=0.5)
     request = next(r for r in requests if r.tags["k2/alertname"] == "BinanceStreamDown")
     result = incident_snapshot.execute_in_process(run_config=request.run_config, resources=resources,
                                                   instance=dagster_instance)

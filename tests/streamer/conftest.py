@@ -156,11 +156,13 @@ def consume(
     timeout_s: float = 60,
     stream: str = "trade",
     idle_s: float = 1.0,
+    client: dict[str, str] | None = None,
 ) -> list[Record]:
     """Read `topic` from the beginning until `until(records)` holds, then until it has been idle `idle_s`
-    (so duplicates arriving after the expected ones are seen too)."""
+    (so duplicates arriving after the expected ones are seen too). `client`: security settings (librdkafka)."""
     consumer = Consumer(
         {
+            **(client or {}),
             "bootstrap.servers": bootstrap,
             "group.id": f"test-{uuid.uuid4()}",
             "auto.offset.reset": "earliest",

@@ -25,8 +25,11 @@ def caught_up(streamer: StreamerProcess, sim: BackgroundSimulator) -> bool:
     return all(received.get(f"{s}@trade") == (sim.generated_ids(s)[-1:] or [None])[0] for s in SYMBOLS)
 
 
-def settle_and_compare(streamer: StreamerProcess, sim: BackgroundSimulator, bootstrap: str) -> dict[str, Any]:
-    """Pause the market, let the streamer deliver everything, stop it, compare Kafka with the ground truth."""
+def settle_and_compare(
+    streamer: StreamerProcess, sim: BackgroundSimulator, bootstrap: str, client: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """Pause the market, let the streamer deliver everything, stop it, compare Kafka with the ground truth.
+    `client`: the consumer's security settings (a secured cluster)."""
     sim.pause_market()
     wait_for(lambda: caught_up(streamer, sim), 30, "streamer caught up with the paused market")
     metrics = streamer.metrics()
@@ -34,7 +37,7 @@ def settle_and_compare(streamer: StreamerProcess, sim: BackgroundSimulator, boot
     topic = streamer.env["K2_KAFKA_TOPIC_PREFIX"] + ".trades"
     truth = {s: sim.generated_ids(s) for s in SYMBOLS}
     summary = streamer.summary()
-    records = consume(bootstrap, topic, lambda rs: len(rs) >= summary["delivered"], timeout_s=60)
+    records = consume(bootstrap, topic, lambda rs: len(rs) >= summary["delivered"], timeout_s=60, client=client)
     result: dict[str, Any] = {"metrics": metrics}
     first_connection = min(sim.connections(), key=lambda c: c.id)
     for symbol in SYMBOLS:
