@@ -23,9 +23,8 @@ from typing import Any
 from fastavro import parse_schema
 from fastavro._write import write_data  # type: ignore[attr-defined]  # the Cython writer has no stub
 
-from streamer.kinds import KINDS
-
 from streamer.config import RegistryAuth
+from streamer.kinds import KINDS
 from streamer.redact import mask_credentials
 
 MAGIC_BYTE = 0
