@@ -9,7 +9,6 @@ import json
 import os
 import time
 import urllib.error
-import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import dagster as dg
 from pydantic import Field
 
 from dagster_project.resources.stack import stack_run_dir
+from streamer.redact import secret_url_site
 
 
 class FailureNotifier(dg.ConfigurableResource):
@@ -46,19 +46,9 @@ class FailureNotifier(dg.ConfigurableResource):
             with urllib.request.urlopen(request, timeout=self.timeout_seconds):
                 return None
         except urllib.error.HTTPError as exc:
-            return f"webhook {webhook_site(self.webhook_url)} answered {exc.code} {exc.reason}"
+            return f"webhook {secret_url_site(self.webhook_url)} answered {exc.code} {exc.reason}"
         except (urllib.error.URLError, OSError) as exc:
-            return f"webhook {webhook_site(self.webhook_url)} failed: {getattr(exc, 'reason', exc)}"
-
-
-def webhook_site(url: str) -> str:
-    """The webhook's scheme and host only: chat and incident hooks carry their secret in the path or query
-    (`https://hooks.example.com/services/T0/B0/<token>`), so the rest never reaches a log."""
-    parts = urllib.parse.urlsplit(url)
-    host = parts.hostname or "?"
-    port = f":{parts.port}" if parts.port else ""
-    hidden = "/..." if parts.path.strip("/") or parts.query else ""
-    return f"{parts.scheme}://{host}{port}{hidden}"
+            return f"webhook {secret_url_site(self.webhook_url)} failed: {getattr(exc, 'reason', exc)}"
 
 
 def failure_record(context: dg.RunFailureSensorContext) -> dict[str, Any]:
