@@ -19,7 +19,8 @@ the local stack's `stack.json`) and production (docker/compose.yaml):
 | `K2_BINANCE_WS_URL` | source of streamers Dagster starts (process backend, `soak_test`) | the simulator |
 | `K2_VALIDATION_START_DATE` | first daily partition (read in assets/validation.py) | 2026-01-01 |
 | `K2_REPORTS_DIR` | report files | `<run>/reports` |
-| `K2_FAILURE_WEBHOOK_URL` | run-failure sensor webhook | none |
+| `K2_FAILURE_WEBHOOK_URL` | run-failure sensor webhook (a secret: kept an EnvVar) | none |
+| `K2_HANDOVER_TOKEN` | token of the colors' POST /handover/* (a secret: kept an EnvVar) | the deploy folder's file |
 """
 
 
@@ -63,6 +64,8 @@ def resources(env: Mapping[str, str] = os.environ) -> dict[str, object]:
             compose_env_file=_env("K2_DEPLOY_COMPOSE_ENV_FILE"),
             build_context=_env("K2_DEPLOY_BUILD_CONTEXT", "."),
             unhealthy_rollback_seconds=float(_env("K2_DEPLOY_UNHEALTHY_ROLLBACK_SECONDS", "120")),
+            # An EnvVar: the UI shows the variable's name, never the token.
+            handover_token=dg.EnvVar("K2_HANDOVER_TOKEN") if _env("K2_HANDOVER_TOKEN") else "",
         ),
         "reports": ReportsResource(root=_env("K2_REPORTS_DIR")),
         # An EnvVar keeps the hook's token out of the UI's resource config; unset means no webhook.

@@ -24,7 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from streamer.backpressure import BackPressure
 from streamer.config import StreamerConfig
 from streamer.connect import AttemptBudget
-from streamer.health import HealthServer, json_response
+from streamer.health import Guard, HealthServer, json_response
 from streamer.integrity import SequenceTracker
 from streamer.memory import MemoryMonitor
 from streamer.metrics import ErrorCountingHandler, StreamerMetrics
@@ -152,8 +152,10 @@ class Streamer:
         h.route("GET", "/healthz", self._healthz)
         h.route("GET", "/readyz", self._readyz)
         h.route("GET", "/positions", self._positions)
-        h.route("POST", "/handover/standby", self._standby)
-        h.route("POST", "/handover/release", self._release)
+        # They change what this instance produces: only the deploy tooling, which holds the token, may call them.
+        guard = Guard(self.config.handover_token, "K2_HANDOVER_TOKEN")
+        h.route("POST", "/handover/standby", self._standby, guard)
+        h.route("POST", "/handover/release", self._release, guard)
         h.route("GET", "/debug/allocations", self._allocations)
 
     async def _metrics(self, _body: bytes) -> tuple[int, str, bytes]:

@@ -279,6 +279,12 @@ SETTINGS: tuple[Setting, ...] = (
             "where the instance records its handover mode (active/standby) at every change; at start a mode "
             "recorded there wins over K2_START_MODE, so a restarted container resumes the mode it had",
             lambda v: v is None or Path(v).parent.is_dir()),
+    Setting("handover_token", "K2_HANDOVER_TOKEN", None, "str", "unset, empty (= unset) or 16..1024 characters",
+            "shared token the POST /handover/* endpoints require (Authorization: Bearer <token>); unset = those "
+            "endpoints refuse (403). The deploy tooling sets it; prefer the _FILE form",
+            lambda v: v is None or v == "" or 16 <= len(v) <= 1024, secret=True),
+    Setting("handover_token_file", "K2_HANDOVER_TOKEN_FILE", None, "path", "unset or a readable file",
+            "the handover token from a file (a Docker or Kubernetes secret)", _optional_file),
     Setting("log_level", "K2_LOG_LEVEL", "INFO", "str", "DEBUG, INFO, WARNING or ERROR", "log level",
             lambda v: v in ("DEBUG", "INFO", "WARNING", "ERROR")),
 )
@@ -330,6 +336,7 @@ class StreamerConfig:
     handover_buffer_messages: int
     handover_standby_max_s: float
     handover_mode_file: str | None
+    handover_token: str | None  # from K2_HANDOVER_TOKEN or K2_HANDOVER_TOKEN_FILE; never logged
     log_level: str
 
     @property
@@ -525,6 +532,7 @@ def load_config(environ: Mapping[str, str] | None = None) -> StreamerConfig:
             values[setting.field] = _value(setting, env, from_file)
     values["kafka_client"] = _kafka_client_config(env, from_file)
     values["schema_registry"] = _registry_auth(values)
+    values["handover_token"] = _handover_token(values)
     config = StreamerConfig(**values)
     _check_relations(config)
     return config
@@ -545,16 +553,26 @@ def kafka_client_environment(environ: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in environ.items() if k in names or k.startswith(KAFKA_CLIENT_ENV_PREFIX)}
 
 
-def _registry_auth(values: dict[str, Any]) -> RegistryAuth:
-    inline, path = values.pop("schema_registry_basic_auth"), values.pop("schema_registry_basic_auth_file")
-    ca = values.pop("schema_registry_ca_location")
+def _one_secret(inline: str | None, path: str | None, inline_env: str) -> str | None:
+    """A secret given inline (`inline_env`) or in a file (`inline_env`_FILE), never both; None when neither."""
     if inline and path:
-        raise ConfigError("K2_SCHEMA_REGISTRY_BASIC_AUTH and K2_SCHEMA_REGISTRY_BASIC_AUTH_FILE are both set; "
-                          "allowed: one of them")
-    if path:
-        inline = _read_secret_file("K2_SCHEMA_REGISTRY_BASIC_AUTH_FILE", path)
-        if ":" not in inline or inline.index(":") == 0:
-            raise ConfigError(f"K2_SCHEMA_REGISTRY_BASIC_AUTH_FILE={path!r}: allowed: a file holding user:password")
+        raise ConfigError(f"{inline_env} and {inline_env}_FILE are both set; allowed: one of them")
+    return _read_secret_file(f"{inline_env}_FILE", path) if path else (inline or None)
+
+
+def _handover_token(values: dict[str, Any]) -> str | None:
+    token = _one_secret(values.pop("handover_token"), values.pop("handover_token_file"), "K2_HANDOVER_TOKEN")
+    if token is not None and not 16 <= len(token) <= 1024:
+        raise ConfigError("K2_HANDOVER_TOKEN_FILE: the token is out of range; allowed: 16..1024 characters")
+    return token
+
+
+def _registry_auth(values: dict[str, Any]) -> RegistryAuth:
+    path = values.pop("schema_registry_basic_auth_file")
+    inline = _one_secret(values.pop("schema_registry_basic_auth"), path, "K2_SCHEMA_REGISTRY_BASIC_AUTH")
+    ca = values.pop("schema_registry_ca_location")
+    if path and inline and (":" not in inline or inline.index(":") == 0):
+        raise ConfigError(f"K2_SCHEMA_REGISTRY_BASIC_AUTH_FILE={path!r}: allowed: a file holding user:password")
     return RegistryAuth(basic_auth=inline, ca_location=ca)
 
 
@@ -587,11 +605,7 @@ def _kafka_client_config(env: Mapping[str, str], from_file: Mapping[str, Any]) -
     raw = {s.field: _value(s, env, from_file) for s in KAFKA_CLIENT_SETTINGS}
     protocol = SecurityProtocol(raw["kafka_security_protocol"])
     mechanism = SaslMechanism(raw["kafka_sasl_mechanism"]) if raw["kafka_sasl_mechanism"] else None
-    password, password_file = raw["kafka_sasl_password"], raw["kafka_sasl_password_file"]
-    if password and password_file:
-        raise ConfigError("K2_KAFKA_SASL_PASSWORD and K2_KAFKA_SASL_PASSWORD_FILE are both set; allowed: one of them")
-    if password_file:
-        password = _read_secret_file("K2_KAFKA_SASL_PASSWORD_FILE", password_file)
+    password = _one_secret(raw["kafka_sasl_password"], raw["kafka_sasl_password_file"], "K2_KAFKA_SASL_PASSWORD")
     sasl_set = [name for name, value in (("K2_KAFKA_SASL_MECHANISM", mechanism),
                                          ("K2_KAFKA_SASL_USERNAME", raw["kafka_sasl_username"]),
                                          ("K2_KAFKA_SASL_PASSWORD(_FILE)", password)) if value]

@@ -12,6 +12,10 @@ POST /handover/release   body {"after": {"btcusdt@trade": 123, ...}}: produce bu
                          and keep producing (omit "after" to produce everything buffered)
 GET  /debug/allocations  top allocators from tracemalloc (when it runs)
 
+The POST routes change what the instance produces, so they are guarded: they require `Authorization: Bearer
+<K2_HANDOVER_TOKEN>` (401 without or with a wrong token, compared in constant time) and refuse with 403 when
+no token is configured. The GET routes stay open to whoever reaches the port (Prometheus, probes).
+
 One request per connection (Connection: close) keeps it simple; scrapes and probes are not hot paths.
 """
 
@@ -19,9 +23,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -29,9 +35,25 @@ log = logging.getLogger(__name__)
 Handler = Callable[[bytes], Awaitable[tuple[int, str, bytes]]]
 
 REASONS = {
-    200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed", 500: "Internal Server Error",
-    503: "Service Unavailable",
+    200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+    405: "Method Not Allowed", 500: "Internal Server Error", 503: "Service Unavailable",
 }
+
+
+@dataclass(frozen=True)
+class Guard:
+    """A route that needs the shared token; `token` None means the feature is off (403), not open."""
+
+    token: str | None
+    setting: str  # named in the refusal, so an operator knows what to set
+
+    def refusal(self, authorization: str) -> tuple[int, str, bytes] | None:
+        if self.token is None:
+            return json_response(403, {"error": f"refused: no token configured ({self.setting} unset)"})
+        scheme, _, given = authorization.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), self.token.encode()):
+            return json_response(401, {"error": f"refused: missing or wrong bearer token (see {self.setting})"})
+        return None
 MAX_BODY = 1 << 20
 
 
@@ -44,10 +66,13 @@ class HealthServer:
         self.host = host
         self.port = port
         self.routes: dict[tuple[str, str], Handler] = {}
+        self.guards: dict[tuple[str, str], Guard] = {}
         self._server: asyncio.Server | None = None
 
-    def route(self, method: str, path: str, handler: Handler) -> None:
+    def route(self, method: str, path: str, handler: Handler, guard: Guard | None = None) -> None:
         self.routes[(method, path)] = handler
+        if guard is not None:
+            self.guards[(method, path)] = guard
 
     async def start(self) -> int:
         self._server = await asyncio.start_server(self._serve, self.host, self.port)
@@ -86,11 +111,14 @@ class HealthServer:
             return 400, "text/plain", b"bad request line\n"
         method, target = parts[0].upper(), parts[1]
         length = 0
+        authorization = ""
         while True:
             line = await reader.readline()
             if line in (b"\r\n", b"\n", b""):
                 break
             name, _, value = line.decode("latin-1").partition(":")
+            if name.strip().lower() == "authorization":
+                authorization = value.strip()
             if name.strip().lower() == "content-length":
                 try:
                     length = int(value.strip())
@@ -105,4 +133,9 @@ class HealthServer:
             if any(p == path for _, p in self.routes):
                 return 405, "text/plain", b"method not allowed\n"
             return 404, "text/plain", b"not found\n"
+        guard = self.guards.get((method, path))
+        if guard is not None and (refusal := guard.refusal(authorization)) is not None:
+            log.warning("%s %s refused (%s)", method, path, "no token configured" if guard.token is None else
+                        "missing or wrong token")
+            return refusal
         return await handler(body)

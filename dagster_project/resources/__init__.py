@@ -84,6 +84,8 @@ class DeploymentResource(dg.ConfigurableResource):
         description="how the job reaches a color; inside the compose network: http://{service}:{container_port}")
     unhealthy_rollback_seconds: float = Field(
         default=120.0, description="deployment_health_sensor rolls back after /readyz failed this long")
+    handover_token: str = Field(default="", description="token of the colors' POST /handover/* (a secret: give it "
+                                "as dg.EnvVar('K2_HANDOVER_TOKEN')); empty = the process backend's token file")
 
     def settings(self) -> DeploySettings:
         return DeploySettings(**self.model_dump(exclude={"unhealthy_rollback_seconds"}))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import time
 import uuid
 from collections.abc import Iterator
@@ -39,6 +40,8 @@ class Bench:
     messages_per_trade: float = 4.0
     runs: int = 0
     loads: list[dict[str, Any]] = field(default_factory=list)
+    # The handover phase's streamers and its client share this token (POST /handover/* require one).
+    handover_token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
 
     # ---- simulator rate ----------------------------------------------------------------------------
     def calibrate(self, trades_per_symbol: float = 500.0, seconds: float = 2.0) -> float:
@@ -80,6 +83,7 @@ class Bench:
             "K2_METRICS_PORT": str(port),
             "K2_INSTANCE": instance,
             "K2_LOG_LEVEL": "INFO",
+            "K2_HANDOVER_TOKEN": self.handover_token,
         })
         env.update(extra)
         return env
@@ -471,9 +475,9 @@ def handover(bench: Bench) -> dict[str, Any]:
         for _ in range(config.repeats):
             time.sleep(config.settle_s)
             t0 = time.time()
-            positions = enter_standby(active[0].base_url, 30.0)
+            positions = enter_standby(active[0].base_url, 30.0, bench.handover_token)
             t1 = time.time()
-            release(standby[0].base_url, positions)
+            release(standby[0].base_url, positions, bench.handover_token)
             t2 = time.time()
             events.append({"from": active[1], "to": standby[1], "t0": t0, "standby_s": t1 - t0,
                            "release_s": t2 - t1})

@@ -3,23 +3,58 @@
 Exact handover, per stream key ("btcusdt@trade"): the old instance stops producing and reports the last id
 Kafka acknowledged (`POST /handover/standby`); the new one, which connected in standby and buffered, drops
 what it buffered up to that id and produces from the next one on (`POST /handover/release`).
+
+Both calls carry the shared handover token (`Authorization: Bearer ...`): the streamer refuses them without
+it. The deploying process and both colors share it: `K2_HANDOVER_TOKEN` / `K2_HANDOVER_TOKEN_FILE` in the
+environment (compose: the .env both read), else, for the local process backend, a token file made once in the
+deploy folder (`ensure_token_file`) that both colors are given.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import secrets
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from k2_ops.deploy.model import DeploymentError
 
+TOKEN_ENV = "K2_HANDOVER_TOKEN"
+TOKEN_FILE_ENV = "K2_HANDOVER_TOKEN_FILE"
 
-def _post(url: str, body: Mapping[str, Any], timeout_s: float) -> dict[str, Any]:
-    request = urllib.request.Request(
-        url, data=json.dumps(body).encode(), method="POST", headers={"Content-Type": "application/json"}
-    )
+
+def token_from_environment(environ: Mapping[str, str] | None = None) -> str | None:
+    """The handover token this process was given (inline or as a file), or None."""
+    env = os.environ if environ is None else environ
+    if env.get(TOKEN_ENV):
+        return env[TOKEN_ENV]
+    if env.get(TOKEN_FILE_ENV):
+        try:
+            return Path(env[TOKEN_FILE_ENV]).read_text().strip() or None
+        except OSError as exc:
+            raise DeploymentError(f"{TOKEN_FILE_ENV}={env[TOKEN_FILE_ENV]!r}: cannot read it ({exc.strerror})") from exc
+    return None
+
+
+def ensure_token_file(path: Path) -> Path:
+    """A token file readable by its owner only, made with a random token the first time."""
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_urlsafe(32) + "\n")
+    return path
+
+
+def _post(url: str, body: Mapping[str, Any], timeout_s: float, token: str | None) -> dict[str, Any]:
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST", headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=timeout_s) as response:
             return json.loads(response.read())
@@ -30,12 +65,13 @@ def _post(url: str, body: Mapping[str, Any], timeout_s: float) -> dict[str, Any]
         raise DeploymentError(f"POST {url} failed: {getattr(exc, 'reason', exc)}") from exc
 
 
-def enter_standby(base_url: str, flush_timeout_s: float) -> dict[str, int]:
+def enter_standby(base_url: str, flush_timeout_s: float, token: str | None) -> dict[str, int]:
     """Stop producing on `base_url`; return its last Kafka-acknowledged id per stream key."""
     answer = _post(
         f"{base_url.rstrip('/')}/handover/standby",
         {"flush_timeout_seconds": flush_timeout_s},
         flush_timeout_s + 10.0,
+        token,
     )
     if not answer.get("flushed", False):
         raise DeploymentError(f"{base_url}: Kafka did not acknowledge everything before the handover: {answer}")
@@ -45,10 +81,12 @@ def enter_standby(base_url: str, flush_timeout_s: float) -> dict[str, int]:
     return {str(key): int(value) for key, value in positions.items()}
 
 
-def release(base_url: str, after: Mapping[str, int] | None, timeout_s: float = 30.0) -> dict[str, Any]:
+def release(
+    base_url: str, after: Mapping[str, int] | None, token: str | None, timeout_s: float = 30.0
+) -> dict[str, Any]:
     """Make `base_url` produce everything after `after` (None: everything it buffered) and go on producing."""
     body = {"after": dict(after)} if after else {}
-    return _post(f"{base_url.rstrip('/')}/handover/release", body, timeout_s)
+    return _post(f"{base_url.rstrip('/')}/handover/release", body, timeout_s, token)
 
 
 def release_gaps(report: Mapping[str, Any]) -> dict[str, int]:

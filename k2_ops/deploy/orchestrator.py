@@ -52,9 +52,12 @@ class BlueGreenDeployment:
         *,
         audit: Callable[[float], IdAudit] | None = None,
         log: Callable[[str], None] | None = None,
+        handover_token: str | None = None,
     ) -> None:
         self.backend = backend
         self.history = history
+        # The shared token the colors' POST /handover/* endpoints require (see deploy/handover.py).
+        self.handover_token = handover_token
         # audit(since_epoch_seconds) -> duplicates and gaps by (symbol, trade id) in Kafka since then.
         self.audit = audit
         self.log = log or _log.info
@@ -200,10 +203,12 @@ class BlueGreenDeployment:
         config = state.config
         with self._step(state, "cutover"):
             if config.mode == "handover":
-                positions = handover.enter_standby(self._url(state.source), config.handover_flush_timeout_seconds)
+                positions = handover.enter_standby(
+                    self._url(state.source), config.handover_flush_timeout_seconds, self.handover_token
+                )
                 state.positions = positions
                 self.log(f"{state.source} stopped producing after {positions}")
-                report = handover.release(self._url(state.target), positions)
+                report = handover.release(self._url(state.target), positions, self.handover_token)
                 state.release = report
                 state.cutover_at = time.time()
                 gaps = handover.release_gaps(report)
@@ -324,8 +329,10 @@ class BlueGreenDeployment:
                     abort=lambda: self.backend.exit_reason(to_color),
                     what=to_color,
                 )
-                positions = handover.enter_standby(self._url(from_color), config.handover_flush_timeout_seconds)
-                report = handover.release(self._url(to_color), positions)
+                positions = handover.enter_standby(
+                    self._url(from_color), config.handover_flush_timeout_seconds, self.handover_token
+                )
+                report = handover.release(self._url(to_color), positions, self.handover_token)
                 result.update(method="handover", positions=positions, gaps=handover.release_gaps(report))
                 result["switched_at"] = round(time.time(), 3)
                 self.backend.stop(from_color, config.stop_grace_seconds)
@@ -335,7 +342,7 @@ class BlueGreenDeployment:
                 self.log(f"exact handover {from_color} -> {to_color} failed ({exc}); restarting {to_color}")
         if self.backend.is_running(to_color):
             if self._mode(to_color) == "standby":
-                handover.release(self._url(to_color), None)
+                handover.release(self._url(to_color), None, self.handover_token)
         else:
             self.backend.start(to_color, image, standby=False)
         probe.wait_ready(
@@ -365,7 +372,7 @@ class BlueGreenDeployment:
                 if self.backend.is_running(state.source):
                     if self._mode(state.source) == "standby":
                         # It stopped producing for a handover that did not finish: produce what it buffered.
-                        handover.release(self._url(state.source), None)
+                        handover.release(self._url(state.source), None, self.handover_token)
                 else:
                     self.backend.start(state.source, self._image_of(state.source, config.image), standby=False)
                 if self.backend.is_running(state.target):

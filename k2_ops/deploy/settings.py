@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from k2_ops.deploy import handover
 from k2_ops.deploy.audit import IdAudit, audit_ids, read_trade_ids
 from k2_ops.deploy.backend import DeploymentBackend
 from k2_ops.deploy.compose import ComposeBackend, ComposeProject
@@ -78,6 +79,9 @@ class DeploySettings:
     blue_host_port: int = 8001
     green_host_port: int = 8002
     instance_url_template: str = "http://{host_ip}:{host_port}"
+    # The colors' POST /handover/* token; empty = K2_HANDOVER_TOKEN(_FILE) of this process, else (process
+    # backend) the deploy folder's token file.
+    handover_token: str = field(default="", repr=False)
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -91,6 +95,19 @@ class DeploySettings:
 
     def history(self) -> DeploymentHistory:
         return DeploymentHistory(self.deploy_dir() / "history.jsonl")
+
+    def handover_token_file(self) -> Path | None:
+        """Process backend without a token in the environment: the deploy folder's own token file (made once),
+        given to both colors. None when the environment has the token (compose: the .env both read)."""
+        if self.backend != "process" or self.handover_token or handover.token_from_environment() is not None:
+            return None
+        return handover.ensure_token_file(self.deploy_dir() / "handover.token")
+
+    def shared_handover_token(self) -> str | None:
+        if self.handover_token:
+            return self.handover_token
+        path = self.handover_token_file()
+        return path.read_text().strip() if path is not None else handover.token_from_environment()
 
     def bootstrap_servers(self) -> str:
         return self.kafka_bootstrap_servers or stack_url("kafka", self.run_dir).removeprefix("kafka://")
@@ -109,9 +126,15 @@ class DeploySettings:
                 registry = "mock://k2-local"
         # The stack's Kafka security settings when Kafka is the stack's; streamer_env wins over them.
         kafka_env = {} if self.kafka_bootstrap_servers else stack_kafka_client_env(self.run_dir)
+        token_file = self.handover_token_file()
+        if token_file is not None:
+            token_env = {handover.TOKEN_FILE_ENV: str(token_file)}
+        else:
+            token = self.shared_handover_token()
+            token_env = {handover.TOKEN_ENV: token} if token else {}
         return streamer_common_env(self.bootstrap_servers(), ws_url, ca_file=ca_file or None,
-                                   topic_prefix=self.topic_prefix, symbols=self.symbols,
-                                   schema_registry_url=registry, extra={**kafka_env, **self.streamer_env})
+                                   topic_prefix=self.topic_prefix, symbols=self.symbols, schema_registry_url=registry,
+                                   extra={**kafka_env, **token_env, **self.streamer_env})
 
     def make_backend(self) -> DeploymentBackend:
         if self.backend == "process":
@@ -143,4 +166,5 @@ class DeploySettings:
         return lambda since: audit_ids(read_trade_ids(bootstrap, topic, int(since * 1000), client=client))
 
     def orchestrator(self, log: Callable[[str], None] | None = None) -> BlueGreenDeployment:
-        return BlueGreenDeployment(self.make_backend(), self.history(), audit=self.kafka_audit(), log=log)
+        return BlueGreenDeployment(self.make_backend(), self.history(), audit=self.kafka_audit(), log=log,
+                                   handover_token=self.shared_handover_token())

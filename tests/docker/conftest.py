@@ -25,7 +25,8 @@ COMPOSE_FILE = DOCKER_DIR / "compose.yaml"
 STREAMER_SERVICES = ("streamer-blue", "streamer-green")
 
 # Values for the variables compose.yaml requires (`${VAR:?...}`): an operator puts them in docker/.env.
-REQUIRED_VARIABLES = {"POSTGRES_PASSWORD": "test-password", "GRAFANA_ADMIN_PASSWORD": "test-password"}
+REQUIRED_VARIABLES = {"POSTGRES_PASSWORD": "test-password", "GRAFANA_ADMIN_PASSWORD": "test-password",
+                      "K2_HANDOVER_TOKEN": "test-handover-token-0123456789"}
 
 _VARIABLE = re.compile(
     r"\$(?:(?P<escaped>\$)|\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}"

@@ -143,7 +143,10 @@ def test_published_ports_are_loopback_and_distinct(compose: Any) -> None:
 def test_required_variables_fail_loudly_when_missing(load_compose_with: Any) -> None:
     """`${POSTGRES_PASSWORD:?...}`: compose refuses to start without it instead of using an empty password."""
     with pytest.raises(ValueError, match="POSTGRES_PASSWORD"):
-        load_compose_with({"GRAFANA_ADMIN_PASSWORD": "x"})
+        load_compose_with({"GRAFANA_ADMIN_PASSWORD": "x", "K2_HANDOVER_TOKEN": "t" * 20})
+    # The handover token too: without it the colors' POST /handover/* would refuse every deploy.
+    with pytest.raises(ValueError, match="K2_HANDOVER_TOKEN"):
+        load_compose_with({"GRAFANA_ADMIN_PASSWORD": "x", "POSTGRES_PASSWORD": "x"})
 
 
 def test_kafka_is_a_single_kraft_node_with_a_valid_cluster_id(compose: Any) -> None:
@@ -198,7 +201,7 @@ def test_streamer_identity_image_and_mode_variables(compose: Any, load_compose_w
         assert compose.service(name)["image"] == DEFAULT_IMAGE, "default image of the deploy job"
         raw_image = compose.raw["services"][name]["image"]
         assert raw_image == f"${{K2_IMAGE_{color.upper()}:-{DEFAULT_IMAGE}}}", raw_image
-    chosen = load_compose_with({"POSTGRES_PASSWORD": "x", "GRAFANA_ADMIN_PASSWORD": "x",
+    chosen = load_compose_with({"POSTGRES_PASSWORD": "x", "GRAFANA_ADMIN_PASSWORD": "x", "K2_HANDOVER_TOKEN": "t" * 20,
                                 "K2_IMAGE_GREEN": "k2-platform:v2.1", "K2_START_MODE_GREEN": "standby"})
     assert chosen.service("streamer-green")["image"] == "k2-platform:v2.1"
     assert chosen.environment("streamer-green")["K2_START_MODE"] == "standby"

@@ -233,6 +233,6 @@ def test_the_daemon_drives_compose_on_the_operators_checkout(compose: Any, repo_
 
 def test_without_the_env_file_compose_cannot_even_load(load_compose_with: Any) -> None:
     """What every compose command in the daemon would hit without --env-file: its own environment has
-    DAGSTER_POSTGRES_PASSWORD, not POSTGRES_PASSWORD."""
+    DAGSTER_POSTGRES_PASSWORD (and the handover token), not POSTGRES_PASSWORD."""
     with pytest.raises(ValueError, match=r"POSTGRES_PASSWORD: set POSTGRES_PASSWORD in docker/\.env"):
-        load_compose_with({"DAGSTER_POSTGRES_PASSWORD": "x"})
+        load_compose_with({"DAGSTER_POSTGRES_PASSWORD": "x", "K2_HANDOVER_TOKEN": "t" * 20})

@@ -88,12 +88,19 @@ class StreamerProcess:
         ctype_json = body[:1] in (b"{", b"[")
         return status, json.loads(body) if ctype_json else body.decode()
 
-    def post(self, path: str, payload: dict[str, Any] | None = None, timeout_s: float = 60) -> tuple[int, Any]:
+    def post(
+        self, path: str, payload: dict[str, Any] | None = None, timeout_s: float = 60, token: str | None = None
+    ) -> tuple[int, Any]:
+        """POST with the instance's handover token (`token` to send another; "" to send none)."""
+        token = self.env.get("K2_HANDOVER_TOKEN", "") if token is None else token
+        headers = {"Content-Type": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
         request = urllib.request.Request(
             self.base_url + path,
             data=json.dumps(payload or {}).encode(),
             method="POST",
-            headers={"Content-Type": "application/json"},
+            headers=headers,
         )
         try:
             with urllib.request.urlopen(request, timeout=timeout_s) as response:
@@ -245,6 +252,10 @@ def make_simulator() -> Iterator[Callable[..., BackgroundSimulator]]:
         sim.stop()
 
 
+# What the deploy tooling would share with both colors; `StreamerProcess.post` sends it.
+HANDOVER_TOKEN = "test-handover-token-0123456789"
+
+
 @pytest.fixture
 def make_streamer(tmp_path: Path) -> Iterator[Callable[..., StreamerProcess]]:
     """Start `python -m streamer` against a simulator and Kafka; every instance is SIGTERMed at the end."""
@@ -267,6 +278,7 @@ def make_streamer(tmp_path: Path) -> Iterator[Callable[..., StreamerProcess]]:
             "K2_BACKOFF_INITIAL_SECONDS": "0.2",
             "K2_BACKOFF_MAX_SECONDS": "2",
             "K2_SHUTDOWN_FLUSH_TIMEOUT_SECONDS": "30",
+            "K2_HANDOVER_TOKEN": HANDOVER_TOKEN,
         }
         if sim is not None:
             settings["K2_BINANCE_WS_URL"] = sim.ws_base_url + "/stream"

@@ -14,7 +14,7 @@ import pytest
 
 from streamer.app import initial_mode, record_mode, saved_mode, standby_check
 from streamer.config import ConfigError, load_config
-from tests.streamer.conftest import wait_for
+from tests.streamer.conftest import HANDOVER_TOKEN, wait_for
 
 # ---- pure parts ------------------------------------------------------------------------------------------------
 
@@ -126,3 +126,31 @@ def test_handover_restarted_instance_resumes_its_recorded_mode(
                           **{**container, "K2_START_MODE": "active"})
     assert again.wait_ready()["mode"] == "standby"
     assert again.metric("kafka_messages_produced_total") == 0
+
+
+def test_handover_endpoints_require_the_shared_token_and_the_probes_stay_open(
+    make_simulator: Any, make_streamer: Any, kafka: Any
+) -> None:
+    """POST /handover/* change what an instance produces: without the token, or with a wrong one, nothing
+    changes; an instance with no token configured refuses them outright. /metrics, /healthz, /readyz and
+    /positions answer anyone."""
+    sim = make_simulator()
+    green = make_streamer(sim, kafka.bootstrap_servers, K2_INSTANCE="green", K2_START_MODE="standby")
+    assert green.wait_ready()["mode"] == "standby"
+    for token in ("", "wrong-token-0123456789", HANDOVER_TOKEN + "x"):
+        status, answer = green.post("/handover/release", {}, token=token)
+        assert status == 401 and "K2_HANDOVER_TOKEN" in answer["error"], (token, answer)
+    assert green.get("/positions")[1]["mode"] == "standby"  # refused: still buffering, producing nothing
+    assert green.metric("kafka_messages_produced_total") == 0
+    assert "refused (missing or wrong token)" in green.log_text()
+    assert HANDOVER_TOKEN not in green.log_text()
+    for path in ("/metrics", "/healthz", "/readyz", "/positions"):
+        assert green.get(path)[0] == 200, path
+    assert green.post("/handover/release", {})[0] == 200  # the right token
+    wait_for(lambda: green.metric("kafka_messages_produced_total") > 0, 30, "green producing after its release")
+
+    blue = make_streamer(sim, kafka.bootstrap_servers, K2_HANDOVER_TOKEN="")  # empty = unset
+    blue.wait_ready()
+    status, answer = blue.post("/handover/standby", {"flush_timeout_seconds": 5}, token=HANDOVER_TOKEN)
+    assert status == 403 and "no token configured (K2_HANDOVER_TOKEN unset)" in answer["error"]
+    assert blue.get("/positions")[1]["mode"] == "active"

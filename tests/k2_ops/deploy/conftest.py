@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from k2_ops.deploy.audit import audit_ids, read_trade_ids
+from k2_ops.deploy.handover import ensure_token_file
 from k2_ops.deploy.history import DeploymentHistory
 from k2_ops.deploy.local import streamer_common_env, trades_topic
 from k2_ops.deploy.orchestrator import BlueGreenDeployment
@@ -50,6 +51,8 @@ def rig(
     tmp_path: Path, kafka: KafkaService, prometheus: PrometheusService, deploy_simulator: BackgroundSimulator
 ) -> Iterator[Rig]:
     prefix = f"deploytest.{uuid.uuid4().hex[:8]}"
+    # What DeploySettings does for the process backend: one token file both colors and the orchestrator use.
+    token_file = ensure_token_file(tmp_path / "deploy" / "handover.token")
     env = streamer_common_env(
         kafka.bootstrap_servers,
         f"{deploy_simulator.ws_base_url}/stream",
@@ -60,6 +63,7 @@ def rig(
             "K2_HEALTH_CHECK_TIMEOUT_SECONDS": "5",
             "K2_MEMORY_SAMPLE_INTERVAL_SECONDS": "1",
             "K2_KAFKA_TOPIC_PARTITIONS": "1",
+            "K2_HANDOVER_TOKEN_FILE": str(token_file),
         },
     )
     backend = ProcessBackend(tmp_path / "run", tmp_path / "deploy", env, prometheus_run_dir=prometheus.run_dir)
@@ -69,6 +73,7 @@ def rig(
         backend,
         history,
         audit=lambda since: audit_ids(read_trade_ids(kafka.bootstrap_servers, topic, int(since * 1000))),
+        handover_token=token_file.read_text().strip(),
     )
     rig = Rig(backend, history, deployment, kafka.bootstrap_servers, topic, deploy_simulator)
     try:

@@ -64,6 +64,13 @@ def test_start_deploy_status_rollback_history(run_dir: Path, capsys: pytest.Capt
                      r"sequence gaps so far: blue 0, green 0", out), out
     assert re.search(r"validate_target: \d+ / 2 s, \d+ s left; green \d+\.\d msg/s; sequence gaps so far: green 0",
                      out), out
+    # The handover went through the token both colors got from the deploy folder (made once, owner-only),
+    # and no log of the run holds it.
+    token_file = run_dir / "deploy" / "handover.token"
+    assert token_file.stat().st_mode & 0o777 == 0o600
+    token = token_file.read_text().strip()
+    assert len(token) >= 32
+    assert not [p for p in run_dir.rglob("*.log") if token in p.read_text(errors="replace")]
     assert main(["deploy", "status", *common]) == 0
     out = capsys.readouterr().out
     assert "active color: green" in out
