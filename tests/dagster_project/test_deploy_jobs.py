@@ -17,6 +17,8 @@ from k2_ops.stack.process import wait_until
 
 pytestmark = pytest.mark.slow
 
+# The checklist's bound on a rollback, whatever started it: back on the previous color in under 2 minutes.
+ROLLBACK_BOUND_SECONDS = 120.0
 SHORT = {"dual_operation_seconds": 3.0, "validation_seconds": 3.0, "ready_timeout_seconds": 60.0,
          "first_data_timeout_seconds": 20.0, "poll_interval_seconds": 0.5, "stop_grace_seconds": 20.0}
 
@@ -74,6 +76,7 @@ def test_handover_deploy_job_zero_gap_zero_duplicates(deploy, resources, dagster
     assert back.success
     rolled = back.output_for_node("rollback_to_previous")
     assert (rolled["active_color"], rolled["measurements"]["rollback"]["method"]) == ("blue", "handover")
+    assert 0 < rolled["rollback_seconds"] < ROLLBACK_BOUND_SECONDS
     audit = settled_audit(deploy)
     assert (audit.duplicates, audit.missing) == (0, 0)
     print(f"Dagster manual rollback: {rolled['rollback_seconds']:.2f} s, no gap/dup")
@@ -124,13 +127,34 @@ def test_failing_green_fails_the_run_and_rolls_back(deploy, resources, dagster_i
     assert started == steps[: steps.index(failed_step) + 1]  # later steps never ran
     record = resources["deployment"].history().last()
     assert record.status == "rolled_back" and record.active_color == "blue"
-    assert record.rollback_seconds is not None and record.rollback_seconds < 120
+    assert record.rollback_seconds is not None and 0 < record.rollback_seconds < ROLLBACK_BOUND_SECONDS
     backend = resources["deployment"].make_backend()
     assert backend.is_running("blue") and not backend.is_running("green")
     audit = settled_audit(deploy)
     assert (audit.duplicates, audit.missing) == (0, 0)
     print(f"\nDagster failed deploy ({failed_step}): rolled back in {record.rollback_seconds:.3f} s; "
           "blue kept streaming, no gap/dup")
+
+
+def test_failure_after_cutover_hands_back_to_blue_within_the_bound(deploy, resources, dagster_instance) -> None:
+    start_blue(deploy)
+    # Green took over at the cutover, then cannot meet an impossible rate during validation.
+    result = blue_green_deploy.execute_in_process(
+        run_config=deploy_config(mode="handover", min_rate_per_second=1e6), resources=resources,
+        instance=dagster_instance, raise_on_error=False)
+    assert not result.success
+    failure = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert [e.step_key for e in failure] == ["validate_new_color"]
+    assert "rolled back to blue in" in failure[0].event_specific_data.error.message
+    record = resources["deployment"].history().last()
+    assert (record.status, record.active_color) == ("rolled_back", "blue")
+    assert record.measurements["rollback"]["method"] == "handover"  # after the cutover: handed back
+    assert record.rollback_seconds is not None and 0 < record.rollback_seconds < ROLLBACK_BOUND_SECONDS
+    backend = resources["deployment"].make_backend()
+    assert backend.is_running("blue") and not backend.is_running("green")
+    audit = settled_audit(deploy)
+    assert (audit.duplicates, audit.missing) == (0, 0)
+    print(f"\nDagster deploy failed after cutover: handed back in {record.rollback_seconds:.2f} s; no gap/dup")
 
 
 def interrupt_when_step_runs(instance: dg.DagsterInstance, step: str, timeout_s: float) -> threading.Thread:
