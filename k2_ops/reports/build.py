@@ -22,6 +22,7 @@ from k2_ops.validation import criteria
 from k2_ops.validation.checks import CheckResult, format_number
 from k2_ops.validation.periods import PeriodResult
 from k2_ops.validation.series import Series, Window, chunk_increases, increase_by_label
+from k2_ops.validation.timeline import Judgement
 
 MB = 1e6
 
@@ -215,7 +216,7 @@ def _deployment_tables(deployments: Sequence[Mapping[str, Any]]) -> list[Table]:
 
 
 def _subject(result: PeriodResult) -> str:
-    return "active streamer" if result.judgement == "stitched" else result.instance
+    return "active streamer" if result.judgement == Judgement.STITCHED.value else result.instance
 
 
 def daily_report(result: PeriodResult) -> Report:

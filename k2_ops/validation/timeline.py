@@ -192,9 +192,6 @@ class ActiveTimeline:
     def deployments_between(self, start: float, end: float) -> list[Deployment]:
         return [one for one in self.deployments if one.started_at < end and one.finished_at > start]
 
-    def colors_between(self, start: float, end: float) -> list[str]:
-        return sorted({color for _, _, color in self.spans(start, end)})
-
 
 # --- stitching (pure) ----------------------------------------------------------------------------------
 
