@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.metadata
 import sys
+
+from k2_ops import __version__
 
 # Each module exposes `register(subparsers)` adding its subcommands; a subcommand sets `func(args) -> int`.
 COMMAND_MODULES = [
@@ -18,17 +19,9 @@ COMMAND_MODULES = [
 ]
 
 
-def package_version() -> str:
-    """The installed k2-platform distribution's version (the one pyproject.toml declares)."""
-    try:
-        return importlib.metadata.version("k2-platform")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown (not installed: pip install -e .)"
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="k2", description="K2 Ops command line")
-    parser.add_argument("--version", action="version", version=f"k2 {package_version()}")
+    parser.add_argument("--version", action="version", version=f"k2 {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for module_name in COMMAND_MODULES:
         importlib.import_module(module_name).register(subparsers)

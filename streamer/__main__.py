@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.metadata
 import sys
 
+from streamer import __version__
 from streamer.config import ConfigError, load_config
 
 DESCRIPTION = (
@@ -22,16 +22,9 @@ DESCRIPTION = (
 )
 
 
-def version() -> str:
-    try:
-        return importlib.metadata.version("k2-platform")
-    except importlib.metadata.PackageNotFoundError:
-        return "unknown (not installed)"
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="k2-streamer", description=DESCRIPTION)
-    parser.add_argument("--version", action="version", version=f"k2-streamer {version()}")
+    parser.add_argument("--version", action="version", version=f"k2-streamer {__version__}")
     parser.parse_args(sys.argv[1:] if argv is None else argv)  # --help/--version exit here; others exit 2
     try:
         config = load_config()
