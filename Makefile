@@ -5,12 +5,6 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-KAFKA_VERSION := 4.1.1
-KAFKA_LIBS := .cache/kafka-$(KAFKA_VERSION)/libs
-# Schema Registry: Apicurio's Quarkus distribution (Confluent-compatible API); keep in step with registry.py.
-APICURIO_VERSION := 2.6.13.Final
-REGISTRY_HOME := .cache/apicurio-registry-$(APICURIO_VERSION)
-MVN := mvn -q -B -Dstyle.color=never
 # Debian packages the stack and tests run: Prometheus 2.42 + promtool, Alertmanager 0.25 + amtool,
 # a Java 17 runtime and Maven for Kafka, Chromium for the Dagster UI browser tests, nginx (TLS + basic-auth
 # reverse proxy the tests put in front of the Schema Registry).
@@ -19,7 +13,11 @@ SYSTEM_PACKAGES := prometheus prometheus-alertmanager openjdk-17-jre-headless ma
 
 .PHONY: setup system-packages run test test-fast lint typecheck bench clean
 
-setup: system-packages $(VENV)/.installed $(KAFKA_LIBS)/.fetched $(REGISTRY_HOME)/.fetched
+# `k2 setup` fetches what pip does not install (Kafka and Apicurio Registry from Maven Central, the Binance
+# recordings when ../shared/binance_samples/ is absent; versions and checksums in k2_ops/paths.py and
+# k2_ops/samples.py) and only what is missing.
+setup: system-packages $(VENV)/.installed
+	@$(PY) -m k2_ops.cli setup
 	@echo "setup: complete"
 
 system-packages:
@@ -34,7 +32,7 @@ system-packages:
 	@# Kafka 4.x and the Schema Registry need Java 17 or later: an older default `java` fails here, not later.
 	@major=$$(java -version 2>&1 | sed -n 's/.*version "\([0-9]*\).*/\1/p' | head -1); \
 	if [ -z "$$major" ] || [ "$$major" -lt 17 ]; then \
-	  echo "setup: ERROR: 'java' is version $${major:-unknown}; Kafka $(KAFKA_VERSION) needs Java 17+ (apt-get install openjdk-17-jre-headless, then select it with update-alternatives --config java)" >&2; exit 1; fi
+	  echo "setup: ERROR: 'java' is version $${major:-unknown}; Kafka 4.x needs Java 17+ (apt-get install openjdk-17-jre-headless, then select it with update-alternatives --config java)" >&2; exit 1; fi
 
 $(VENV)/.installed: pyproject.toml
 	@echo "setup: creating virtualenv $(VENV) and installing k2-platform[dev] (editable)"
@@ -45,22 +43,6 @@ $(VENV)/.installed: pyproject.toml
 	  || { echo "setup: ERROR: '$(PYTHON) -m venv' failed: install python3.11-venv (apt-get install python3.11-venv)" >&2; exit 1; }
 	@$(PY) -m pip install -q --upgrade pip
 	@$(PY) -m pip install -q -e '.[dev]'
-	@touch $@
-
-$(KAFKA_LIBS)/.fetched: k2_ops/stack/kafka-pom.xml
-	@echo "setup: fetching Apache Kafka $(KAFKA_VERSION) (kafka_2.13) and its runtime jars from Maven Central into $(KAFKA_LIBS)"
-	@rm -rf $(KAFKA_LIBS)
-	@$(MVN) -f k2_ops/stack/kafka-pom.xml -Dkafka.version=$(KAFKA_VERSION) dependency:copy-dependencies \
-	  -DincludeScope=runtime -DoutputDirectory=$(CURDIR)/$(KAFKA_LIBS) \
-	  || { echo "setup: ERROR: mvn could not fetch Kafka $(KAFKA_VERSION) from Maven Central" >&2; exit 1; }
-	@touch $@
-
-$(REGISTRY_HOME)/.fetched: k2_ops/stack/registry/pom.xml
-	@echo "setup: fetching Apicurio Registry $(APICURIO_VERSION) (Schema Registry, Confluent API) from Maven Central into $(REGISTRY_HOME)"
-	@rm -rf $(REGISTRY_HOME)
-	@$(MVN) -f k2_ops/stack/registry/pom.xml -Dapicurio.version=$(APICURIO_VERSION) dependency:unpack \
-	  -Dregistry.dir=$(CURDIR)/$(REGISTRY_HOME) \
-	  || { echo "setup: ERROR: mvn could not fetch Apicurio Registry $(APICURIO_VERSION) from Maven Central" >&2; exit 1; }
 	@touch $@
 
 run: setup

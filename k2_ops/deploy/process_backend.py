@@ -17,7 +17,6 @@ from pathlib import Path
 
 from k2_ops.deploy.backend import DeploymentBackend, InstanceInfo
 from k2_ops.deploy.model import COLORS
-from k2_ops.paths import REPO_ROOT
 from k2_ops.stack.process import ManagedProcess, free_port
 from k2_ops.stack.prometheus import remove_scrape_target, scrape_targets_dir, write_scrape_target
 
@@ -71,10 +70,11 @@ class ProcessBackend(DeploymentBackend):
         if process is None or env is not None:
             process = ManagedProcess(
                 f"streamer-{color}",
-                [self.python, "-m", "streamer"],
+                # -P: the installed streamer runs, whatever the working directory holds.
+                [self.python, "-P", "-m", "streamer"],
                 self.run_dir,
                 env=dict(env) if env is not None else None,
-                cwd=REPO_ROOT,
+                cwd=self.run_dir,
             )
             self._processes[color] = process
         return process

@@ -11,12 +11,17 @@ from pathlib import Path
 
 import yaml
 
-from k2_ops.paths import REPO_ROOT
 from k2_ops.stack.http import http_ok
 from k2_ops.stack.process import SupervisedService, free_port, port_is_open
 
-# The production Dagster instance (compose); its run-queue limits apply to the local `dagster dev` too.
-PRODUCTION_DAGSTER_INSTANCE = REPO_ROOT / "docker" / "dagster" / "dagster.yaml"
+# The code location the local `dagster dev` serves, named as the root workspace.yaml names it (a test checks).
+LOCAL_WORKSPACE = {"load_from": [{"python_module": {"module_name": "dagster_project.definitions",
+                                                    "location_name": "k2_ops"}}]}
+# The run queue: a deployment and a soak may overlap; two deployments (blue_green_deploy and rollback carry the
+# tag k2/kind=deployment) never, else the second stops the first one's new color. The production instance
+# (docker/dagster/dagster.yaml) holds the same section; a test checks they agree.
+RUN_QUEUE = {"runs": {"max_concurrent_runs": 4,
+                      "tag_concurrency_limits": [{"key": "k2/kind", "value": "deployment", "limit": 1}]}}
 
 
 @dataclass
@@ -63,7 +68,7 @@ class SimulatorProcess(SupervisedService):
             "--symbols", self.symbols, "--rate", f"{self.rate_per_symbol:g}",
             "--port", str(self.port), "--control-port", str(self.control_port), "--workdir", str(self.workdir),
         ]
-        self._launch(command, cwd=REPO_ROOT, interval_s=0.1)
+        self._launch(command, cwd=self.run_dir, interval_s=0.1)
         return time.monotonic() - began
 
     def is_ready(self) -> bool:
@@ -99,12 +104,13 @@ class DagsterProcess(SupervisedService):
         began = time.monotonic()
         self.dagster_home.mkdir(parents=True, exist_ok=True)
         write_local_dagster_instance(self.dagster_home / "dagster.yaml")
+        workspace = self.dagster_home / "workspace.yaml"
+        workspace.write_text(yaml.safe_dump(LOCAL_WORKSPACE, sort_keys=False))
         dagster = Path(sys.executable).with_name("dagster")
-        command = [str(dagster), "dev", "-w", str(REPO_ROOT / "workspace.yaml"), "-h", "127.0.0.1", "-p",
-                   str(self.port)]
+        command = [str(dagster), "dev", "-w", str(workspace), "-h", "127.0.0.1", "-p", str(self.port)]
         env = {"DAGSTER_HOME": str(self.dagster_home), "PATH": f"{dagster.parent}{os.pathsep}{os.environ['PATH']}",
                **self.env}
-        self._launch(command, cwd=REPO_ROOT, env=env, stop_grace_s=30, interval_s=0.5)
+        self._launch(command, cwd=self.run_dir, env=env, stop_grace_s=30, interval_s=0.5)
         return time.monotonic() - began
 
     def is_ready(self) -> bool:
@@ -129,11 +135,9 @@ def app_services(run_dir: Path, scrape_interval_s: float, with_dagster: bool = T
 
 
 def write_local_dagster_instance(path: Path) -> None:
-    """The local `dagster dev` instance: its default storage (sqlite in DAGSTER_HOME), with the run queue's
-    limits of the production instance (docker/dagster/dagster.yaml), so at most one deployment runs at once
-    here too."""
-    production = yaml.safe_load(PRODUCTION_DAGSTER_INSTANCE.read_text())
+    """The local `dagster dev` instance: its default storage (sqlite in DAGSTER_HOME), with the production
+    instance's run queue, so at most one deployment runs at once here too."""
     path.write_text(
-        "# Written by k2_ops.stack.apps at each start: the run queue of docker/dagster/dagster.yaml.\n"
-        + yaml.safe_dump({"concurrency": production["concurrency"]}, sort_keys=False)
+        "# Written by k2_ops.stack.apps at each start: the run queue (RUN_QUEUE) of docker/dagster/dagster.yaml.\n"
+        + yaml.safe_dump({"concurrency": RUN_QUEUE}, sort_keys=False)
     )

@@ -265,7 +265,7 @@ class KafkaService(SupervisedService):
             raise ServiceError("java not found: Kafka needs a Java 17 runtime (run `make setup`)")
         libs = kafka_libs_dir()
         if not (libs / f"kafka_2.13-{KAFKA_VERSION}.jar").exists():
-            raise ServiceError(f"Kafka {KAFKA_VERSION} jars missing in {libs} (run `make setup`)")
+            raise ServiceError(f"Kafka {KAFKA_VERSION} jars missing in {libs} (run `k2 setup`)")
         heap = self.heap_mb if self.brokers == 1 else min(self.heap_mb, 384)
         return [
             java,

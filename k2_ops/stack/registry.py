@@ -2,7 +2,7 @@
 
 No Confluent or Karapace registry installs from the package registries reachable here; Apicurio publishes
 its Quarkus distribution on Maven Central and serves the Confluent API under `/apis/ccompat/v7`, which
-confluent-kafka's `SchemaRegistryClient` speaks. `make setup` unpacks the distribution into the cache
+confluent-kafka's `SchemaRegistryClient` speaks. `k2 setup` (`make setup`) unpacks the distribution into the cache
 (`k2_ops/stack/registry/pom.xml`). Storage is in memory: a stop loses every schema, like a fresh registry.
 One known difference from Confluent: a subject-level compatibility of NONE removes the subject's rule, so
 the global level applies to that subject again.
@@ -16,23 +16,16 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from k2_ops.paths import cache_dir
+from k2_ops.paths import APICURIO_VERSION, registry_home
 from k2_ops.stack.http import http_json, http_ok
 from k2_ops.stack.process import ServiceError, SupervisedService, free_port, port_is_open
 
 log = logging.getLogger(__name__)
 
-# 2.6.x is the newest line that runs on Java 17 (the runtime `make setup` installs); 3.x needs Java 21.
-APICURIO_VERSION = "2.6.13.Final"
 CCOMPAT_PATH = "/apis/ccompat/v7"
 COMPATIBILITY_LEVELS = frozenset(
     {"NONE", "BACKWARD", "BACKWARD_TRANSITIVE", "FORWARD", "FORWARD_TRANSITIVE", "FULL", "FULL_TRANSITIVE"}
 )
-
-
-def registry_home() -> Path:
-    """The unpacked Apicurio distribution `make setup` fetches from Maven Central."""
-    return cache_dir() / f"apicurio-registry-{APICURIO_VERSION}"
 
 
 def runner_jar(home: Path) -> Path:
@@ -88,7 +81,7 @@ class SchemaRegistryService(SupervisedService):
             raise ServiceError("java not found: the Schema Registry needs Java 17+ (run `make setup`)")
         jar = runner_jar(self.home or registry_home())
         if not jar.exists():
-            raise ServiceError(f"Apicurio Registry {APICURIO_VERSION} missing: no {jar} (run `make setup`)")
+            raise ServiceError(f"Apicurio Registry {APICURIO_VERSION} missing: no {jar} (run `k2 setup`)")
         return [
             java,
             f"-Xmx{self.heap_mb}m",

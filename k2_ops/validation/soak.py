@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from k2_ops.paths import REPO_ROOT
 from k2_ops.stack.process import free_port, terminate
 from k2_ops.validation import criteria, memory_profile
 from k2_ops.validation.checks import CheckResult
@@ -160,7 +159,7 @@ class StreamerProcess:
             self._proc = subprocess.Popen(
                 self.command,
                 env=self.env,
-                cwd=REPO_ROOT,
+                cwd=self.log_path.parent,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -223,7 +222,7 @@ class SoakRunner:
         if config.leak_bytes_per_second:
             self.spawn_env["K2_TEST_LEAK_BYTES_PER_SECOND"] = repr(float(config.leak_bytes_per_second))
         self.process = StreamerProcess(
-            [config.python, "-m", "streamer"], self.spawn_env, config.out_dir / "streamer.log"
+            [config.python, "-P", "-m", "streamer"], self.spawn_env, config.out_dir / "streamer.log"
         )
         self.process.start()
         base = f"http://127.0.0.1:{port}"
