@@ -152,9 +152,9 @@ def test_stop_leaves_no_process_and_start_again_works(tmp_path: Path) -> None:
         service.stop()
 
 
-def test_missing_distribution_says_to_run_make_setup(tmp_path: Path) -> None:
+def test_missing_distribution_says_to_run_k2_setup(tmp_path: Path) -> None:
     service = SchemaRegistryService(tmp_path, home=tmp_path / "not-fetched")
-    with pytest.raises(ServiceError, match="make setup"):
+    with pytest.raises(ServiceError, match="run `k2 setup`"):
         service.start()
     assert not service.is_running()
 
