@@ -27,6 +27,7 @@ from typing import Any
 import yaml
 
 from streamer.kinds import STREAM_KINDS
+from streamer.shards import MAX_SHARDS, Shard
 
 # Binance closes every connection after 24 h and allows 1024 streams on one connection.
 BINANCE_MAX_CONNECTION_SECONDS = 86_400.0
@@ -266,6 +267,12 @@ SETTINGS: tuple[Setting, ...] = (
             "port of /metrics, /healthz, /readyz", _positive(0, 65535)),
     Setting("instance", "K2_INSTANCE", "blue", "str", "1..32 chars [a-z0-9_-], e.g. blue or green",
             "instance label on every metric and record", lambda v: bool(_INSTANCE.match(v))),
+    Setting("shard_index", "K2_SHARD_INDEX", 0, "int", f"0 .. K2_SHARD_COUNT - 1 (at most {MAX_SHARDS - 1})",
+            "this streamer's shard: it streams the symbols whose stable hash falls in it (streamer/shards.py)",
+            _positive(0, MAX_SHARDS - 1)),
+    Setting("shard_count", "K2_SHARD_COUNT", 1, "int", f"1 .. {MAX_SHARDS}",
+            "how many streamers split the market (1 = this one streams every selected symbol)",
+            _positive(1, MAX_SHARDS)),
     Setting("start_mode", "K2_START_MODE", "active", "str", "active or standby",
             "standby = connect and buffer without producing until POST /handover/release (blue-green)",
             lambda v: v in ("active", "standby")),
@@ -332,12 +339,18 @@ class StreamerConfig:
     metrics_host: str
     metrics_port: int
     instance: str
+    shard_index: int
+    shard_count: int
     start_mode: str
     handover_buffer_messages: int
     handover_standby_max_s: float
     handover_mode_file: str | None
     handover_token: str | None  # from K2_HANDOVER_TOKEN or K2_HANDOVER_TOKEN_FILE; never logged
     log_level: str
+
+    @property
+    def shard(self) -> Shard:
+        return Shard(self.shard_index, self.shard_count)
 
     @property
     def rotation_after_s(self) -> float:
@@ -660,6 +673,7 @@ def _check_with_librdkafka(config: KafkaClientConfig) -> None:
 RELATIONS: tuple[str, ...] = (
     "`K2_BINANCE_SYMBOLS` x `K2_BINANCE_STREAMS` is at most 1024 streams (Binance's limit per connection)",
     "`K2_BACKOFF_INITIAL_SECONDS` <= `K2_BACKOFF_MAX_SECONDS`",
+    "`K2_SHARD_INDEX` < `K2_SHARD_COUNT`",
     "a `ws://` `K2_BINANCE_WS_URL` (no TLS) only together with `K2_SSL_VERIFY=false`: never a silent downgrade",
     "`K2_PING_TIMEOUT_SECONDS` < `K2_PING_INTERVAL_SECONDS` (lowering the interval below 10 s needs a lower "
     "timeout too)",
@@ -691,6 +705,11 @@ def _check_relations(config: StreamerConfig) -> None:
         raise ConfigError(
             f"K2_BACKOFF_INITIAL_SECONDS={config.backoff_initial_s} is above K2_BACKOFF_MAX_SECONDS="
             f"{config.backoff_max_s}; allowed: initial <= max"
+        )
+    if config.shard_index >= config.shard_count:
+        raise ConfigError(
+            f"K2_SHARD_INDEX={config.shard_index} is not below K2_SHARD_COUNT={config.shard_count}; allowed: "
+            f"0 .. {config.shard_count - 1}"
         )
     if config.ws_url.startswith("ws://") and config.ssl_verify:
         # Never a silent downgrade: plaintext has to be asked for as loudly as an unverified certificate.

@@ -31,6 +31,7 @@ class BlueGreenDeployConfig(dg.Config):
     handover_flush_timeout_seconds: float = 30.0
     progress_interval_seconds: float = Field(default=30.0, description="a progress line this often while watching")
     target_env: dict[str, str] = Field(default_factory=dict, description="K2_* settings of the new version only")
+    shard: int = Field(default=0, description="the shard to deploy (0 .. the resource's shard_count - 1)")
 
     def deploy_config(self) -> DeployConfig:
         return DeployConfig(**self.model_dump())
@@ -38,7 +39,7 @@ class BlueGreenDeployConfig(dg.Config):
 
 def _run_step(context: dg.OpExecutionContext, deployment: DeploymentResource, state: DeploymentState,
               step: str) -> tuple[BlueGreenDeployment, Any]:
-    orchestrator = deployment.orchestrator(log=context.log.info)
+    orchestrator = deployment.orchestrator(log=context.log.info, shard=state.config.shard)
     try:
         # Terminating the run (UI, `dagster run terminate`) raises DagsterExecutionInterruptedError inside the
         # running op: the orchestrator rolls back then too and raises it again for Dagster to end the run.
@@ -71,7 +72,7 @@ def _output(state: DeploymentState, step: str, result: Any = None) -> dg.Output[
 @dg.op(description="Plan the deployment (old color -> new color) and build the image (compose backend).")
 def build_image(context: dg.OpExecutionContext, config: BlueGreenDeployConfig,
                 deployment: DeploymentResource) -> dg.Output[dict[str, Any]]:
-    orchestrator = deployment.orchestrator(log=context.log.info)
+    orchestrator = deployment.orchestrator(log=context.log.info, shard=config.shard)
     state = orchestrator.plan(config.deploy_config(), run_id=context.run_id)
     context.log.info(f"deployment {state.deployment_id}: {state.source} -> {state.target}, image {config.image}, "
                      f"{config.mode} mode, backend {deployment.backend}")
@@ -131,6 +132,7 @@ def blue_green_deploy() -> None:
 
 class RollbackConfig(dg.Config):
     reason: str = "manual rollback"
+    shard: int = Field(default=0, description="the shard to roll back (0 .. the resource's shard_count - 1)")
     ready_timeout_seconds: float = 120.0
     stop_grace_seconds: float = 30.0
     handover_flush_timeout_seconds: float = 30.0
@@ -139,8 +141,8 @@ class RollbackConfig(dg.Config):
 @dg.op(description="Go back to the previously active color (exact handover when possible), measured.")
 def rollback_to_previous(context: dg.OpExecutionContext, config: RollbackConfig,
                          deployment: DeploymentResource) -> dg.Output[dict[str, Any]]:
-    orchestrator = deployment.orchestrator(log=context.log.info)
-    deploy_config = DeployConfig(ready_timeout_seconds=config.ready_timeout_seconds,
+    orchestrator = deployment.orchestrator(log=context.log.info, shard=config.shard)
+    deploy_config = DeployConfig(shard=config.shard, ready_timeout_seconds=config.ready_timeout_seconds,
                                  stop_grace_seconds=config.stop_grace_seconds,
                                  handover_flush_timeout_seconds=config.handover_flush_timeout_seconds)
     try:

@@ -87,8 +87,11 @@ class DeploymentResource(dg.ConfigurableResource):
     handover_token: str = Field(default="", description="token of the colors' POST /handover/* (a secret: give it "
                                 "as dg.EnvVar('K2_HANDOVER_TOKEN')); empty = the process backend's token file")
 
-    def settings(self) -> DeploySettings:
-        return DeploySettings(**self.model_dump(exclude={"unhealthy_rollback_seconds"}))
+    shard_count: int = Field(default=1, description="streamers splitting the market (K2_SHARD_COUNT); each shard "
+                             "deploys on its own (the jobs' `shard`), with its own history")
+
+    def settings(self, shard: int = 0) -> DeploySettings:
+        return DeploySettings(**self.model_dump(exclude={"unhealthy_rollback_seconds"}), shard_index=shard)
 
     def folder(self) -> Path:
         return self.settings().folder()
@@ -105,8 +108,8 @@ class DeploymentResource(dg.ConfigurableResource):
     def make_backend(self) -> DeploymentBackend:
         return self.settings().make_backend()
 
-    def orchestrator(self, log: Callable[[str], None] | None = None) -> BlueGreenDeployment:
-        return self.settings().orchestrator(log)
+    def orchestrator(self, log: Callable[[str], None] | None = None, shard: int = 0) -> BlueGreenDeployment:
+        return self.settings(shard).orchestrator(log)
 
 
 __all__ = ["AlertmanagerResource", "DeploymentResource", "PrometheusResource"]

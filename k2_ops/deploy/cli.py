@@ -67,11 +67,18 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", choices=BACKENDS, default="process")
     parser.add_argument("--run-dir", type=Path, default=None, help="local stack run folder (default .run)")
     parser.add_argument("--topic-prefix", default="market.crypto.binance")
+    parser.add_argument("--shards", type=int, default=1,
+                        help="how many streamers split the market (K2_SHARD_COUNT; default 1: one covers it)")
+    parser.add_argument("--shard", type=int, default=0, help="the shard this command acts on (0 .. shards-1)")
 
 
 def _settings(args: argparse.Namespace) -> DeploySettings:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    return DeploySettings(backend=args.backend, run_dir=str(args.run_dir or ""), topic_prefix=args.topic_prefix)
+    try:
+        return DeploySettings(backend=args.backend, run_dir=str(args.run_dir or ""), topic_prefix=args.topic_prefix,
+                              shard_count=args.shards, shard_index=args.shard)
+    except ValueError as exc:
+        raise SystemExit(f"error: {exc}") from None
 
 
 def parse_settings(pairs: list[str]) -> dict[str, str]:
@@ -87,7 +94,7 @@ def parse_settings(pairs: list[str]) -> dict[str, str]:
 def cmd_start(args: argparse.Namespace) -> int:
     orchestrator = _settings(args).orchestrator(print)
     color = args.color or orchestrator.active_color()
-    started = orchestrator.ensure_running(color, DeployConfig(image=args.image))
+    started = orchestrator.ensure_running(color, DeployConfig(image=args.image, shard=args.shard))
     print(f"{color} {'started' if started else 'was already running'}")
     return 0
 
@@ -97,7 +104,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         image=args.image, mode=args.mode, dual_operation_seconds=args.dual_operation_seconds,
         validation_seconds=args.validation_seconds, ready_timeout_seconds=args.ready_timeout_seconds,
         first_data_timeout_seconds=args.first_data_timeout_seconds, target_env=parse_settings(args.set),
-        progress_interval_seconds=args.progress_interval_seconds,
+        progress_interval_seconds=args.progress_interval_seconds, shard=args.shard,
     )
     settings = _settings(args)
     try:
@@ -177,7 +184,8 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 def cmd_rollback(args: argparse.Namespace) -> int:
     try:
-        record = _settings(args).orchestrator(print).manual_rollback(DeployConfig(), reason=args.reason)
+        record = _settings(args).orchestrator(print).manual_rollback(DeployConfig(shard=args.shard),
+                                                                         reason=args.reason)
     except Exception as exc:
         print(f"ROLLBACK FAILED: {exc}")
         return 1

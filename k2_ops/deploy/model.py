@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from streamer.shards import Shard
+
 COLORS = ("blue", "green")
 MODES = ("dual", "handover")
 DEFAULT_IMAGE = "k2-platform:v2.0-stable"
@@ -21,6 +23,12 @@ def other_color(color: str) -> str:
     if color not in COLORS:
         raise ValueError(f"unknown color {color!r}; allowed: {', '.join(COLORS)}")
     return COLORS[1 - COLORS.index(color)]
+
+
+def instance_name(color: str, shard: Shard) -> str:
+    """A color's K2_INSTANCE and Prometheus `instance` label: the color itself when one streamer covers the
+    market, prefixed by the shard when it is split (`s1-blue`), so every shard x color is its own series."""
+    return color if shard.whole_market else f"s{shard.index}-{color}"
 
 
 @dataclass(frozen=True)
@@ -44,6 +52,8 @@ class DeployConfig:
     progress_interval_seconds: float = 30.0
     # Extra environment of the new instance only: the new version's configuration.
     target_env: Mapping[str, str] = field(default_factory=dict)
+    # Which shard this deployment replaces (0 .. the settings' shard_count - 1); each shard deploys on its own.
+    shard: int = 0
 
     def __post_init__(self) -> None:
         if not self.image.strip():
@@ -64,6 +74,8 @@ class DeployConfig:
                 raise ValueError(f"{name}={getattr(self, name)}; allowed: > 0 seconds")
         if self.min_rate_per_second < 0:
             raise ValueError(f"min_rate_per_second={self.min_rate_per_second}; allowed: >= 0")
+        if self.shard < 0:
+            raise ValueError(f"shard={self.shard}; allowed: 0 .. shard_count - 1")
         if not 0 <= self.rate_tolerance <= 1:
             raise ValueError(f"rate_tolerance={self.rate_tolerance}; allowed: 0 .. 1")
 

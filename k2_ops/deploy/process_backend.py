@@ -1,8 +1,9 @@
 """`process` backend: blue and green streamers as supervised subprocesses (`python -m streamer`).
 
-Each color runs as `ManagedProcess("streamer-<color>")` in the stack's run folder (log, PID file; `k2 stack
+Each color runs as `ManagedProcess("streamer-<instance>")` in the stack's run folder (log, PID file; `k2 stack
 down` stops it too), on its own metrics port, registered with Prometheus through file_sd with
-`instance=<color>`. The instance's port, image label and mode are kept in `<state_dir>/instance-<color>.json`
+`instance=<instance>` (the color, or `s<shard>-<color>` when the market is split into shards; labels `color`
+and `shard` too). The instance's port, image label and mode are kept in `<state_dir>/instance-<color>.json`
 so a later Dagster step or run (a rollback) finds and stops it. "Image" has no meaning for a subprocess: the
 working tree's code runs, and the image name is only recorded.
 """
@@ -16,9 +17,10 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from k2_ops.deploy.backend import DeploymentBackend, InstanceInfo
-from k2_ops.deploy.model import COLORS
+from k2_ops.deploy.model import COLORS, instance_name
 from k2_ops.stack.process import ManagedProcess, free_port
 from k2_ops.stack.prometheus import remove_scrape_target, scrape_targets_dir, write_scrape_target
+from streamer.shards import WHOLE_MARKET, Shard
 
 
 def streamer_env(
@@ -28,12 +30,15 @@ def streamer_env(
     *,
     standby: bool,
     overrides: Mapping[str, str] | None = None,
+    shard: Shard = WHOLE_MARKET,
 ) -> dict[str, str]:
     """The environment of one color's streamer: common settings, then the color's own, then overrides."""
     env = dict(common)
+    if not shard.whole_market:
+        env.update({"K2_SHARD_INDEX": str(shard.index), "K2_SHARD_COUNT": str(shard.count)})
     env.update(
         {
-            "K2_INSTANCE": color,
+            "K2_INSTANCE": instance_name(color, shard),
             "K2_METRICS_HOST": "127.0.0.1",
             "K2_METRICS_PORT": str(port),
             "K2_START_MODE": "standby" if standby else "active",
@@ -55,6 +60,7 @@ class ProcessBackend(DeploymentBackend):
         ports: Mapping[str, int] | None = None,
         prometheus_run_dir: Path | None = None,
         python: str = sys.executable,
+        shard: Shard = WHOLE_MARKET,
     ) -> None:
         self.run_dir = Path(run_dir)
         self.state_dir = Path(state_dir)
@@ -63,13 +69,14 @@ class ProcessBackend(DeploymentBackend):
         # The file_sd folder of the stack's Prometheus, when the colors should be scraped.
         self.targets_dir = scrape_targets_dir(Path(prometheus_run_dir)) if prometheus_run_dir else None
         self.python = python
+        self.shard = shard
         self._processes: dict[str, ManagedProcess] = {}
 
     def _process(self, color: str, env: Mapping[str, str] | None = None) -> ManagedProcess:
         process = self._processes.get(color)
         if process is None or env is not None:
             process = ManagedProcess(
-                f"streamer-{color}",
+                self._name(color),
                 # -P: the installed streamer runs, whatever the working directory holds.
                 [self.python, "-P", "-m", "streamer"],
                 self.run_dir,
@@ -78,6 +85,9 @@ class ProcessBackend(DeploymentBackend):
             )
             self._processes[color] = process
         return process
+
+    def _name(self, color: str) -> str:
+        return f"streamer-{instance_name(color, self.shard)}"
 
     def _state_path(self, color: str) -> Path:
         return self.state_dir / f"instance-{color}.json"
@@ -89,7 +99,8 @@ class ProcessBackend(DeploymentBackend):
         if self.is_running(color):
             raise RuntimeError(f"{color} is already running; stop it first")
         port = self.ports[color] or free_port()
-        process = self._process(color, streamer_env(self.common_env, color, port, standby=standby, overrides=env))
+        process = self._process(color, streamer_env(self.common_env, color, port, standby=standby, overrides=env,
+                                                    shard=self.shard))
         process.start()
         info = InstanceInfo(color, f"http://127.0.0.1:{port}", image, standby, time.time())
         self.state_dir.mkdir(parents=True, exist_ok=True)
@@ -107,7 +118,8 @@ class ProcessBackend(DeploymentBackend):
             )
         )
         if self.targets_dir is not None:
-            write_scrape_target(self.targets_dir, f"streamer-{color}", f"127.0.0.1:{port}", {"instance": color})
+            labels = {"instance": instance_name(color, self.shard), "color": color, "shard": str(self.shard.index)}
+            write_scrape_target(self.targets_dir, self._name(color), f"127.0.0.1:{port}", labels)
         return info
 
     def stop(self, color: str, grace_seconds: float) -> None:
@@ -115,7 +127,7 @@ class ProcessBackend(DeploymentBackend):
         process.stop_grace_s = grace_seconds
         process.stop()
         if self.targets_dir is not None:
-            remove_scrape_target(self.targets_dir, f"streamer-{color}")
+            remove_scrape_target(self.targets_dir, self._name(color))
 
     def is_running(self, color: str) -> bool:
         return self._process(color).is_running()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from k2_ops.deploy import handover
@@ -23,6 +23,7 @@ from k2_ops.deploy.process_backend import ProcessBackend
 from k2_ops.paths import run_dir
 from k2_ops.stack.local import read_state
 from streamer.config import load_kafka_client_config
+from streamer.shards import Shard
 
 BACKENDS = ("process", "compose")
 
@@ -82,16 +83,39 @@ class DeploySettings:
     # The colors' POST /handover/* token; empty = K2_HANDOVER_TOKEN(_FILE) of this process, else (process
     # backend) the deploy folder's token file.
     handover_token: str = field(default="", repr=False)
+    # The market split into shard_count streamers (K2_SHARD_COUNT); shard_index is the one deployed here.
+    shard_count: int = 1
+    shard_index: int = 0
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise ValueError(f"backend={self.backend!r}; allowed: {' or '.join(BACKENDS)}")
+        if not 0 <= self.shard_index < self.shard_count:
+            raise ValueError(f"shard={self.shard_index}; allowed: 0 .. {self.shard_count - 1} (shard_count "
+                             f"{self.shard_count})")
+        if self.backend == "compose" and self.shard_count > 1:
+            raise ValueError("the compose backend deploys one shard per compose project: give each shard its own "
+                             "compose_project and host ports, with shard_count 1 and K2_SHARD_INDEX/K2_SHARD_COUNT "
+                             "in its env file (docker/README.md)")
+
+    @property
+    def shard(self) -> Shard:
+        return Shard(self.shard_index, self.shard_count)
+
+    def for_shard(self, index: int) -> DeploySettings:
+        """The same deployment for shard `index` (its own history, state and processes)."""
+        return replace(self, shard_index=index)
 
     def folder(self) -> Path:
         return stack_run_dir(self.run_dir)
 
-    def deploy_dir(self) -> Path:
+    def _deploy_root(self) -> Path:
         return Path(self.state_dir) if self.state_dir else self.folder() / "deploy"
+
+    def deploy_dir(self) -> Path:
+        """History and instance state; one folder per shard when the market is split."""
+        root = self._deploy_root()
+        return root if self.shard.whole_market else root / f"shard-{self.shard_index}"
 
     def history(self) -> DeploymentHistory:
         return DeploymentHistory(self.deploy_dir() / "history.jsonl")
@@ -101,7 +125,8 @@ class DeploySettings:
         given to both colors. None when the environment has the token (compose: the .env both read)."""
         if self.backend != "process" or self.handover_token or handover.token_from_environment() is not None:
             return None
-        return handover.ensure_token_file(self.deploy_dir() / "handover.token")
+        # One token for every shard: it lives beside the shards' folders.
+        return handover.ensure_token_file(self._deploy_root() / "handover.token")
 
     def shared_handover_token(self) -> str | None:
         if self.handover_token:
@@ -143,6 +168,7 @@ class DeploySettings:
                 self.folder(), self.deploy_dir(), self.common_env(),
                 ports={"blue": self.blue_port, "green": self.green_port},
                 prometheus_run_dir=prometheus_dir if self.register_with_prometheus else None,
+                shard=self.shard,
             )
         project = ComposeProject(
             project=self.compose_project, compose_file=Path(self.compose_file), docker=self.docker,

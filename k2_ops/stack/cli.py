@@ -37,7 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--run-dir", type=Path, default=None, help="run folder (default: K2_RUN_DIR, else .run in K2_HOME or the current directory)")
+    parser.add_argument("--run-dir", type=Path, default=None,
+                        help="run folder (default: K2_RUN_DIR, else .run in K2_HOME or the current directory)")
     parser.add_argument("--scrape-interval", type=float, default=5.0, help="Prometheus scrape interval, seconds")
     parser.add_argument("--core-only", action="store_true",
                         help="only Kafka, Schema Registry, Prometheus, Alertmanager (no simulator, streamer, Dagster)")
