@@ -4,10 +4,14 @@ report (weekly partitions reading their 7 daily partitions) and 30-day stability
 By default a period is judged on the active streamer, stitched across the deployments the deployment
 history records (`periods.Subject.from_history`); `instance` in the run config judges one color instead.
 Without a history the judgement falls back to the active color and the metadata and report say so.
+When the market is split into shards (the deployment resource's `shard_count`), every shard is judged with
+its own history and the asset holds the market's result (`periods.ShardedPeriod.combined`): a check fails
+when it failed in any shard, and says which.
 """
 
 
 import os
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -25,6 +29,7 @@ from dagster_project.assets.reporting import (
 from dagster_project.resources import DeploymentResource, PrometheusResource
 from k2_ops.validation import criteria, periods
 from k2_ops.validation.profiles import PRODUCTION
+from streamer.shards import Shard
 
 # The first day partitions exist for; set K2_VALIDATION_START_DATE for an older history.
 START_DATE = os.environ.get("K2_VALIDATION_START_DATE", "2026-01-01")
@@ -48,8 +53,17 @@ class ValidationConfig(dg.Config):
     )
 
 
-def _subject(config: ValidationConfig, deployment: DeploymentResource) -> periods.Subject:
-    return periods.Subject.from_history(deployment.history(), config.instance)
+def _judge(config: ValidationConfig, deployment: DeploymentResource,
+           validate: Callable[[periods.Subject], periods.PeriodResult]) -> periods.PeriodResult:
+    """The period of the streamer, or of every shard combined into the market's result."""
+    if deployment.shard_count == 1:
+        return validate(periods.Subject.from_history(deployment.history(), config.instance))
+    judged = []
+    for index in range(deployment.shard_count):
+        shard = Shard(index, deployment.shard_count)
+        subject = periods.Subject.from_history(deployment.settings(index).history(), config.instance, shard)
+        judged.append((shard, (validate(subject),)))
+    return periods.ShardedPeriod(tuple(judged)).combined()
 
 
 def _judgement_metadata(result: periods.PeriodResult) -> dict[str, Any]:
@@ -88,9 +102,9 @@ def daily_validation_report(context: dg.AssetExecutionContext, config: Validatio
                             prometheus: PrometheusResource, deployment: DeploymentResource,
                             reports: ReportsResource) -> Any:
     window = context.partition_time_window
-    result = periods.validate_day(prometheus.client(), window.start.timestamp(),
-                                  instance=_subject(config, deployment),
-                                  scrape_interval=prometheus.scrape_interval_seconds)
+    client = prometheus.client()
+    result = _judge(config, deployment, lambda subject: periods.validate_day(
+        client, window.start.timestamp(), instance=subject, scrape_interval=prometheus.scrape_interval_seconds))
     instance = result.instance
     out_dir = reports.folder("daily", context.partition_key)
     data = result.to_dict()
@@ -189,9 +203,9 @@ def monthly_stability_report(context: dg.AssetExecutionContext, config: Validati
                              reports: ReportsResource) -> Any:
     end = context.partition_time_window.end.timestamp()
     days = criteria.StabilityThresholds().days
-    result = periods.validate_month(prometheus.client(), end - days * DAY_SECONDS,
-                                    instance=_subject(config, deployment),
-                                    scrape_interval=prometheus.scrape_interval_seconds)
+    client = prometheus.client()
+    result = _judge(config, deployment, lambda subject: periods.validate_month(
+        client, end - days * DAY_SECONDS, instance=subject, scrape_interval=prometheus.scrape_interval_seconds))
     instance = result.instance
     out_dir = reports.folder("monthly", context.partition_key)
     data = result.to_dict()

@@ -14,14 +14,20 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from k2_ops.deploy.history import DeploymentHistory
 from k2_ops.paths import run_dir
 from k2_ops.stack.local import read_state
+from k2_ops.validation import periods
 from k2_ops.validation.checks import CheckResult
 from k2_ops.validation.periods import PeriodResult
-from k2_ops.validation.profiles import PRODUCTION, ProfileError, get_profile
+from k2_ops.validation.profiles import PRODUCTION, ProfileError, ValidationProfile, get_profile
 from k2_ops.validation.soak import SOAK_TOPIC_PREFIX
+from streamer.shards import Shard
+
+if TYPE_CHECKING:
+    from k2_ops.validation.prometheus import PrometheusClient
 
 EXIT_PASSED, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
 
@@ -109,6 +115,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             help="deployment history (JSON lines) to stitch with; default: the local stack's "
             "(<run>/deploy/history.jsonl); without one, the active color is judged alone and the report says so",
         )
+        parser.add_argument("--shards", type=int, default=1,
+                            help="streamers splitting the market (K2_SHARD_COUNT): each shard is judged with its own "
+                            "history, then the market in total (it passes when every shard passes)")
+        parser.add_argument("--shard", type=int, default=None, help="judge this shard only (default: every shard)")
         parser.add_argument("--profile", default="production")
         parser.add_argument(
             "--start",
@@ -247,12 +257,25 @@ def _default_start(period: str, day_seconds: float) -> float:
     return (today - timedelta(seconds=days * day_seconds)).timestamp()
 
 
-def _history(args: argparse.Namespace) -> DeploymentHistory:
+def _history(args: argparse.Namespace, shard: Shard) -> DeploymentHistory:
     from k2_ops.deploy.settings import DeploySettings
 
     if args.history is not None:
         return DeploymentHistory(args.history)
-    return DeploySettings(run_dir=str(args.run_dir or "")).history()
+    return DeploySettings(run_dir=str(args.run_dir or ""), shard_count=shard.count,
+                          shard_index=shard.index).history()
+
+
+def _shards(args: argparse.Namespace) -> list[Shard]:
+    try:
+        Shard(0, args.shards)  # the count's range
+        chosen = ([Shard(index, args.shards) for index in range(args.shards)] if args.shard is None
+                  else [Shard(args.shard, args.shards)])
+    except ValueError as exc:
+        raise CliError(f"--shards/--shard: {exc}") from None
+    if args.history is not None and len(chosen) > 1:
+        raise CliError("--history is one shard's history: give --shard too")
+    return chosen
 
 
 def _print_notes(result: PeriodResult, printed: str) -> None:
@@ -266,8 +289,6 @@ def _print_notes(result: PeriodResult, printed: str) -> None:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from k2_ops.reports import write_period_report
-    from k2_ops.validation import periods
     from k2_ops.validation.prometheus import PrometheusClient, PrometheusError
 
     try:
@@ -279,37 +300,62 @@ def cmd_validate(args: argparse.Namespace) -> int:
         # The stored data's resolution: as given, else what Prometheus scrapes at, else 15 s.
         scrape_interval = args.scrape_interval or client.scrape_interval() or 15.0
         start = parse_start(args.start) if args.start else _default_start(args.period, profile.day_seconds)
-        subject = periods.Subject.from_history(_history(args), args.instance)
-        common = {"profile": profile, "instance": subject, "scrape_interval": scrape_interval}
-        label = datetime.fromtimestamp(start, UTC).strftime("%Y-%m-%d") if profile is PRODUCTION else f"{start:.0f}"
-        judged = args.instance or ("active" if subject.timeline is not None else subject.instance)
-        out_dir = args.out or (args.run_dir or run_dir()) / "reports" / args.period / f"{label}-{judged}"
-        if subject.note:
-            print(f"note: {subject.note}")
-        if args.period == "daily":
-            results = periods.validate_day(client, start, **common)
-            checks, passed = results.checks, results.passed
-            print(f"daily validation {results.label} ({results.judged_text}): {'PASS' if passed else 'FAIL'}")
-            _print_notes(results, subject.note)
-            _print_checks(checks)
-        elif args.period == "weekly":
-            days = periods.validate_week(client, start, **common)
-            passed = periods.week_passed(days)
-            print(f"7-day validation ({days[0].judged_text})")
-            for day in days:
-                print(f"{day.label}: {'PASS' if day.passed else 'FAIL ' + ', '.join(day.failed())}")
-                _print_notes(day, subject.note)
-                _print_checks(day.checks)
-            results = days
-        else:
-            results = periods.validate_month(client, start, **common)
-            passed = results.passed
-            print(f"30-day stability {results.label} ({results.judged_text}): {'PASS' if passed else 'FAIL'}")
-            _print_notes(results, subject.note)
-            _print_checks(results.checks)
-        files = write_period_report(args.period, results, out_dir)
-        print(f"report: {files['html']} (also {files['markdown'].name}, {files['json'].name})")
+        judged: list[tuple[Shard, tuple[periods.PeriodResult, ...]]] = []
+        for shard in _shards(args):
+            subject = periods.Subject.from_history(_history(args, shard), args.instance, shard)
+            judged.append((shard, _validate_subject(args, client, subject, start, profile, scrape_interval)))
     except (CliError, ProfileError, PrometheusError) as error:
         print(f"k2 validate: {error}", file=sys.stderr)
         return EXIT_ERROR
-    return EXIT_PASSED if passed else EXIT_FAILED
+    total = periods.ShardedPeriod(tuple(judged))
+    if len(judged) > 1:
+        print(f"market in total ({len(judged)} shards): {'PASS' if total.passed else 'FAIL'}")
+        for failure in total.failures():
+            print(f"  {failure}")
+    return EXIT_PASSED if total.passed else EXIT_FAILED
+
+
+def _validate_subject(
+    args: argparse.Namespace,
+    client: PrometheusClient,
+    subject: periods.Subject,
+    start: float,
+    profile: ValidationProfile,
+    scrape_interval: float,
+) -> tuple[periods.PeriodResult, ...]:
+    """One subject's period: printed, its report written; returns its results in day order."""
+    from k2_ops.reports import write_period_report
+
+    common = {"profile": profile, "instance": subject, "scrape_interval": scrape_interval}
+    label = datetime.fromtimestamp(start, UTC).strftime("%Y-%m-%d") if profile is PRODUCTION else f"{start:.0f}"
+    judged = args.instance or ("active" if subject.timeline is not None else subject.instance)
+    if not subject.shard.whole_market:
+        judged = f"shard{subject.shard.index}-{judged}"
+    if args.out is None:
+        out_dir = (args.run_dir or run_dir()) / "reports" / args.period / f"{label}-{judged}"
+    else:  # several shards: a folder each
+        out_dir = args.out if subject.shard.whole_market or args.shard is not None else (
+            args.out / f"shard-{subject.shard.index}")
+    if subject.note:
+        print(f"note: {subject.note}")
+    results: periods.PeriodResult | list[periods.PeriodResult]
+    if args.period == "daily":
+        results = periods.validate_day(client, start, **common)
+        print(f"daily validation {results.label} ({results.judged_text}): {'PASS' if results.passed else 'FAIL'}")
+        _print_notes(results, subject.note)
+        _print_checks(results.checks)
+    elif args.period == "weekly":
+        results = periods.validate_week(client, start, **common)
+        print(f"7-day validation ({results[0].judged_text})")
+        for day in results:
+            print(f"{day.label}: {'PASS' if day.passed else 'FAIL ' + ', '.join(day.failed())}")
+            _print_notes(day, subject.note)
+            _print_checks(day.checks)
+    else:
+        results = periods.validate_month(client, start, **common)
+        print(f"30-day stability {results.label} ({results.judged_text}): {'PASS' if results.passed else 'FAIL'}")
+        _print_notes(results, subject.note)
+        _print_checks(results.checks)
+    files = write_period_report(args.period, results, out_dir)
+    print(f"report: {files['html']} (also {files['markdown'].name}, {files['json'].name})")
+    return tuple(results) if isinstance(results, list) else (results,)

@@ -8,6 +8,10 @@ partition stores, which the weekly report reads back.
 What is judged (`Subject`): the active streamer across cutovers, stitched from every color's series with
 the deployment history's timeline (`timeline.py`), or one color's series. `Subject.from_history` picks the
 first when the history exists and says so plainly when it falls back to one color.
+
+When the market is split into shards, each shard is a streamer of its own (its instances are `s<i>-<color>`,
+its own deployment history): a Subject carries its shard and reads only that shard's series, and
+`ShardedPeriod` judges the market in total: it passes only when every shard passes.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from k2_ops.deploy.history import DeploymentHistory
-from k2_ops.deploy.model import COLORS
+from k2_ops.deploy.model import COLORS, instance_name
 from k2_ops.validation import criteria
 from k2_ops.validation.checks import CheckResult, format_number, utc_text
 from k2_ops.validation.criteria import (
@@ -37,6 +41,7 @@ from k2_ops.validation.timeline import (
     inactive_production,
     stitch,
 )
+from streamer.shards import WHOLE_MARKET, Shard
 
 CHART_INPUTS: tuple[MetricQuery, ...] = (
     criteria.RSS_MAX,
@@ -59,6 +64,7 @@ class Subject:
     instance: str | None = None
     timeline: ActiveTimeline | None = None
     note: str = ""
+    shard: Shard = WHOLE_MARKET
 
     def __post_init__(self) -> None:
         if (self.instance is None) == (self.timeline is None):
@@ -69,23 +75,29 @@ class Subject:
         return Judgement.STITCHED if self.timeline is not None else Judgement.PER_COLOR
 
     @classmethod
-    def color(cls, instance: str, note: str = "") -> Subject:
-        return cls(instance=instance, note=note)
+    def color(cls, instance: str, note: str = "", shard: Shard = WHOLE_MARKET) -> Subject:
+        return cls(instance=instance, note=note, shard=shard)
 
     @classmethod
-    def from_history(cls, history: DeploymentHistory, instance: str = "") -> Subject:
+    def from_history(cls, history: DeploymentHistory, instance: str = "", shard: Shard = WHOLE_MARKET) -> Subject:
         """The stitched active streamer when the history exists; `instance` (a color) when asked for;
-        without a history, the active color alone with a note that says so."""
+        without a history, the active color alone with a note that says so. `history` is the shard's own."""
         if instance:
-            return cls.color(instance)
+            return cls.color(instance, shard=shard)
         if history.exists():
-            return cls(timeline=ActiveTimeline.from_records(history.records()))
+            return cls(timeline=ActiveTimeline.from_records(history.records()), shard=shard)
         color = history.active_color()
         return cls.color(
             color,
             note=f"deployment history missing ({history.path} not found): judged per color, {color} only; "
             "a cutover or rollback in this period would show as that color's outage",
+            shard=shard,
         )
+
+    def instance_label(self, color: str) -> str:
+        """The Prometheus `instance` of `color` in this subject's shard (a name that is not a color, such as a
+        soak's, is used as it is)."""
+        return instance_name(color, self.shard) if color in COLORS else color
 
 
 @dataclass
@@ -105,6 +117,9 @@ class PeriodResult:
     switches: list[float] = field(default_factory=list)
     deployments: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # "<index>/<count>" when the market is split into shards ("all <count>": every shard combined, see
+    # ShardedPeriod.combined); empty for a streamer that covers it alone.
+    shard: str = ""
 
     @property
     def passed(self) -> bool:
@@ -143,6 +158,7 @@ class PeriodResult:
             "switches": list(self.switches),
             "deployments": list(self.deployments),
             "notes": list(self.notes),
+            "shard": self.shard,
             "checks": [result.to_dict() for result in self.checks],
         }
 
@@ -161,14 +177,19 @@ class PeriodResult:
             switches=[float(t) for t in data.get("switches", [])],
             deployments=list(data.get("deployments", [])),
             notes=list(data.get("notes", [])),
+            shard=str(data.get("shard", "")),
         )
 
     @property
     def judged_text(self) -> str:
         """How the period was judged, for report headers."""
+        if self.shard.startswith("all "):
+            of_shard = f"the market, every one of {self.shard.removeprefix('all ')} shards: "
+        else:
+            of_shard = f"shard {self.shard}: " if self.shard else ""
         if self.judgement == Judgement.STITCHED.value:
-            return "active streamer, stitched across deployments"
-        return f"{self.instance} only (per color)"
+            return f"{of_shard}active streamer, stitched across deployments"
+        return f"{of_shard}{self.instance} only (per color)"
 
 
 def _run(
@@ -180,17 +201,19 @@ def _run(
     subject: Subject,
     scrape_interval: float,
 ) -> PeriodResult:
+    shard = "" if subject.shard.whole_market else f"{subject.shard.index}/{subject.shard.count}"
     if subject.timeline is None:
         assert subject.instance is not None
+        instance = subject.instance_label(subject.instance)
         checks, series, window = criteria.evaluate_with_series(
-            criteria_set, prom, start, end, subject.instance, scrape_interval=scrape_interval,
-            extra_queries=CHART_INPUTS,
+            criteria_set, prom, start, end, instance, scrape_interval=scrape_interval, extra_queries=CHART_INPUTS,
         )
         return PeriodResult(
-            criteria_set.name, subject.instance, start, end, window.step, profile.name, checks, series,
-            day_seconds=profile.day_seconds, notes=[subject.note] if subject.note else [],
+            criteria_set.name, instance, start, end, window.step, profile.name, checks, series,
+            day_seconds=profile.day_seconds, notes=[subject.note] if subject.note else [], shard=shard,
         )
-    return _run_stitched(criteria_set, prom, start, end, profile, subject.timeline, scrape_interval)
+    result = _run_stitched(criteria_set, prom, start, end, profile, subject, scrape_interval)
+    return dataclasses.replace(result, shard=shard)
 
 
 def stitched_queries(criteria_set: criteria.CriteriaSet) -> dict[str, MetricQuery]:
@@ -204,14 +227,24 @@ def _run_stitched(
     start: float,
     end: float,
     profile: ValidationProfile,
-    timeline: ActiveTimeline,
+    subject: Subject,
     scrape_interval: float,
 ) -> PeriodResult:
-    """Every color's series fetched, then `judge_stitched`."""
+    """Every color's series of the subject's shard fetched, then `judge_stitched` (which knows colors)."""
+    assert subject.timeline is not None
     window, range_seconds = criteria.query_window(start, end, scrape_interval)
     queries = stitched_queries(criteria_set)
-    raw = criteria.fetch_series(prom, list(queries.values()), window, range_seconds, COLORS)
-    return judge_stitched(criteria_set, raw, timeline, window, profile)
+    colors = {subject.instance_label(color): color for color in COLORS}
+    raw = criteria.fetch_series(prom, list(queries.values()), window, range_seconds, list(colors))
+    by_color = {key: [_as_color(one, colors) for one in series] for key, series in raw.items()}
+    return judge_stitched(criteria_set, by_color, subject.timeline, window, profile)
+
+
+def _as_color(series: Series, colors: Mapping[str, str]) -> Series:
+    instance = series.labels.get("instance")
+    if instance is None or instance not in colors:
+        return series
+    return Series({**series.labels, "instance": colors[instance]}, series.points)
 
 
 def judge_stitched(
@@ -326,3 +359,50 @@ def _subject(instance: str | Subject) -> Subject:
 
 def week_passed(days: Sequence[PeriodResult]) -> bool:
     return bool(days) and all(day.passed for day in days)
+
+
+@dataclass(frozen=True)
+class ShardedPeriod:
+    """One period of a market split into shards: each shard judged on its own (its results, in day order),
+    and the market in total, which passes only when every shard passes."""
+
+    shards: tuple[tuple[Shard, tuple[PeriodResult, ...]], ...]
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.shards) and all(result.passed for _, results in self.shards for result in results)
+
+    def failures(self) -> list[str]:
+        """`shard <i>/<n> <period>: <failed checks>` for every failed shard period."""
+        return [
+            f"shard {shard.index}/{shard.count} {result.label}: {', '.join(result.failed())}"
+            for shard, results in self.shards
+            for result in results
+            if not result.passed
+        ]
+
+    def combined(self, position: int = 0) -> PeriodResult:
+        """The market's result for each shard's period at `position` (the day of a week, or the only one): a
+        check passes when it passed in every shard, and shows the first shard where it failed (else shard
+        0's figures); evidence and details name every shard's verdict. Charts are per shard (no series)."""
+        results = [(shard, results[position]) for shard, results in self.shards]
+        first_shard, first = results[0]
+        checks = []
+        for index, check in enumerate(first.checks):
+            per_shard = [(shard, result.checks[index]) for shard, result in results]
+            failing = [(shard, one) for shard, one in per_shard if not one.passed]
+            shown_shard, shown = failing[0] if failing else (first_shard, check)
+            verdicts = ", ".join(f"{shard.index}/{shard.count} {'pass' if one.passed else 'FAIL'}"
+                                 for shard, one in per_shard)
+            checks.append(dataclasses.replace(
+                shown, passed=not failing,
+                evidence=f"shard {shown_shard.index}/{shown_shard.count}: {shown.evidence} (shards: {verdicts})",
+                details={**shown.details, "shards": {f"{s.index}/{s.count}": one.passed for s, one in per_shard}},
+            ))
+        return dataclasses.replace(
+            first, instance="market", checks=checks, series={}, shard=f"all {len(results)}",
+            switches=sorted(t for _, result in results for t in result.switches),
+            deployments=[{**d, "text": f"shard {s.index}/{s.count}: {d['text']}"}
+                         for s, result in results for d in result.deployments],
+            notes=[f"shard {s.index}/{s.count}: {note}" for s, result in results for note in result.notes],
+        )

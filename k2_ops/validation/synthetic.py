@@ -43,8 +43,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from k2_ops.deploy.history import DeploymentRecord, switch_entry
+from k2_ops.deploy.model import instance_name
 from k2_ops.validation.profiles import PRODUCTION, ValidationProfile
 from k2_ops.validation.series import Series
+from streamer.shards import WHOLE_MARKET, Shard
 
 FAULT_KINDS = (
     "missing_rotation",
@@ -425,19 +427,21 @@ def deployment_week(
     scrape_interval: float = 60.0,
     profile: ValidationProfile = PRODUCTION,
     faults: tuple[Fault, ...] = (),
+    shard: Shard = WHOLE_MARKET,
 ) -> DeploymentWeek:
     """Seven days from `start` (a UTC midnight) of blue and green processes and the history that records
     their cutovers: a deploy starts the new color 5 min before its cutover (at :55), so both run meanwhile.
-    `faults` go to every process; each happens only in the process running at its time."""
+    `faults` go to every process; each happens only in the process running at its time. The processes are
+    `shard`'s (instances `s<i>-blue`, `s<i>-green` when the market is split); the records name colors."""
     common = {"start": start, "days": 7, "scrape_interval": scrape_interval, "profile": profile, "faults": faults}
     wednesday = start + 2 * profile.day_seconds + profile.hours(11)
     friday = start + 4 * profile.day_seconds + profile.hours(15)
     lead = profile.hours(5 / 60)
     deploy_mode = "dual" if scenario is WeekScenario.DUAL_MODE else "handover"
     histories = [
-        SyntheticHistory(instance="blue", stopped_at=wednesday, **common),
+        SyntheticHistory(instance=instance_name("blue", shard), stopped_at=wednesday, **common),
         SyntheticHistory(
-            instance="green",
+            instance=instance_name("green", shard),
             process_started_at=wednesday - lead,
             producing_from=wednesday if deploy_mode == "handover" else None,
             stopped_at=None if scenario is WeekScenario.DUAL_MODE else friday,
@@ -466,7 +470,7 @@ def deployment_week(
         restart = scenario is WeekScenario.ROLLBACK_WITH_OUTAGE
         histories.append(
             SyntheticHistory(
-                instance="blue",
+                instance=instance_name("blue", shard),
                 process_started_at=friday if restart else friday - lead,
                 producing_from=None if restart else friday,
                 connect_delay_seconds=profile.hours(OUTAGE_MINUTES / 60) if restart else 1.0,

@@ -26,7 +26,15 @@ from k2_ops.simulator import BackgroundSimulator, SimulatorConfig
 from k2_ops.stack import AlertmanagerService, KafkaService, PrometheusService
 from k2_ops.stack.apps import DagsterProcess
 from k2_ops.validation.backfill import create_blocks
-from k2_ops.validation.synthetic import Fault, SyntheticHistory, WeekScenario, deployment_week, generate
+from k2_ops.validation.synthetic import (
+    DeploymentWeek,
+    Fault,
+    SyntheticHistory,
+    WeekScenario,
+    deployment_week,
+    generate,
+)
+from streamer.shards import Shard
 
 SYMBOLS = ("btcusdt", "ethusdt")
 
@@ -121,6 +129,16 @@ class WeekPrometheus:
     def day(self, index: int) -> str:
         return datetime.fromtimestamp(self.week_start + index * DAY, UTC).strftime("%Y-%m-%d")
 
+    def shard_weeks(self) -> tuple[DeploymentWeek, ...]:
+        return shard_weeks(self.week_start)
+
+
+def shard_weeks(start: float) -> tuple[DeploymentWeek, ...]:
+    """A market split into 2 shards through one week: shard 0 with a 10-minute outage in Friday's rollback,
+    shard 1 without (instances s0-*, s1-*), each with its deployment history."""
+    return tuple(deployment_week(start, scenario, SCRAPE, shard=Shard(index, 2)) for index, scenario
+                 in enumerate((WeekScenario.ROLLBACK_WITH_OUTAGE, WeekScenario.HANDOVER_AND_ROLLBACK)))
+
 
 @pytest.fixture(scope="session")
 def week_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WeekPrometheus]:
@@ -131,6 +149,7 @@ def week_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WeekPr
                  SyntheticHistory(start, 7, "bad-week", scrape_interval=SCRAPE, faults=BAD_WEEK),
                  # blue and green: a handover cutover on Wednesday, a rollback on Friday (WeekPrometheus.deployments)
                  *deployment_week(start, WeekScenario.HANDOVER_AND_ROLLBACK, SCRAPE).histories]
+    histories += [history for week in shard_weeks(start) for history in week.histories]
     service = PrometheusService(root, retention="3650d")
     create_blocks([s for h in histories for s in generate(h)], service.data_dir, root / "openmetrics")
     service.start()

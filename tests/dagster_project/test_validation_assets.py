@@ -185,3 +185,32 @@ def test_monthly_stability_checks_on_a_backfilled_month(month_prometheus, tmp_pa
     metadata = bad.asset_materializations_for_node("monthly_stability_report")[0].metadata
     assert Path(metadata["html_report"].value).is_file()
     print(f"\n30-day stability report: {seconds:.2f} s")
+
+
+def test_a_market_in_two_shards_is_judged_per_shard_and_in_total(week_prometheus, tmp_path, dagster_instance) -> None:
+    """shard_count 2: each shard's history stitches its own instances; the asset fails a check where any
+    shard failed it (shard 0's outage on Friday) and says which shard."""
+    for index, week in enumerate(week_prometheus.shard_weeks()):
+        history = DeploymentHistory(tmp_path / "deploy" / f"shard-{index}" / "history.jsonl")
+        for record in week.records:
+            history.append(record)
+    resources = {
+        "prometheus": PrometheusResource(url=week_prometheus.service.url, scrape_interval_seconds=SCRAPE),
+        "deployment": DeploymentResource(state_dir=str(tmp_path / "deploy"), run_dir=str(tmp_path / "run"),
+                                         shard_count=2),
+        "reports": ReportsResource(root=str(tmp_path / "reports")),
+        "io_manager": dg.FilesystemIOManager(base_dir=str(tmp_path / "storage")),
+    }
+    verdicts = {}
+    for index in (0, 4):
+        result = dg.materialize([daily_validation_report], partition_key=week_prometheus.day(index),
+                                resources=resources, instance=dagster_instance)
+        assert result.success
+        evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
+        verdicts[index] = {name for name, e in evaluations.items() if not e.passed}
+        metadata = result.asset_materializations_for_node("daily_validation_report")[0].metadata
+        assert metadata["judged"].value == "the market, every one of 2 shards: active streamer, stitched across " \
+                                           "deployments"
+    assert verdicts == {0: set(), 4: {"uptime"}}
+    assert evaluations["uptime"].description.startswith("shard 0/2: ")
+    assert evaluations["uptime"].description.endswith("(shards: 0/2 FAIL, 1/2 pass)")

@@ -7,7 +7,9 @@ Instances (one streamer each, all job k2-streamer):
 - `good-month` / `bad-month` / `worse-month`: the 30 days ending >= 3 h before now, sampled every 120 s.
 
 `deployment_weeks_prometheus` is another Prometheus with `blue` and `green` through three weeks with
-deployments (`synthetic.WeekScenario`).
+deployments (`synthetic.WeekScenario`), and, in the latest of those weeks, a market split into two shards:
+shard 0 of 2 (`s0-blue`, `s0-green`) through the rollback-with-outage week, shard 1 of 2 through the clean
+handover-and-rollback week, each with its own deployment history.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from k2_ops.validation.synthetic import (
     generate,
     history_days,
 )
+from streamer.shards import Shard
 
 WEEK_SCRAPE_SECONDS = 60.0
 MONTH_SCRAPE_SECONDS = 120.0
@@ -109,6 +112,8 @@ class DeploymentWeeksPrometheus:
     client: PrometheusClient
     weeks: dict[WeekScenario, DeploymentWeek]
     starts: dict[WeekScenario, float]
+    shards: tuple[DeploymentWeek, ...]  # shard i of len(shards), all starting at `shards_start`
+    shards_start: float
 
 
 @pytest.fixture(scope="session")
@@ -120,11 +125,15 @@ def deployment_weeks_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Ite
         scenario: deployment_week(start, scenario, scrape_interval=WEEK_SCRAPE_SECONDS)
         for scenario, start in starts.items()
     }
-    series = [one for week in weeks.values() for history in week.histories for one in generate(history)]
+    shards = tuple(
+        deployment_week(latest, scenario, scrape_interval=WEEK_SCRAPE_SECONDS, shard=Shard(index, 2))
+        for index, scenario in enumerate((WeekScenario.ROLLBACK_WITH_OUTAGE, WeekScenario.HANDOVER_AND_ROLLBACK))
+    )
+    series = [one for week in (*weeks.values(), *shards) for history in week.histories for one in generate(history)]
     service = PrometheusService(root, retention="3650d")
     create_blocks(series, service.data_dir, root / "openmetrics")
     service.start()
     try:
-        yield DeploymentWeeksPrometheus(PrometheusClient(service.url), weeks, starts)
+        yield DeploymentWeeksPrometheus(PrometheusClient(service.url), weeks, starts, shards, latest)
     finally:
         service.stop()
