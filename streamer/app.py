@@ -124,7 +124,7 @@ class Streamer:
         self.config = config
         self.started = time.monotonic()
         self.tracker = SequenceTracker()
-        for symbol in config.symbols:
+        for symbol in config.shard_symbols:
             for stream in config.streams:
                 self.tracker.track(symbol, stream)
         self.metrics = StreamerMetrics(config.instance, self.tracker)
@@ -266,8 +266,9 @@ class Streamer:
         mode = ("NO TLS" if config.ws_url.startswith("ws://")
                 else "TLS verified" if config.ssl_verify else "TLS NOT VERIFIED")
         source_kind = "live Binance" if "binance.com" in config.ws_url else "not Binance: a simulator?"
-        log.info("streaming %s x %s from %s (%s, %s) to Kafka %s (%s) as instance %s (%s)",
-                 ",".join(config.symbols), ",".join(config.streams), config.ws_url, source_kind, mode,
+        log.info("streaming %s x %s%s from %s (%s, %s) to Kafka %s (%s) as instance %s (%s)",
+                 ",".join(config.shard_symbols), ",".join(config.streams),
+                 "" if config.shard.whole_market else f" ({config.shard})", config.ws_url, source_kind, mode,
                  config.kafka_bootstrap_servers, config.kafka_client.describe(), config.instance, config.start_mode)
 
         sink = self.sink = KafkaSink(
@@ -311,7 +312,7 @@ class Streamer:
             self.pipeline = Pipeline(
                 self.tracker, serializer, sink, standby=mode == "standby",
                 standby_buffer_max=config.handover_buffer_messages,
-                expected_keys=len(config.symbols) * len(config.streams), metrics=self.metrics,
+                expected_keys=len(config.shard_symbols) * len(config.streams), metrics=self.metrics,
             )
             parser = FrameParser(config.instance, config.max_frame_bytes)
             self.source = Source(config, parser, self.tracker, self.pipeline.deliver, self.metrics,

@@ -353,6 +353,11 @@ class StreamerConfig:
         return Shard(self.shard_index, self.shard_count)
 
     @property
+    def shard_symbols(self) -> tuple[str, ...]:
+        """The symbols this streamer streams: its shard's part of K2_BINANCE_SYMBOLS."""
+        return self.shard.select(self.symbols)
+
+    @property
     def rotation_after_s(self) -> float:
         """Rotate at the configured lifetime, but always before the exchange's own limit."""
         return min(self.connection_max_lifetime_s, 0.95 * self.server_max_lifetime_s)
@@ -695,7 +700,18 @@ RELATIONS: tuple[str, ...] = (
 
 
 def _check_relations(config: StreamerConfig) -> None:
-    streams = len(config.symbols) * len(config.streams)
+    if config.shard_index >= config.shard_count:
+        raise ConfigError(
+            f"K2_SHARD_INDEX={config.shard_index} is not below K2_SHARD_COUNT={config.shard_count}; allowed: "
+            f"0 .. {config.shard_count - 1}"
+        )
+    if not config.shard_symbols:
+        raise ConfigError(
+            f"K2_SHARD_INDEX={config.shard_index} of K2_SHARD_COUNT={config.shard_count} selects none of the "
+            f"{len(config.symbols)} symbols of K2_BINANCE_SYMBOLS; allowed: a shard that owns at least one "
+            "(fewer shards, or more symbols)"
+        )
+    streams = len(config.shard_symbols) * len(config.streams)
     if streams > BINANCE_MAX_STREAMS_PER_CONNECTION:
         raise ConfigError(
             f"K2_BINANCE_SYMBOLS x K2_BINANCE_STREAMS = {streams} streams; allowed: at most "
@@ -705,11 +721,6 @@ def _check_relations(config: StreamerConfig) -> None:
         raise ConfigError(
             f"K2_BACKOFF_INITIAL_SECONDS={config.backoff_initial_s} is above K2_BACKOFF_MAX_SECONDS="
             f"{config.backoff_max_s}; allowed: initial <= max"
-        )
-    if config.shard_index >= config.shard_count:
-        raise ConfigError(
-            f"K2_SHARD_INDEX={config.shard_index} is not below K2_SHARD_COUNT={config.shard_count}; allowed: "
-            f"0 .. {config.shard_count - 1}"
         )
     if config.ws_url.startswith("ws://") and config.ssl_verify:
         # Never a silent downgrade: plaintext has to be asked for as loudly as an unverified certificate.

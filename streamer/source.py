@@ -98,7 +98,7 @@ class Source:
         self.parser = parser
         self.deliver = deliver
         self.metrics = metrics
-        self.keys = stream_keys(config.symbols, config.streams)
+        self.keys = stream_keys(config.shard_symbols, config.streams)
         # The process's pieces, which every slot of a pool would share: the Kafka buffer's back-pressure (none:
         # reads never pause) and the budget of connection attempts (Binance counts them per IP).
         self.backpressure = backpressure or BackPressure(lambda: 0, 1 << 62, metrics)

@@ -53,3 +53,12 @@ def test_bad_shard_settings_name_the_setting_and_range() -> None:
     with pytest.raises(ValueError, match=r"K2_SHARD_INDEX=3; allowed: 0 \.\. 2"):
         Shard(3, 3)
     assert load_config({"K2_SHARD_INDEX": "1", "K2_SHARD_COUNT": "3"}).shard == Shard(1, 3)
+
+
+def test_a_shard_that_owns_none_of_the_listed_symbols_is_refused() -> None:
+    other = 1 - shard_of("btcusdt", 2)
+    with pytest.raises(ConfigError, match=f"K2_SHARD_INDEX={other} of K2_SHARD_COUNT=2 selects none of the 1 "
+                                          "symbols of K2_BINANCE_SYMBOLS"):
+        load_config({"K2_BINANCE_SYMBOLS": "btcusdt", "K2_SHARD_INDEX": str(other), "K2_SHARD_COUNT": "2"})
+    owner = load_config({"K2_BINANCE_SYMBOLS": "btcusdt", "K2_SHARD_INDEX": str(1 - other), "K2_SHARD_COUNT": "2"})
+    assert owner.shard_symbols == ("btcusdt",)

@@ -1,0 +1,69 @@
+"""Two shards split a market against the simulator and real Kafka: each streamer asks the exchange for its
+shard's streams only, and together they deliver every trade of the market exactly once (ground truth)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+
+from streamer.shards import Shard
+from tests.streamer.conftest import compare_with_truth, consume, trade_ids, wait_for
+
+pytestmark = pytest.mark.slow
+MARKET = tuple(f"coin{i:02d}usdt" for i in range(16))
+
+
+def test_two_shards_stream_the_market_exactly_once(make_simulator: Any, make_streamer: Any, kafka: Any) -> None:
+    sim = make_simulator(symbols=MARKET, rate_per_symbol=10.0)
+    prefix = f"test.shards.{uuid.uuid4().hex[:8]}"
+    shards = [
+        make_streamer(sim, kafka.bootstrap_servers, K2_BINANCE_SYMBOLS=",".join(MARKET), K2_SHARD_COUNT=2,
+                      K2_SHARD_INDEX=index, K2_INSTANCE=f"s{index}-blue", K2_KAFKA_TOPIC_PREFIX=prefix)
+        for index in (0, 1)
+    ]
+    for streamer in shards:
+        streamer.wait_ready()
+
+    # What each streamer subscribed to at the exchange: its shard's streams, nothing else.
+    wanted = [{f"{s}@trade" for s in Shard(index, 2).select(MARKET)} for index in (0, 1)]
+    assert wanted[0] and wanted[1] and wanted[0] | wanted[1] == {f"{s}@trade" for s in MARKET}
+    subscribed = wait_for(lambda: [set().union(*(c.streams for c in sim.connections() if c.id in ids))
+                                   for ids in _connections_by_shard(sim, wanted)] or None,
+                          30, "both shards connected")
+    assert subscribed == wanted
+
+    def received() -> dict[str, int]:
+        merged: dict[str, int] = {}
+        for streamer in shards:
+            merged.update(streamer.get("/positions")[1]["received_last"])
+        return merged
+
+    wait_for(lambda: all(len(sim.sent_ids(s)) >= 20 for s in MARKET), 60, "20 trades of every symbol sent")
+    sim.pause_market()
+    wait_for(lambda: all(received().get(f"{s}@trade") == sim.generated_ids(s)[-1] for s in MARKET), 30,
+             "both shards caught up with the paused market")
+    delivered = 0
+    for streamer in shards:
+        assert streamer.terminate() == 0
+        delivered += streamer.summary()["delivered"]
+
+    records = consume(kafka.bootstrap_servers, f"{prefix}.trades", lambda rs: len(rs) >= delivered, timeout_s=60)
+    assert len(records) == delivered
+    for symbol in MARKET:
+        first = sim.sent_ids(symbol)[0]  # the first trade the exchange sent for it, to its shard's connection
+        result = compare_with_truth(trade_ids(records, symbol), sim.generated_ids(symbol), first)
+        assert (result["missing"], result["duplicates"], result["unexpected"]) == (0, 0, 0), (symbol, result)
+        assert result["delivered"] >= 20, (symbol, result)
+
+
+def _connections_by_shard(sim: Any, wanted: list[set[str]]) -> list[set[int]]:
+    """The simulator's connection ids per shard (a connection belongs to the shard whose streams it asked for);
+    empty until each shard has one."""
+    found: list[set[int]] = [set(), set()]
+    for connection in sim.connections():
+        for index, streams in enumerate(wanted):
+            if set(connection.streams) & streams:
+                found[index].add(connection.id)
+    return found if all(found) else []
