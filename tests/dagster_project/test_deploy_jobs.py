@@ -11,6 +11,7 @@ import pytest
 
 from dagster_project.assets.deployment import deployment_history
 from dagster_project.jobs.deploy import blue_green_deploy, rollback
+from dagster_project.resources import DeploymentResource
 from k2_ops.deploy.audit import IdAudit, audit_ids
 from k2_ops.deploy.model import DeployConfig
 from k2_ops.stack.process import wait_until
@@ -196,3 +197,33 @@ def test_terminating_a_deploy_run_rolls_back(deploy, resources, dagster_instance
     assert audit.missing == 0  # dual mode: green's copies are duplicates, nothing is lost
     print(f"\nDagster deploy terminated in dual_operation: rolled back in {record.rollback_seconds:.3f} s; "
           f"{audit.duplicates} duplicates, 0 missing")
+
+
+def test_deploy_and_rollback_jobs_act_on_one_shard(deploy, resources, dagster_instance) -> None:
+    """shard_count 2: `shard: 1` in the run config deploys and rolls back shard 1 (own history, s1-* streamers)
+    while shard 0's streamer keeps running as it was."""
+    sharded = DeploymentResource(**{**deploy.resource.model_dump(), "shard_count": 2})
+    resources = {**resources, "deployment": sharded}
+    for shard in (0, 1):
+        sharded.orchestrator(shard=shard).ensure_running("blue", DeployConfig(ready_timeout_seconds=60.0))
+    shard0 = sharded.settings(0).make_backend()
+    pid = shard0._process("blue").recorded_pid()
+    try:
+        result = blue_green_deploy.execute_in_process(run_config=deploy_config(mode="handover", shard=1),
+                                                      resources=resources, instance=dagster_instance)
+        assert result.success
+        assert result.output_for_node("record_deployment")["active_color"] == "green"
+        assert sharded.settings(1).history().active_color() == "green"
+        assert not sharded.settings(0).history().exists()
+
+        back = rollback.execute_in_process(run_config={"ops": {"rollback_to_previous": {"config": {"shard": 1}}}},
+                                           resources=resources, instance=dagster_instance)
+        assert back.success and back.output_for_node("rollback_to_previous")["active_color"] == "blue"
+        assert shard0.is_running("blue") and shard0._process("blue").recorded_pid() == pid
+        audit = settled_audit(deploy)
+        assert (audit.duplicates, audit.missing) == (0, 0)
+    finally:
+        for shard in (0, 1):
+            backend = sharded.settings(shard).make_backend()
+            for color in ("blue", "green"):
+                backend.stop(color, 10.0)
