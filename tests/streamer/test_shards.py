@@ -52,7 +52,8 @@ def test_bad_shard_settings_name_the_setting_and_range() -> None:
         load_config({"K2_SHARD_COUNT": "0"})
     with pytest.raises(ValueError, match=r"K2_SHARD_INDEX=3; allowed: 0 \.\. 2"):
         Shard(3, 3)
-    assert load_config({"K2_SHARD_INDEX": "1", "K2_SHARD_COUNT": "3"}).shard == Shard(1, 3)
+    config = load_config({"K2_SHARD_INDEX": "1", "K2_SHARD_COUNT": "3", "K2_BINANCE_SYMBOLS": ",".join(MARKET[:30])})
+    assert config.shard == Shard(1, 3) and config.shard_symbols == Shard(1, 3).select(MARKET[:30])
 
 
 def test_a_shard_that_owns_none_of_the_listed_symbols_is_refused() -> None:
