@@ -42,28 +42,30 @@ def _maven(args: list[str], what: str) -> None:
         raise FetchError(f"{what}: mvn could not fetch it from Maven Central (exit {done.returncode}):\n{tail}")
 
 
+def _fetch_once(folder: Path, what: str, maven_args: list[str]) -> bool:
+    """Run Maven to fill `folder` unless its marker says it was done; False when it was."""
+    if (folder / MARKER).exists():
+        return False
+    shutil.rmtree(folder, ignore_errors=True)
+    _maven(maven_args, what)
+    (folder / MARKER).touch()
+    return True
+
+
 def fetch_kafka(libs: Path | None = None) -> bool:
     """Kafka's runtime jars into `libs`; False when they were already there."""
     libs = libs or kafka_libs_dir()
-    if (libs / MARKER).exists():
-        return False
-    shutil.rmtree(libs, ignore_errors=True)
-    _maven(["-f", str(KAFKA_POM), f"-Dkafka.version={KAFKA_VERSION}", "dependency:copy-dependencies",
-            "-DincludeScope=runtime", f"-DoutputDirectory={libs}"], f"Apache Kafka {KAFKA_VERSION}")
-    (libs / MARKER).touch()
-    return True
+    return _fetch_once(libs, f"Apache Kafka {KAFKA_VERSION}", [
+        "-f", str(KAFKA_POM), f"-Dkafka.version={KAFKA_VERSION}", "dependency:copy-dependencies",
+        "-DincludeScope=runtime", f"-DoutputDirectory={libs}"])
 
 
 def fetch_registry(home: Path | None = None) -> bool:
     """The Apicurio Registry distribution unpacked into `home`; False when it was already there."""
     home = home or registry_home()
-    if (home / MARKER).exists():
-        return False
-    shutil.rmtree(home, ignore_errors=True)
-    _maven(["-f", str(REGISTRY_POM), f"-Dapicurio.version={APICURIO_VERSION}", "dependency:unpack",
-            f"-Dregistry.dir={home}"], f"Apicurio Registry {APICURIO_VERSION}")
-    (home / MARKER).touch()
-    return True
+    return _fetch_once(home, f"Apicurio Registry {APICURIO_VERSION}", [
+        "-f", str(REGISTRY_POM), f"-Dapicurio.version={APICURIO_VERSION}", "dependency:unpack",
+        f"-Dregistry.dir={home}"])
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
