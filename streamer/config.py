@@ -426,6 +426,15 @@ class RegistryAuth:
         return conf
 
 
+def env_name(field_name: str) -> str:
+    """The environment variable of a setting, by its StreamerConfig field (for tools that configure a streamer,
+    so each name is written once, here)."""
+    for setting in SETTINGS:
+        if setting.field == field_name:
+            return setting.env
+    raise KeyError(f"no streamer setting for field {field_name!r}")
+
+
 def describe_settings() -> list[dict[str, str]]:
     """Every setting: env name, default, allowed range, meaning (the config reference is built from it)."""
     return [

@@ -22,9 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from k2_ops.deploy.model import DeploymentError
+from streamer.config import env_name
 
-TOKEN_ENV = "K2_HANDOVER_TOKEN"
-TOKEN_FILE_ENV = "K2_HANDOVER_TOKEN_FILE"
+TOKEN_ENV = env_name("handover_token")
+TOKEN_FILE_ENV = env_name("handover_token_file")
 
 
 def token_from_environment(environ: Mapping[str, str] | None = None) -> str | None:

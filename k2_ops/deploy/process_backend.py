@@ -20,6 +20,7 @@ from k2_ops.deploy.backend import DeploymentBackend, InstanceInfo
 from k2_ops.deploy.model import COLORS, instance_name
 from k2_ops.stack.process import ManagedProcess, free_port
 from k2_ops.stack.prometheus import remove_scrape_target, scrape_targets_dir, write_scrape_target
+from streamer.config import env_name
 from streamer.shards import WHOLE_MARKET, Shard
 
 
@@ -35,7 +36,7 @@ def streamer_env(
     """The environment of one color's streamer: common settings, then the color's own, then overrides."""
     env = dict(common)
     if not shard.whole_market:
-        env.update({"K2_SHARD_INDEX": str(shard.index), "K2_SHARD_COUNT": str(shard.count)})
+        env.update({env_name("shard_index"): str(shard.index), env_name("shard_count"): str(shard.count)})
     env.update(
         {
             "K2_INSTANCE": instance_name(color, shard),
