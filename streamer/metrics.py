@@ -26,6 +26,8 @@ from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
 from streamer.integrity import SequenceTracker
+from streamer.kinds import STREAM_KINDS
+from streamer.latency import AckLatency, AckLatencyCollector
 from streamer.parse import MESSAGE_ERROR_TYPES
 from streamer.routing import Failure, Rotation
 
@@ -59,6 +61,8 @@ CONTRACT_METRICS: dict[str, str] = {
     "memory_leak_detection_score": "gauge",
     "streamer_log_errors_total": "counter",
     "streamer_backpressure_active": "gauge",
+    "binance_event_to_ack_seconds": "histogram",
+    "binance_receive_to_ack_seconds": "histogram",
 }
 
 
@@ -168,6 +172,9 @@ class StreamerMetrics:
         self.backpressure = gauge("streamer_backpressure_active", "1 while reads pause: Kafka buffer full")
         self.handover_standby = gauge("streamer_handover_standby", "1 while buffering without producing")
         registry.register(_TrackerCollector(instance, tracker))
+        # Event -> ack and receive -> ack per stream kind, recorded by the Kafka sink at each acknowledgement.
+        self.ack_latency = AckLatency(STREAM_KINDS)
+        registry.register(AckLatencyCollector(instance, self.ack_latency))
 
         # Children resolved once; the label values below exist from the start (rate() needs a zero).
         self.c_pings_sent = self.pings_sent.labels(instance)
@@ -196,6 +203,7 @@ class StreamerMetrics:
         """Zero series for the configured streams and their topics, so rate() works before the first event."""
         for stream in streams:
             self.unknown_fields.labels(self.instance, stream)
+            self.ack_latency.export(stream)
         for topic in topics:
             self.kafka_produced.labels(self.instance, topic)
 

@@ -81,6 +81,7 @@ class Pipeline:
             key,
             # The event's id (trade id for trades) in a header, so consumers can dedupe without decoding Avro.
             [(KINDS[stream].id_field, str(event.last_id).encode())],
+            stream, record["event_time"], record["ingestion_time"],
         )
         self.produced_last[event.key] = event.last_id
         self.produced += 1

@@ -3,7 +3,9 @@
 - `produce()` only enqueues into librdkafka (a C call, microseconds); a dedicated thread runs `poll()`, which
   serves the delivery callbacks, so the event loop never waits on the network.
 - Delivery callbacks count `kafka_messages_produced_total{topic}` / `kafka_produce_errors_total`; they run in
-  the poll thread and only bump plain ints that the same thread then adds to the counters.
+  the poll thread and only bump plain ints that the same thread then adds to the counters. Each message
+  carries its stream kind, exchange event time and receive time to its callback, which records the
+  event -> ack and receive -> ack latencies (streamer/latency.py) at the acknowledgement.
 - Broker down: librdkafka keeps every message (message.timeout.ms=0: no expiry) and retries; the app stops
   reading the sockets when `buffered()` reaches K2_MAX_BUFFERED_MESSAGES (back-pressure), instead of dropping.
 - Idempotence (acks=all, ordered retries without duplicates within this producer session) and compression.
@@ -21,12 +23,18 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from streamer.config import KafkaClientConfig
+from streamer.latency import AckLatency
+
+Headers = list[tuple[str, str | bytes | None]]
+DeliveryCallback = Callable[[KafkaError | None, Any], None]
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +81,11 @@ class KafkaSink:
         stats_interval_s: float = 1.0,
         linger_s: float = 0.005,
         client: KafkaClientConfig | None = None,
+        latency: AckLatency | None = None,
     ) -> None:
         self.bootstrap_servers = bootstrap_servers
+        # Latencies recorded at each acknowledgement (poll thread); None: not measured.
+        self.latency = latency
         self.metrics = metrics
         self.max_buffered = max_buffered
         self.reachable = False
@@ -86,7 +97,7 @@ class KafkaSink:
         self.errors = 0
         self._counts: dict[str, int] = {}
         self._new_errors = 0
-        self._overflow: deque[tuple[str, bytes, bytes, list[tuple[str, str | bytes | None]]]] = deque()
+        self._overflow: deque[tuple[str, bytes, bytes, Headers, DeliveryCallback]] = deque()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         config = producer_config(bootstrap_servers, instance, compression, max_buffered, stats_interval_s, linger_s,
@@ -103,6 +114,12 @@ class KafkaSink:
         metrics.set_function(metrics.kafka_reachable, lambda: 1.0 if self.reachable else 0.0)
 
     # ---- callbacks (poll thread) -------------------------------------------------------------------------
+    def _on_delivery_timed(self, kind: str, event_ms: int | None, received_ms: int, err: KafkaError | None,
+                           msg: Any) -> None:
+        if err is None and self.latency is not None:
+            self.latency.record(kind, event_ms, received_ms, time.time())
+        self._on_delivery(err, msg)
+
     def _on_delivery(self, err: KafkaError | None, msg: Any) -> None:
         if err is None:
             topic = msg.topic()
@@ -190,23 +207,29 @@ class KafkaSink:
     def full(self) -> bool:
         return len(self.producer) + len(self._overflow) >= self.max_buffered
 
-    def produce(self, topic: str, value: bytes, key: bytes, headers: list[tuple[str, str | bytes | None]]) -> None:
+    def produce(self, topic: str, value: bytes, key: bytes, headers: Headers, kind: str = "",
+                event_ms: int | None = None, received_ms: int = 0) -> None:
+        """Hand one message to librdkafka (or, when its queue is full, to the overflow, in order). `kind`,
+        `event_ms` (exchange event time) and `received_ms` (arrival here) feed the latency histograms."""
+        on_delivery: DeliveryCallback = (
+            partial(self._on_delivery_timed, kind, event_ms, received_ms) if self.latency is not None
+            else self._on_delivery)
         if self._overflow:
-            self._overflow.append((topic, value, key, headers))
+            self._overflow.append((topic, value, key, headers, on_delivery))
             self.drain_overflow()
             return
         try:
-            self._produce(topic, value, key, headers=headers)
+            self._produce(topic, value, key, headers=headers, on_delivery=on_delivery)
         except BufferError:
             # librdkafka's queue is full (it is sized above our bound, so this is rare): keep the message in
             # order behind the others and retry from drain_overflow(), never drop it.
-            self._overflow.append((topic, value, key, headers))
+            self._overflow.append((topic, value, key, headers, on_delivery))
 
     def drain_overflow(self) -> None:
         while self._overflow:
-            topic, value, key, headers = self._overflow[0]
+            topic, value, key, headers, on_delivery = self._overflow[0]
             try:
-                self._produce(topic, value, key, headers=headers)
+                self._produce(topic, value, key, headers=headers, on_delivery=on_delivery)
             except BufferError:
                 return
             self._overflow.popleft()

@@ -53,6 +53,9 @@ class SimulatorConfig:
     burst_every_s: float | None = None
     burst_duration_s: float = 1.0
     seed: int = 0
+    # The exchange's clock minus this host's, seconds: event times (E, T) are stamped this far ahead (negative:
+    # behind), as a real exchange's clock differs from the consumer's (the recordings show 1.27 s).
+    clock_offset_s: float = 0.0
     # Bounds for long runs (see ground_truth.py and server.py).
     ground_truth_max_per_series: int = 2_000_000
     max_closed_connections_kept: int = 10_000
@@ -115,6 +118,9 @@ def validate(config: SimulatorConfig) -> None:
     if len(set(config.symbols)) != len(config.symbols):
         raise ConfigError(f"SimulatorConfig.symbols has duplicates: {config.symbols!r}")
     _positive(config, "rate_per_symbol", allow_zero=True)
+    if not isinstance(config.clock_offset_s, int | float) or not -3600 <= config.clock_offset_s <= 3600:
+        raise ConfigError(
+            f"SimulatorConfig.clock_offset_s must be -3600 .. 3600 seconds, got {config.clock_offset_s!r}")
     if not isinstance(config.host, str) or not config.host:
         raise ConfigError(f"SimulatorConfig.host must be a host name or address, got {config.host!r}")
     _integer(config, "port", minimum=0)

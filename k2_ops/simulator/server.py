@@ -342,7 +342,7 @@ class SimServer:
         if now < self.burst_until:
             factor *= self.burst_factor
         # Event times never go backwards, whatever the wall clock does.
-        now_ms = self.last_ms = max(int(time.time() * 1000), self.last_ms)
+        now_ms = self.last_ms = self._now_ms()
         due = {}
         for symbol in self.markets:
             due[symbol], self.carry[symbol] = trades_due(self.carry[symbol], self.rate * factor, dt)
@@ -429,7 +429,8 @@ class SimServer:
         return len(states)
 
     def _now_ms(self) -> int:
-        return max(int(time.time() * 1000), self.last_ms)
+        """The exchange's clock (this host's plus clock_offset_s), in ms; it never goes backwards."""
+        return max(int((time.time() + self.config.clock_offset_s) * 1000), self.last_ms)
 
     def _fault_stream(self, state: ConnState) -> tuple[str, str | None]:
         """(symbol, stream name for the wrapper) used for fault messages on this connection."""

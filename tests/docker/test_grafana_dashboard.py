@@ -213,7 +213,9 @@ def registered_metric_names() -> set[str]:
     from streamer.metrics import StreamerMetrics
 
     registry = StreamerMetrics("blue", SequenceTracker()).registry
-    return {m.name + "_total" if m.type == "counter" else m.name for m in registry.collect()}
+    names = {m.name + "_total" if m.type == "counter" else m.name for m in registry.collect()}
+    return names | {f"{m.name}_{suffix}" for m in registry.collect() if m.type == "histogram"
+                    for suffix in ("bucket", "sum", "count")}
 
 
 def process_collector_names() -> set[str]:

@@ -208,6 +208,8 @@ def registered_metric_names() -> set[str]:
     for family in metrics.registry.collect():
         # Labelled children appear with their first event: name the family as it is exported.
         names.add(f"{family.name}_total" if family.type == "counter" else family.name)
+        if family.type == "histogram":
+            names.update(f"{family.name}_{suffix}" for suffix in ("bucket", "sum", "count"))
         names.update(sample.name for sample in family.samples if not sample.name.endswith("_created"))
     return names
 

@@ -52,7 +52,10 @@ class Metrics:
         return total
 
     def type_of(self, exported_name: str) -> str | None:
+        """The type of the family exporting `exported_name` (a histogram by its family name)."""
         for family in self.families.values():
+            if family.name == exported_name and family.type == "histogram":
+                return family.type
             for sample in family.samples:
                 if sample.name == exported_name:
                     return family.type
