@@ -30,6 +30,7 @@ from streamer.memory import MemoryMonitor
 from streamer.metrics import ErrorCountingHandler, StreamerMetrics
 from streamer.parse import FrameParser
 from streamer.pipeline import Pipeline
+from streamer.pool import Pool
 from streamer.redact import mask_credentials
 from streamer.serialize import (
     RecordSerializer,
@@ -39,7 +40,6 @@ from streamer.serialize import (
     topic_for,
 )
 from streamer.sink import KafkaSink, ensure_topics, topic_config
-from streamer.source import Source
 from streamer.summary import format_summary
 
 log = logging.getLogger("streamer")
@@ -132,7 +132,7 @@ class Streamer:
         self.stop_event = asyncio.Event()
         self.sink: KafkaSink | None = None
         self.pipeline: Pipeline | None = None
-        self.source: Source | None = None
+        self.source: Pool | None = None
         self.memory = MemoryMonitor(
             config.memory_sample_interval_s,
             config.memory_window_s,
@@ -180,7 +180,7 @@ class Streamer:
         checks = {
             "connected": {
                 "ok": connected,
-                "reason": f"{source.active} open" if connected and source else "no open connection",
+                "reason": source.describe() if source is not None else "no open connection",
             },
             "data_fresh": {
                 "ok": fresh,
@@ -314,9 +314,11 @@ class Streamer:
                 expected_keys=len(config.symbols) * len(config.streams), metrics=self.metrics,
             )
             parser = FrameParser(config.instance, config.max_frame_bytes)
-            self.source = Source(config, parser, self.tracker, self.pipeline.deliver, self.metrics,
-                                 BackPressure(sink.buffered, config.max_buffered_messages, self.metrics),
-                                 AttemptBudget())
+            self.source = Pool(config, parser, self.tracker, self.pipeline.deliver, self.metrics,
+                               BackPressure(sink.buffered, config.max_buffered_messages, self.metrics),
+                               AttemptBudget(config.connection_attempts_per_window,
+                                             config.connection_attempt_window_s),
+                               config.symbols)
             tasks.append(asyncio.create_task(self.source.run(), name="source"))
             tasks.append(asyncio.create_task(self._report_gaps(), name="gap-reporter"))
         await self.stop_event.wait()

@@ -119,6 +119,7 @@ class Link:
 
     number: int
     opened_at: float
+    rotate_at: float  # when its scheduled rotation is due (the slot's first one staggered, see streamer/slots.py)
     shutdown_announced: bool = False  # its close is expected: the rotation under way accounts for it
 
     def __str__(self) -> str:
@@ -134,6 +135,7 @@ class Router:
         overlap_timeout_s: float,
         rotation_after_s: float,
         rotation_reason: Rotation,
+        first_rotation_after_s: float | None = None,
     ) -> None:
         self.keys = tuple(keys)
         self.last_delivered = last_delivered  # per stream key: the last id delivered (the sequence tracker's)
@@ -141,6 +143,10 @@ class Router:
         self.overlap_timeout_s = overlap_timeout_s
         self.rotation_after_s = rotation_after_s
         self.rotation_reason = rotation_reason
+        # The slot's first connection rotates after this (staggered across a pool); every later one after
+        # rotation_after_s.
+        self.first_rotation_after_s = rotation_after_s if first_rotation_after_s is None else first_rotation_after_s
+        self.opened_any = False
         self.active: Link | None = None
         self.pending: Link | None = None
         # The one connection that owns every key while no switch is under way: its events skip routing.
@@ -171,7 +177,7 @@ class Router:
         if self.pending is not None:
             timers.append(self.pending_deadline - now)
         elif self.active is not None and self.connecting is None:
-            timers.append(self.active.opened_at + self.rotation_after_s - now)
+            timers.append(self.active.rotate_at - now)
         return max(0.0, min(timers))
 
     def take_actions(self) -> list[Action]:
@@ -221,13 +227,30 @@ class Router:
             self.active is not None
             and self.pending is None
             and self.connecting is None
-            and now >= self.active.opened_at + self.rotation_after_s
+            and now >= self.active.rotate_at
         ):
             log.info("%s: lifetime %.1f s reached; rotating (%s)", self.active, now - self.active.opened_at,
                      self.rotation_reason.value)
             self._connect(self.rotation_reason)
         if not self.stopping and self.active is None and self.pending is None and self.connecting is None:
             self._connect(Failure.ERROR)
+
+    def add_keys(self, keys: Sequence[str]) -> None:
+        """New stream keys on this slot (a listing; the asyncio layer subscribes every open connection). The
+        active connection owns them; during a switch-over the pending one takes them over like any other."""
+        new = [k for k in keys if k not in self.keys]
+        self.keys = self.keys + tuple(new)
+        if self.active is not None:
+            for key in new:
+                self.owner[key] = self.active.number
+
+    def remove_keys(self, keys: Sequence[str]) -> None:
+        """Stream keys leave this slot (a delisting; the asyncio layer unsubscribes them)."""
+        gone = set(keys)
+        self.keys = tuple(k for k in self.keys if k not in gone)
+        for key in gone:
+            self.owner.pop(key, None)
+            self.buffers.pop(key, None)
 
     def stop(self, now: float) -> list[int]:
         """Stop: finish a switch under way, attempt nothing more; returns the connections left to close."""
@@ -260,7 +283,9 @@ class Router:
     def _opened(self, conn: int, now: float) -> None:
         cause = self.connecting if self.connecting is not None else Failure.ERROR
         self.connecting = None
-        link = Link(conn, now)
+        after = self.rotation_after_s if self.opened_any else self.first_rotation_after_s
+        self.opened_any = True
+        link = Link(conn, now, now + after)
         if self.stopping:
             self.actions.append(Close(conn))
             return

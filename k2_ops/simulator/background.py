@@ -226,6 +226,24 @@ class BackgroundSimulator:
             raise ValueError(f"rate_per_symbol must be a number >= 0, got {rate_per_symbol!r}")
         self._call(self._srv.set_rate, float(rate_per_symbol))
 
+    def list_symbols(self, symbols: list[str]) -> list[str]:
+        """New listings: generated from now on, TRADING in exchangeInfo; returns the symbols that were new."""
+        names = _symbols(symbols)
+        return self._call(self._srv.list_symbols, names)
+
+    def delist_symbols(self, symbols: list[str]) -> list[str]:
+        """Delistings: no longer generated, BREAK in exchangeInfo; returns the symbols that were listed."""
+        return self._call(self._srv.delist_symbols, _symbols(symbols))
+
+    def fail_rest(self, seconds: float) -> None:
+        """GET /api/v3/exchangeInfo answers 503 for `seconds` (the REST API unreachable)."""
+        if not seconds > 0:
+            raise ValueError(f"fail_rest seconds must be > 0, got {seconds!r}")
+        self._call(self._srv.fail_rest, float(seconds))
+
+    def exchange_info(self) -> dict[str, Any]:
+        return self._call(self._srv.exchange_info)
+
     def burst(self, multiplier: float, seconds: float) -> None:
         """Multiply the trade rate by `multiplier` for the next `seconds`."""
         if not (multiplier > 0 and seconds > 0):
@@ -255,6 +273,14 @@ class BackgroundSimulator:
 
     def replay_finished(self) -> bool:
         return self._call(lambda: self._srv.replayer is not None and self._srv.replayer.finished)
+
+
+def _symbols(symbols: list[str]) -> list[str]:
+    from .config import SYMBOL_RE
+
+    if isinstance(symbols, str) or not all(isinstance(s, str) and SYMBOL_RE.match(s) for s in symbols):
+        raise ValueError(f"symbols must be a list of lowercase symbols like 'btcusdt', got {symbols!r}")
+    return list(symbols)
 
 
 def _count(value: int, name: str = "count") -> int:

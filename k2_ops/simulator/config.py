@@ -37,6 +37,8 @@ class SimulatorConfig:
     max_incoming_per_s: int | None = 5
     incoming_window_s: float = 1.0
     max_streams_per_connection: int = 1024
+    # Binance refuses handshake URLs over about 8,000 characters (HTTP 414); None = any length.
+    max_url_chars: int | None = 8000
     max_connection_attempts: int | None = 300
     connection_attempt_window_s: float = 300.0
     # Replay a recording in the btcusdt_20240808.gz format instead of generating; speed 0 = full speed.
@@ -133,6 +135,7 @@ def validate(config: SimulatorConfig) -> None:
     _positive(config, "replay_speed", allow_zero=True)
     _integer(config, "max_incoming_per_s", minimum=1, allow_none=True)
     _integer(config, "max_streams_per_connection", minimum=1)
+    _integer(config, "max_url_chars", minimum=16, allow_none=True)
     _integer(config, "max_connection_attempts", minimum=1, allow_none=True)
     _integer(config, "ground_truth_max_per_series", minimum=10)
     _integer(config, "max_closed_connections_kept", minimum=0)
