@@ -24,6 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from streamer.backpressure import BackPressure
 from streamer.config import StreamerConfig
 from streamer.connect import AttemptBudget
+from streamer.discovery import Discovery
 from streamer.health import Guard, HealthServer, json_response
 from streamer.integrity import SequenceTracker
 from streamer.memory import MemoryMonitor
@@ -41,6 +42,7 @@ from streamer.serialize import (
 )
 from streamer.sink import KafkaSink, ensure_topics, topic_config
 from streamer.summary import format_summary
+from streamer.symbols import Explicit, select
 
 log = logging.getLogger("streamer")
 
@@ -123,10 +125,7 @@ class Streamer:
     def __init__(self, config: StreamerConfig) -> None:
         self.config = config
         self.started = time.monotonic()
-        self.tracker = SequenceTracker()
-        for symbol in config.symbols:
-            for stream in config.streams:
-                self.tracker.track(symbol, stream)
+        self.tracker = SequenceTracker()  # the pool tracks the keys of the symbols it streams
         self.metrics = StreamerMetrics(config.instance, self.tracker)
         self.metrics.prime_streams(config.streams, [topic_for(config.kafka_topic_prefix, s) for s in config.streams])
         self.stop_event = asyncio.Event()
@@ -266,8 +265,11 @@ class Streamer:
         mode = ("NO TLS" if config.ws_url.startswith("ws://")
                 else "TLS verified" if config.ssl_verify else "TLS NOT VERIFIED")
         source_kind = "live Binance" if "binance.com" in config.ws_url else "not Binance: a simulator?"
+        selector = config.selector
+        shown = selector.describe()
         log.info("streaming %s x %s from %s (%s, %s) to Kafka %s (%s) as instance %s (%s)",
-                 ",".join(config.symbols), ",".join(config.streams), config.ws_url, source_kind, mode,
+                 shown if len(shown) <= 200 else f"{len(config.symbols)} symbols ({shown[:160]}...)",
+                 ",".join(config.streams), config.ws_url, source_kind, mode,
                  config.kafka_bootstrap_servers, config.kafka_client.describe(), config.instance, config.start_mode)
 
         sink = self.sink = KafkaSink(
@@ -302,7 +304,14 @@ class Streamer:
             log.warning("TEST ONLY: retaining %.0f bytes/s on purpose (K2_TEST_LEAK_BYTES_PER_SECOND)",
                         config.test_leak_bytes_per_s)
             tasks.append(asyncio.create_task(self.memory.run_test_leak(), name="test-leak"))
-        if not self.stop_event.is_set():
+        discovery: Discovery | None = None
+        symbols: list[str] | None = select((), selector) if isinstance(selector, Explicit) else None
+        if symbols is None:
+            discovery = Discovery(config, selector)
+            symbols = await _retry_until(
+                self.stop_event, f"reading the symbol list from {mask_credentials(discovery.url)}", discovery.first
+            )
+        if not self.stop_event.is_set() and symbols is not None:
             mode = initial_mode(config)
             if mode != config.start_mode:
                 log.warning("resuming in %s mode as recorded in %s before this instance restarted "
@@ -311,15 +320,18 @@ class Streamer:
             self.pipeline = Pipeline(
                 self.tracker, serializer, sink, standby=mode == "standby",
                 standby_buffer_max=config.handover_buffer_messages,
-                expected_keys=len(config.symbols) * len(config.streams), metrics=self.metrics,
+                expected_keys=len(symbols) * len(config.streams), metrics=self.metrics,
             )
             parser = FrameParser(config.instance, config.max_frame_bytes)
             self.source = Pool(config, parser, self.tracker, self.pipeline.deliver, self.metrics,
                                BackPressure(sink.buffered, config.max_buffered_messages, self.metrics),
                                AttemptBudget(config.connection_attempts_per_window,
                                              config.connection_attempt_window_s),
-                               config.symbols)
+                               symbols)
             tasks.append(asyncio.create_task(self.source.run(), name="source"))
+            if discovery is not None:
+                discovery.apply = self.source.change
+                tasks.append(asyncio.create_task(discovery.run(), name="symbol-discovery"))
             tasks.append(asyncio.create_task(self._report_gaps(), name="gap-reporter"))
         await self.stop_event.wait()
         return await self._shutdown(tasks)

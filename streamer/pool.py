@@ -54,6 +54,9 @@ class Pool:
         self.backpressure = backpressure
         self.attempt_budget = attempt_budget
         self.symbols: list[str] = list(symbols)
+        for symbol in self.symbols:
+            for stream in config.streams:
+                tracker.track(symbol, stream)
         keys = stream_keys(self.symbols, config.streams)
         chunks = allocate(keys, config.streams_per_connection)
         offsets = stagger(len(chunks), config.rotation_after_s)

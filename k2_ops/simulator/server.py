@@ -201,6 +201,8 @@ class SimServer:
         over_limit = self._count_attempt(str(remote[0]) if remote else "?", now)
         if now < self.faults.refuse_until and self.faults.refuse_mode == "http_503":
             return connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "Service unavailable (fault)\n")
+        if now < self.faults.refuse_until and self.faults.refuse_mode == "http_429":
+            return connection.respond(http.HTTPStatus.TOO_MANY_REQUESTS, "Too many connection attempts (fault)\n")
         if over_limit:
             return connection.respond(http.HTTPStatus.TOO_MANY_REQUESTS, "Too many connection attempts\n")
         limit = self.config.max_url_chars
@@ -455,8 +457,10 @@ class SimServer:
 
     # ---- faults (loop thread) ---------------------------------------------------------------------
 
-    def _open_states(self) -> list[ConnState]:
-        return [s for s in self.states.values() if s.conn is not None and s.conn.protocol.state is OPEN]
+    def _open_states(self, ids: list[int] | None = None) -> list[ConnState]:
+        """Open connections; only those numbered in `ids` when given (a fault on chosen connections)."""
+        return [s for s in self.states.values() if s.conn is not None and s.conn.protocol.state is OPEN
+                and (ids is None or s.id in ids)]
 
     def _write_each(self, build: Any) -> int:
         """Write `build(state)` (bytes or list of bytes) to every open connection; returns how many."""
@@ -478,8 +482,8 @@ class SimServer:
         stream = first or f"{symbol}@trade"
         return symbol, (stream if state.combined else None)
 
-    def drop_connections(self) -> int:
-        states = self._open_states()
+    def drop_connections(self, connection_ids: list[int] | None = None) -> int:
+        states = self._open_states(connection_ids)
         for state in states:
             assert state.conn is not None
             state.server_reason = "dropped"
@@ -533,10 +537,12 @@ class SimServer:
         now_ms = self._now_ms()
         return self._write_each(lambda s: [faults.oversized(size_bytes, now_ms, self._fault_stream(s)[1])])
 
-    def server_shutdown(self, close_after_s: float | None) -> int:
+    def server_shutdown(self, close_after_s: float | None, connection_ids: list[int] | None = None) -> int:
         now_ms = self._now_ms()
-        states = self._open_states()
-        self._write_each(lambda s: [faults.server_shutdown(now_ms, s.combined)])
+        states = self._open_states(connection_ids)
+        for state in states:
+            assert state.conn is not None
+            state.conn.send_frames(text_frame(faults.server_shutdown(now_ms, state.combined)))
         if close_after_s is not None:
             assert self.loop is not None
 

@@ -142,3 +142,13 @@ def test_symbol_selection_is_one_pure_function() -> None:
     assert symbol_problem("1000satsusdt") is None and symbol_problem("币安人生usdt") is None
     for bad in ("btc@usdt", "btc/usdt", "btc,usdt", "btc usdt", "btc\nusdt", "BTCUSDT", "b", "x" * 41, 'a"b'):
         assert symbol_problem(bad) is not None, bad
+
+
+def test_exchange_info_is_parsed_without_ever_raising() -> None:
+    from streamer.discovery import parse_exchange_info
+
+    body = (b'{"symbols":[{"symbol":"BTCUSDT","status":"TRADING","quoteAsset":"USDT"},'
+            b'{"symbol":"ETHBTC","status":"BREAK","quoteAsset":"btc"},"junk",{"symbol":1}]}')
+    assert parse_exchange_info(body) == [Listing("btcusdt", "TRADING", "USDT"), Listing("ethbtc", "BREAK", "BTC")]
+    for broken in (b"", b"[]", b'{"symbols": 3}', b"\xff", b"[" * 100_000):
+        assert isinstance(parse_exchange_info(broken), str)
