@@ -231,3 +231,53 @@ def test_an_unreachable_rest_api_is_said_plainly_and_the_last_set_keeps_streamin
     wait_for(lambda: streamer.metric("binance_messages_received_total") > before + 200, 30, "still streaming")
     assert streamer.metric("binance_messages_received_total", symbol="s2000usdt") == 0
     assert streamer.get("/readyz")[0] == 200
+
+
+def test_blue_green_handover_of_a_20_connection_streamer_has_no_gap_and_no_duplicate(
+    make_simulator: Any, make_streamer: Any, kafka: Any, fault_report: dict[str, Any]
+) -> None:
+    """400 symbols x trade over connections of 20 streams: blue and green each run a pool of 20 connections
+    (green in standby, buffering); blue hands over its positions, green goes on from there."""
+    symbols = MARKET[:400]
+    sim = pool_simulator(make_simulator, symbols, rate=1.0)
+    env = {"K2_BINANCE_STREAMS": "trade", "K2_STREAMS_PER_CONNECTION": 20}
+    blue = pool_streamer(make_streamer, sim, kafka.bootstrap_servers, **env)
+    green = pool_streamer(make_streamer, sim, kafka.bootstrap_servers, K2_INSTANCE="green", K2_START_MODE="standby",
+                          K2_KAFKA_TOPIC_PREFIX=blue.env["K2_KAFKA_TOPIC_PREFIX"], **env)
+    blue.wait_ready(60)
+    assert green.wait_ready(60)["mode"] == "standby"
+    for color in (blue, green):
+        assert color.metric("binance_connections_open") == 20
+    wait_for(lambda: green.metric("binance_messages_received_total") >= 2_000, 30, "green buffering")
+    assert green.metric("kafka_messages_produced_total") == 0
+    status, standby = blue.post("/handover/standby", {"flush_timeout_seconds": 20})
+    assert status == 200 and standby["flushed"], standby
+    positions = standby["positions"]
+    status, released = green.post("/handover/release", {"after": positions})
+    assert status == 200 and released["mode"] == "active"
+    assert all(report["gap"] == 0 for report in released["streams"].values())
+    wait_for(lambda: green.metric("kafka_messages_produced_total") >= 2_000, 30, "green producing")
+    sim.pause_market()
+    wait_for(lambda: caught_up(green, sim, list(symbols)), 60, "green caught up")
+    assert blue.terminate() == 0 and green.terminate() == 0
+    total = blue.summary()["delivered"] + green.summary()["delivered"]
+    records = consume(kafka.bootstrap_servers, blue.env["K2_KAFKA_TOPIC_PREFIX"] + ".trades",
+                      lambda rs: len(rs) >= total, timeout_s=90)
+    by_symbol: dict[str, list[Any]] = {}
+    for record in records:
+        by_symbol.setdefault(record.value["symbol"].lower(), []).append(record)
+    missing = duplicates = 0
+    for symbol in symbols:
+        ids = [r.value["trade_id"] for r in by_symbol.get(symbol, [])]
+        result = compare_with_truth(ids, sim.generated_ids(symbol))
+        missing += result["missing"]
+        duplicates += result["duplicates"]
+        instances = [r.value["instance"] for r in by_symbol.get(symbol, [])]
+        if "green" in instances:  # one switch, at blue's next id
+            switch = instances.index("green")
+            assert set(instances[:switch]) <= {"blue"} and set(instances[switch:]) == {"green"}
+            if switch:
+                assert ids[switch] == positions[f"{symbol}@trade"] + 1
+    fault_report["pool_handover_20_connections"] = {"symbols": len(symbols), "records": len(records),
+                                                    "missing": missing, "duplicates": duplicates}
+    assert missing == 0 and duplicates == 0
