@@ -1,14 +1,17 @@
 """Connection routing of one connection slot: a state machine with no I/O and no asyncio.
 
-A connection slot carries a fixed set of stream keys over successive WebSocket connections (known here by
-their numbers). `Router` decides which connection owns each stream key, when to open a replacement, when to
-switch to it and when to close the old one; the asyncio layer (streamer/source.py) feeds it what happened
+A connection slot (one of the pool's, streamer/pool.py) carries a set of stream keys over successive
+WebSocket connections (known here by their numbers); listings and delistings change the set (`add_keys`,
+`remove_keys`: a new key is owned by the active connection, a removed one forgotten), nothing else does.
+`Router` decides which connection owns each stream key, when to open a replacement, when to switch to it and
+when to close the old one; the asyncio layer (streamer/source.py) feeds it what happened
 (`handle(Opened | Failed | ShutdownAnnounced, now)`, `route(conn, event, now)` for market data of a connection
 that does not own everything alone, `tick(now)` as time passes) and carries out the actions it leaves in
 `actions` (`take_actions()`): Connect, Activate, Close, and the Rotated / Reconnected counts. Time is a
 parameter, so tests drive it with made-up events and clocks.
 
-Make-before-break (rotation at K2_CONNECTION_MAX_LIFETIME_SECONDS, before the exchange's 24 h limit, on a
+Make-before-break (rotation at K2_CONNECTION_MAX_LIFETIME_SECONDS, the slot's first one after
+`first_rotation_after_s` so that a pool's slots rotate staggered, before the exchange's 24 h limit, on a
 `serverShutdown` event, and on a pong timeout while the old connection still delivers):
   1. open and subscribe the new connection while the old one keeps delivering;
   2. per stream key, buffer what the new connection delivers until its buffered data overlaps what the old one
