@@ -34,6 +34,9 @@ from streamer.symbols import Explicit, Selector, parse_selector
 BINANCE_MAX_CONNECTION_SECONDS = 86_400.0
 BINANCE_MAX_STREAMS_PER_CONNECTION = 1024
 BINANCE_MAX_ATTEMPTS_PER_IP = 300
+# The process's default share of them: a third, in Binance's 5-minute window.
+ATTEMPT_WINDOW_S = 300.0
+MAX_ATTEMPTS_PER_WINDOW = 100
 
 
 class ConfigError(ValueError):
@@ -183,12 +186,12 @@ SETTINGS: tuple[Setting, ...] = (
             f"1 .. {BINANCE_MAX_STREAMS_PER_CONNECTION} (Binance's limit per connection)",
             "streams per connection of the pool: symbols x streams are spread over connections of at most "
             "this many, each subscribed with SUBSCRIBE messages", _positive(1, BINANCE_MAX_STREAMS_PER_CONNECTION)),
-    Setting("connection_attempts_per_window", "K2_CONNECTION_ATTEMPTS_PER_WINDOW", 100, "int",
+    Setting("connection_attempts_per_window", "K2_CONNECTION_ATTEMPTS_PER_WINDOW", MAX_ATTEMPTS_PER_WINDOW, "int",
             f"1 .. {BINANCE_MAX_ATTEMPTS_PER_IP}",
             "connection attempts the whole pool may make in K2_CONNECTION_ATTEMPT_WINDOW_SECONDS: this "
             "process's share of Binance's 300 per 5 min per IP (with N processes on one IP, at most 300/N each)",
             _positive(1, BINANCE_MAX_ATTEMPTS_PER_IP)),
-    Setting("connection_attempt_window_s", "K2_CONNECTION_ATTEMPT_WINDOW_SECONDS", 300.0, "float",
+    Setting("connection_attempt_window_s", "K2_CONNECTION_ATTEMPT_WINDOW_SECONDS", ATTEMPT_WINDOW_S, "float",
             "0.1 .. 3600 seconds", "the window of K2_CONNECTION_ATTEMPTS_PER_WINDOW (Binance: 5 minutes)",
             _positive(0.1, 3600.0)),
     Setting("ssl_verify", "K2_SSL_VERIFY", True, "bool", "true or false",

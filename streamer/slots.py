@@ -18,6 +18,7 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
 # Stream names per SUBSCRIBE message. Each message is one of the 5 frames per second Binance allows a
@@ -67,9 +68,14 @@ def batches(keys: Sequence[str], size: int = SUBSCRIBE_BATCH) -> list[list[str]]
     return [list(keys[i : i + size]) for i in range(0, len(keys), size)]
 
 
-def request(method: str, params: Sequence[str], request_id: int) -> str:
+class Method(StrEnum):
+    SUBSCRIBE = "SUBSCRIBE"
+    UNSUBSCRIBE = "UNSUBSCRIBE"
+
+
+def request(method: Method, params: Sequence[str], request_id: int) -> str:
     """A SUBSCRIBE / UNSUBSCRIBE message as Binance documents it."""
-    return json.dumps({"method": method, "params": list(params), "id": request_id}, separators=(",", ":"))
+    return json.dumps({"method": method.value, "params": list(params), "id": request_id}, separators=(",", ":"))
 
 
 @dataclass(frozen=True)

@@ -63,7 +63,7 @@ from streamer.routing import (
     Router,
     ShutdownAnnounced,
 )
-from streamer.slots import batches, reply, request
+from streamer.slots import Method, batches, reply, request
 
 log = logging.getLogger(__name__)
 
@@ -218,7 +218,7 @@ class Source:
             await self._events.put(Opened(conn.number))
             return
 
-    async def _request(self, conn: Connection, method: str, keys: list[str]) -> int:
+    async def _request(self, conn: Connection, method: Method, keys: list[str]) -> int:
         """Send one SUBSCRIBE/UNSUBSCRIBE within the connection's frame budget; returns its id."""
         self._request_ids += 1
         await conn.budget.acquire()
@@ -235,7 +235,7 @@ class Source:
             if not todo:
                 return
             for batch in batches(todo):
-                request_id = await self._request(conn, "SUBSCRIBE", batch)
+                request_id = await self._request(conn, Method.SUBSCRIBE, batch)
                 while True:
                     raw = await asyncio.wait_for(conn.ws.recv(), max(0.0, deadline - time.monotonic()))
                     answer = reply(raw)
@@ -261,7 +261,7 @@ class Source:
             if conn.retiring:
                 continue
             try:
-                for method, keys in (("UNSUBSCRIBE", remove), ("SUBSCRIBE", add)):
+                for method, keys in ((Method.UNSUBSCRIBE, remove), (Method.SUBSCRIBE, add)):
                     for batch in batches(keys):
                         await self._request(conn, method, batch)
             except ConnectionClosed:

@@ -12,7 +12,7 @@ from streamer.connect import AttemptBudget
 from streamer.kinds import stream_keys
 from streamer.parse import Event
 from streamer.routing import Close, Connect, Opened, Rotated, Rotation, Router
-from streamer.slots import SUBSCRIBE_BATCH, allocate, batches, place, reply, request, slots_needed, stagger
+from streamer.slots import SUBSCRIBE_BATCH, Method, allocate, batches, place, reply, request, slots_needed, stagger
 from streamer.symbols import Explicit, Listing, Quote, parse_selector, select, symbol_problem
 
 
@@ -82,7 +82,7 @@ def test_subscribe_requests_are_batched_and_answers_recognised() -> None:
     keys = [f"s{i}@trade" for i in range(1024)]
     cut = batches(keys)
     assert [len(b) for b in cut] == [200, 200, 200, 200, 200, 24] and SUBSCRIBE_BATCH == 200
-    assert request("SUBSCRIBE", ["btcusdt@trade"], 7) == '{"method":"SUBSCRIBE","params":["btcusdt@trade"],"id":7}'
+    assert request(Method.SUBSCRIBE, ["btcusdt@trade"], 7) == '{"method":"SUBSCRIBE","params":["btcusdt@trade"],"id":7}'
     answer = reply('{"result":null,"id":7}')
     assert answer is not None and answer.request_id == 7 and answer.error is None
     refused = reply('{"error":{"code":2,"msg":"Invalid request"},"id":8}')
