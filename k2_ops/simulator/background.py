@@ -287,9 +287,9 @@ def _ids(ids: list[int] | None) -> list[int] | None:
 
 
 def _symbols(symbols: list[str]) -> list[str]:
-    from .config import SYMBOL_RE
+    from .config import valid_symbol
 
-    if isinstance(symbols, str) or not all(isinstance(s, str) and SYMBOL_RE.match(s) for s in symbols):
+    if isinstance(symbols, str) or not all(valid_symbol(s) for s in symbols):
         raise ValueError(f"symbols must be a list of lowercase symbols like 'btcusdt', got {symbols!r}")
     return list(symbols)
 

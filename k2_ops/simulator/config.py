@@ -14,7 +14,13 @@ from typing import Any
 
 CERT_MODES = ("valid", "wrong_host", "unknown_ca")
 REPLAY_STARTS = ("first_subscriber", "immediately")
-SYMBOL_RE = re.compile(r"^[a-z0-9]{2,30}$")
+# Lowercase letters of any script and digits, as Binance's stream names carry its symbols (some listings have
+# non-ASCII names, e.g. 币安人生usdt); `valid_symbol` adds the lowercase rule.
+SYMBOL_RE = re.compile(r"^[^\W_]{2,30}$")
+
+
+def valid_symbol(symbol: object) -> bool:
+    return isinstance(symbol, str) and bool(SYMBOL_RE.match(symbol)) and symbol == symbol.lower()
 
 
 class ConfigError(ValueError):
@@ -109,7 +115,7 @@ def validate(config: SimulatorConfig) -> None:
     if not config.symbols and not replaying:
         raise ConfigError("SimulatorConfig.symbols must name at least one symbol (or set replay_file)")
     for symbol in config.symbols:
-        if not isinstance(symbol, str) or not SYMBOL_RE.match(symbol):
+        if not valid_symbol(symbol):
             raise ConfigError(
                 f"SimulatorConfig.symbols: {symbol!r} is not a lowercase symbol like 'btcusdt' "
                 "(Binance stream names use lowercase symbols)"

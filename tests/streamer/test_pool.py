@@ -281,3 +281,23 @@ def test_blue_green_handover_of_a_20_connection_streamer_has_no_gap_and_no_dupli
     fault_report["pool_handover_20_connections"] = {"symbols": len(symbols), "records": len(records),
                                                     "missing": missing, "duplicates": duplicates}
     assert missing == 0 and duplicates == 0
+
+
+def test_a_listing_with_a_non_ascii_name_is_streamed_and_other_quotes_are_not(
+    make_simulator: Any, make_streamer: Any, kafka: Any
+) -> None:
+    """Binance lists symbols with non-ASCII names (e.g. 币安人生USDT): quote:USDT streams them like any other,
+    keyed by the symbol in UTF-8; ETHBTC (quote BTC) is not selected."""
+    sim = pool_simulator(make_simulator, ("btcusdt", "币安人生usdt", "ethbtc"), rate=20.0)
+    streamer = pool_streamer(make_streamer, sim, kafka.bootstrap_servers, K2_BINANCE_STREAMS="trade")
+    streamer.wait_ready(60)
+    assert {k for c in open_connections(sim) for k in c.streams} == {"btcusdt@trade", "币安人生usdt@trade"}
+    wait_for(lambda: streamer.metric("binance_messages_received_total", symbol="币安人生usdt") >= 20, 30,
+             "trades of the non-ASCII listing")
+    result = audit(streamer, sim, kafka.bootstrap_servers, ["btcusdt", "币安人生usdt"])
+    assert result["missing"] == 0 and result["duplicates"] == 0
+    assert result["per_symbol"]["币安人生usdt"]["expected"] >= 20
+    records = consume(kafka.bootstrap_servers, streamer.env["K2_KAFKA_TOPIC_PREFIX"] + ".trades",
+                      lambda rs: any(r.value["symbol"] == "币安人生USDT" for r in rs), timeout_s=30)
+    record = next(r for r in records if r.value["symbol"] == "币安人生USDT")
+    assert record.key == "币安人生USDT".encode()
