@@ -11,7 +11,9 @@ that does not own everything alone, `tick(now)` as time passes) and carries out 
 parameter, so tests drive it with made-up events and clocks.
 
 Make-before-break (rotation at K2_CONNECTION_MAX_LIFETIME_SECONDS, the slot's first one after
-`first_rotation_after_s` so that a pool's slots rotate staggered, before the exchange's 24 h limit, on a
+`first_rotation_after_s` so that a pool's slots rotate staggered; the slot's rotations stay on that grid,
+first + k x lifetime from its first connection's open, also after an unplanned replacement, so the stagger
+and the count per day hold; before the exchange's 24 h limit, on a
 `serverShutdown` event, and on a pong timeout while the old connection still delivers):
   1. open and subscribe the new connection while the old one keeps delivering;
   2. per stream key, buffer what the new connection delivers until its buffered data overlaps what the old one
@@ -149,7 +151,7 @@ class Router:
         # The slot's first connection rotates after this (staggered across a pool); every later one after
         # rotation_after_s.
         self.first_rotation_after_s = rotation_after_s if first_rotation_after_s is None else first_rotation_after_s
-        self.opened_any = False
+        self.epoch: float | None = None  # when the slot's first connection opened: the rotation grid's origin
         self.active: Link | None = None
         self.pending: Link | None = None
         # The one connection that owns every key while no switch is under way: its events skip routing.
@@ -279,6 +281,18 @@ class Router:
         if active is not None:
             self.owner = dict.fromkeys(self.keys, active.number)
 
+    def _next_rotation(self, now: float) -> float:
+        """The slot's next grid point after `now`: epoch + first + k x lifetime (k >= 0). A connection opened
+        by a rotation at grid point k rotates at k + 1; one opened by an unplanned replacement keeps the grid
+        (so at most a lifetime, never more: the exchange's limit holds)."""
+        if self.epoch is None:
+            self.epoch = now
+        first = self.epoch + self.first_rotation_after_s
+        if now < first:
+            return first
+        steps = int((now - first) / self.rotation_after_s) + 1
+        return first + steps * self.rotation_after_s
+
     def _connect(self, cause: Cause) -> None:
         self.connecting = cause
         self.actions.append(Connect(cause))
@@ -286,9 +300,7 @@ class Router:
     def _opened(self, conn: int, now: float) -> None:
         cause = self.connecting if self.connecting is not None else Failure.ERROR
         self.connecting = None
-        after = self.rotation_after_s if self.opened_any else self.first_rotation_after_s
-        self.opened_any = True
-        link = Link(conn, now, now + after)
+        link = Link(conn, now, self._next_rotation(now))
         if self.stopping:
             self.actions.append(Close(conn))
             return

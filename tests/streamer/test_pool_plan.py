@@ -11,7 +11,7 @@ import pytest
 from streamer.connect import AttemptBudget
 from streamer.kinds import stream_keys
 from streamer.parse import Event
-from streamer.routing import Close, Connect, Opened, Rotated, Rotation, Router
+from streamer.routing import Close, Connect, Failed, Failure, Opened, Rotated, Rotation, Router
 from streamer.slots import SUBSCRIBE_BATCH, Method, allocate, batches, place, reply, request, slots_needed, stagger
 from streamer.symbols import Explicit, Listing, Quote, parse_selector, select, symbol_problem
 
@@ -152,3 +152,25 @@ def test_exchange_info_is_parsed_without_ever_raising() -> None:
     assert parse_exchange_info(body) == [Listing("btcusdt", "TRADING", "USDT"), Listing("ethbtc", "BREAK", "BTC")]
     for broken in (b"", b"[]", b'{"symbols": 3}', b"\xff", b"[" * 100_000):
         assert isinstance(parse_exchange_info(broken), str)
+
+
+def test_an_unplanned_replacement_keeps_the_slots_rotation_grid() -> None:
+    """Slot 3 of 20 (lifetime 100 s) rotates at 20, 120, 220...; a connection lost at 150 s is replaced at once,
+    and the replacement still rotates at 220, not 250: the stagger and the rotations per day hold."""
+    router = Router(["a@trade"], lambda _k: None, lambda _e: None, 10.0, 100.0, Rotation.SCHEDULED,
+                    stagger(20, 100.0)[3])
+    router.start()
+    router.take_actions()
+    router.handle(Opened(1), 0.0)
+    router.take_actions()
+    assert router.active is not None and router.active.rotate_at == 20.0
+    router.tick(20.0)
+    assert router.take_actions() == [Connect(Rotation.SCHEDULED)]
+    router.handle(Opened(2), 20.5)
+    router.tick(30.5)  # the overlap timeout switches the quiet key
+    router.take_actions()
+    assert router.active.number == 2 and router.active.rotate_at == 120.0
+    router.handle(Failed(2, Failure.SERVER_CLOSE), 150.0)
+    router.take_actions()
+    router.handle(Opened(3), 150.1)
+    assert router.active.number == 3 and router.active.rotate_at == 220.0
