@@ -126,9 +126,10 @@ class Link:
     opened_at: float
     rotate_at: float  # when its scheduled rotation is due (the slot's first one staggered, see streamer/slots.py)
     shutdown_announced: bool = False  # its close is expected: the rotation under way accounts for it
+    slot: str = ""  # the slot's name in logs ("slot 3"), as the asyncio layer names the same connection
 
     def __str__(self) -> str:
-        return f"connection #{self.number}"
+        return f"{self.slot} connection #{self.number}" if self.slot else f"connection #{self.number}"
 
 
 class Router:
@@ -141,7 +142,9 @@ class Router:
         rotation_after_s: float,
         rotation_reason: Rotation,
         first_rotation_after_s: float | None = None,
+        name: str = "",
     ) -> None:
+        self.name = name  # the slot's name in logs
         self.keys = tuple(keys)
         self.last_delivered = last_delivered  # per stream key: the last id delivered (the sequence tracker's)
         self.deliver = deliver
@@ -300,7 +303,7 @@ class Router:
     def _opened(self, conn: int, now: float) -> None:
         cause = self.connecting if self.connecting is not None else Failure.ERROR
         self.connecting = None
-        link = Link(conn, now, self._next_rotation(now))
+        link = Link(conn, now, self._next_rotation(now), slot=self.name)
         if self.stopping:
             self.actions.append(Close(conn))
             return

@@ -123,7 +123,8 @@ class Source:
         self.dialer = Dialer(config, config.ws_url, metrics, attempt_budget or AttemptBudget())
         # This slot's own: its routing and its heartbeat (whose ping grid outlives its connections).
         self.router = Router(self.keys, tracker.last_id, deliver, config.rotation_overlap_timeout_s,
-                             config.rotation_after_s, Rotation(config.rotation_reason), first_rotation_after_s)
+                             config.rotation_after_s, Rotation(config.rotation_reason), first_rotation_after_s,
+                             name=f"slot {slot}")
         self.heartbeat = Heartbeat(config.ping_interval_s, config.ping_timeout_s, config.health_timeout_s, metrics)
         self.connections: dict[int, Connection] = {}  # open and not yet given up, by number
         self.last_message_wall = 0.0
