@@ -24,12 +24,14 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from streamer.backpressure import BackPressure
 from streamer.config import StreamerConfig
 from streamer.connect import AttemptBudget
+from streamer.discovery import Discovery
 from streamer.health import Guard, HealthServer, json_response
 from streamer.integrity import SequenceTracker
 from streamer.memory import MemoryMonitor
 from streamer.metrics import ErrorCountingHandler, StreamerMetrics
 from streamer.parse import FrameParser
 from streamer.pipeline import Pipeline
+from streamer.pool import Pool
 from streamer.redact import mask_credentials
 from streamer.serialize import (
     RecordSerializer,
@@ -39,8 +41,8 @@ from streamer.serialize import (
     topic_for,
 )
 from streamer.sink import KafkaSink, ensure_topics, topic_config
-from streamer.source import Source
 from streamer.summary import format_summary
+from streamer.symbols import Explicit, select
 
 log = logging.getLogger("streamer")
 
@@ -123,16 +125,13 @@ class Streamer:
     def __init__(self, config: StreamerConfig) -> None:
         self.config = config
         self.started = time.monotonic()
-        self.tracker = SequenceTracker()
-        for symbol in config.shard_symbols:
-            for stream in config.streams:
-                self.tracker.track(symbol, stream)
+        self.tracker = SequenceTracker()  # the pool tracks the keys of the symbols it streams
         self.metrics = StreamerMetrics(config.instance, self.tracker)
         self.metrics.prime_streams(config.streams, [topic_for(config.kafka_topic_prefix, s) for s in config.streams])
         self.stop_event = asyncio.Event()
         self.sink: KafkaSink | None = None
         self.pipeline: Pipeline | None = None
-        self.source: Source | None = None
+        self.source: Pool | None = None
         self.memory = MemoryMonitor(
             config.memory_sample_interval_s,
             config.memory_window_s,
@@ -180,7 +179,7 @@ class Streamer:
         checks = {
             "connected": {
                 "ok": connected,
-                "reason": f"{source.active} open" if connected and source else "no open connection",
+                "reason": source.describe() if source is not None else "no open connection",
             },
             "data_fresh": {
                 "ok": fresh,
@@ -266,9 +265,12 @@ class Streamer:
         mode = ("NO TLS" if config.ws_url.startswith("ws://")
                 else "TLS verified" if config.ssl_verify else "TLS NOT VERIFIED")
         source_kind = "live Binance" if "binance.com" in config.ws_url else "not Binance: a simulator?"
+        selector = config.selector
+        shown = selector.describe()
         log.info("streaming %s x %s%s from %s (%s, %s) to Kafka %s (%s) as instance %s (%s)",
-                 ",".join(config.shard_symbols), ",".join(config.streams),
-                 "" if config.shard.whole_market else f" ({config.shard})", config.ws_url, source_kind, mode,
+                 shown if len(shown) <= 200 else f"{len(config.symbols)} symbols ({shown[:160]}...)",
+                 ",".join(config.streams), "" if config.shard.whole_market else f", {config.shard}",
+                 config.ws_url, source_kind, mode,
                  config.kafka_bootstrap_servers, config.kafka_client.describe(), config.instance, config.start_mode)
 
         sink = self.sink = KafkaSink(
@@ -304,7 +306,14 @@ class Streamer:
             log.warning("TEST ONLY: retaining %.0f bytes/s on purpose (K2_TEST_LEAK_BYTES_PER_SECOND)",
                         config.test_leak_bytes_per_s)
             tasks.append(asyncio.create_task(self.memory.run_test_leak(), name="test-leak"))
-        if not self.stop_event.is_set():
+        discovery: Discovery | None = None
+        symbols: list[str] | None = select((), selector, config.shard) if isinstance(selector, Explicit) else None
+        if symbols is None:
+            discovery = Discovery(config, selector)
+            symbols = await _retry_until(
+                self.stop_event, f"reading the symbol list from {mask_credentials(discovery.url)}", discovery.first
+            )
+        if not self.stop_event.is_set() and symbols is not None:
             mode = initial_mode(config)
             if mode != config.start_mode:
                 log.warning("resuming in %s mode as recorded in %s before this instance restarted "
@@ -313,13 +322,18 @@ class Streamer:
             self.pipeline = Pipeline(
                 self.tracker, serializer, sink, standby=mode == "standby",
                 standby_buffer_max=config.handover_buffer_messages,
-                expected_keys=len(config.shard_symbols) * len(config.streams), metrics=self.metrics,
+                expected_keys=len(symbols) * len(config.streams), metrics=self.metrics,
             )
             parser = FrameParser(config.instance, config.max_frame_bytes)
-            self.source = Source(config, parser, self.tracker, self.pipeline.deliver, self.metrics,
-                                 BackPressure(sink.buffered, config.max_buffered_messages, self.metrics),
-                                 AttemptBudget())
+            self.source = Pool(config, parser, self.tracker, self.pipeline.deliver, self.metrics,
+                               BackPressure(sink.buffered, config.max_buffered_messages, self.metrics),
+                               AttemptBudget(config.connection_attempts_per_window,
+                                             config.connection_attempt_window_s),
+                               symbols)
             tasks.append(asyncio.create_task(self.source.run(), name="source"))
+            if discovery is not None:
+                discovery.apply = self.source.change
+                tasks.append(asyncio.create_task(discovery.run(), name="symbol-discovery"))
             tasks.append(asyncio.create_task(self._report_gaps(), name="gap-reporter"))
         await self.stop_event.wait()
         return await self._shutdown(tasks)

@@ -28,10 +28,16 @@ import yaml
 
 from streamer.kinds import STREAM_KINDS
 from streamer.shards import MAX_SHARDS, Shard
+from streamer.symbols import Explicit, Selector, parse_selector, select
 
-# Binance closes every connection after 24 h and allows 1024 streams on one connection.
+# Binance closes every connection after 24 h, allows 1024 streams on one connection and 300 connection
+# attempts per 5 minutes per IP.
 BINANCE_MAX_CONNECTION_SECONDS = 86_400.0
 BINANCE_MAX_STREAMS_PER_CONNECTION = 1024
+BINANCE_MAX_ATTEMPTS_PER_IP = 300
+# The process's default share of them: a third, in Binance's 5-minute window.
+ATTEMPT_WINDOW_S = 300.0
+MAX_ATTEMPTS_PER_WINDOW = 100
 
 
 class ConfigError(ValueError):
@@ -80,7 +86,6 @@ def _positive(limit_low: float, limit_high: float) -> Callable[[Any], bool]:
     return lambda v: limit_low <= v <= limit_high
 
 
-_SYMBOL = re.compile(r"^[a-z0-9]{2,30}$")
 _INSTANCE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 
 def _optional_file(value: str | None) -> bool:
@@ -163,11 +168,33 @@ SETTINGS: tuple[Setting, ...] = (
             "a wss:// URL (ws:// only with K2_SSL_VERIFY=false)", "base URL of Binance combined streams",
             lambda v: v.startswith(("wss://", "ws://"))),
     Setting("symbols", "K2_BINANCE_SYMBOLS", ("btcusdt", "ethusdt"), "list",
-            "comma list of 1..1024 lowercase symbols [a-z0-9]", "symbols to stream",
-            lambda v: 1 <= len(v) <= 1024 and all(_SYMBOL.match(s) for s in v) and len(set(v)) == len(v)),
+            "a comma list of lowercase symbols as Binance lists them (2..40 letters of any script or digits; "
+            "no @ / , whitespace or quotes), or one selector quote:<ASSET> (e.g. quote:USDT)",
+            "symbols to stream; quote:USDT = every TRADING symbol quoted in USDT, read from exchangeInfo at "
+            "K2_BINANCE_REST_URL and refreshed every K2_SYMBOL_REFRESH_SECONDS",
+            lambda v: not isinstance(parse_selector(v), str)),
     Setting("streams", "K2_BINANCE_STREAMS", ("trade",), "list",
             "comma list of " + ", ".join(STREAM_KINDS), "streams per symbol",
             lambda v: len(v) >= 1 and all(s in STREAM_KINDS for s in v) and len(set(v)) == len(v)),
+    Setting("rest_url", "K2_BINANCE_REST_URL", "https://api.binance.com", "str",
+            "an https:// URL (http:// only with K2_SSL_VERIFY=false)",
+            "Binance REST base URL: GET /api/v3/exchangeInfo for a quote: selector (same TLS settings as the "
+            "WebSocket)", lambda v: v.startswith(("https://", "http://"))),
+    Setting("symbol_refresh_s", "K2_SYMBOL_REFRESH_SECONDS", 300.0, "float", "0.1 .. 86400 seconds",
+            "how often a quote: selector re-reads exchangeInfo (new listings subscribed, delistings "
+            "unsubscribed)", _positive(0.1, 86_400.0)),
+    Setting("streams_per_connection", "K2_STREAMS_PER_CONNECTION", 200, "int",
+            f"1 .. {BINANCE_MAX_STREAMS_PER_CONNECTION} (Binance's limit per connection)",
+            "streams per connection of the pool: symbols x streams are spread over connections of at most "
+            "this many, each subscribed with SUBSCRIBE messages", _positive(1, BINANCE_MAX_STREAMS_PER_CONNECTION)),
+    Setting("connection_attempts_per_window", "K2_CONNECTION_ATTEMPTS_PER_WINDOW", MAX_ATTEMPTS_PER_WINDOW, "int",
+            f"1 .. {BINANCE_MAX_ATTEMPTS_PER_IP}",
+            "connection attempts the whole pool may make in K2_CONNECTION_ATTEMPT_WINDOW_SECONDS: this "
+            "process's share of Binance's 300 per 5 min per IP (with N processes on one IP, at most 300/N each)",
+            _positive(1, BINANCE_MAX_ATTEMPTS_PER_IP)),
+    Setting("connection_attempt_window_s", "K2_CONNECTION_ATTEMPT_WINDOW_SECONDS", ATTEMPT_WINDOW_S, "float",
+            "0.1 .. 3600 seconds", "the window of K2_CONNECTION_ATTEMPTS_PER_WINDOW (Binance: 5 minutes)",
+            _positive(0.1, 3600.0)),
     Setting("ssl_verify", "K2_SSL_VERIFY", True, "bool", "true or false",
             "verify the server certificate and host name (false only with a loud warning)"),
     Setting("ssl_ca_file", "K2_SSL_CA_FILE", None, "path", "unset or an existing PEM file",
@@ -268,8 +295,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("instance", "K2_INSTANCE", "blue", "str", "1..32 chars [a-z0-9_-], e.g. blue or green",
             "instance label on every metric and record", lambda v: bool(_INSTANCE.match(v))),
     Setting("shard_index", "K2_SHARD_INDEX", 0, "int", f"0 .. K2_SHARD_COUNT - 1 (at most {MAX_SHARDS - 1})",
-            "this streamer's shard: it streams the symbols whose stable hash falls in it (streamer/shards.py)",
-            _positive(0, MAX_SHARDS - 1)),
+            "this streamer's shard: it streams the selected symbols whose stable hash falls in it "
+            "(streamer/shards.py, docs/sharding.md)", _positive(0, MAX_SHARDS - 1)),
     Setting("shard_count", "K2_SHARD_COUNT", 1, "int", f"1 .. {MAX_SHARDS}",
             "how many streamers split the market (1 = this one streams every selected symbol)",
             _positive(1, MAX_SHARDS)),
@@ -304,6 +331,11 @@ class StreamerConfig:
     ws_url: str
     symbols: tuple[str, ...]
     streams: tuple[str, ...]
+    rest_url: str
+    symbol_refresh_s: float
+    streams_per_connection: int
+    connection_attempts_per_window: int
+    connection_attempt_window_s: float
     ssl_verify: bool
     ssl_ca_file: str | None
     connection_max_lifetime_s: float
@@ -353,9 +385,10 @@ class StreamerConfig:
         return Shard(self.shard_index, self.shard_count)
 
     @property
-    def shard_symbols(self) -> tuple[str, ...]:
-        """The symbols this streamer streams: its shard's part of K2_BINANCE_SYMBOLS."""
-        return self.shard.select(self.symbols)
+    def selector(self) -> Selector:
+        """K2_BINANCE_SYMBOLS as a selector (streamer/symbols.py): an explicit list or quote:<ASSET>."""
+        selector = parse_selector(self.symbols)
+        return selector if not isinstance(selector, str) else Explicit(self.symbols)
 
     @property
     def rotation_after_s(self) -> float:
@@ -685,9 +718,11 @@ def _check_with_librdkafka(config: KafkaClientConfig) -> None:
 
 # The rules between settings that _check_relations enforces, for the configuration reference.
 RELATIONS: tuple[str, ...] = (
-    "`K2_BINANCE_SYMBOLS` x `K2_BINANCE_STREAMS` is at most 1024 streams (Binance's limit per connection)",
+    "the connections `K2_BINANCE_SYMBOLS` x `K2_BINANCE_STREAMS` need (streams / `K2_STREAMS_PER_CONNECTION`, "
+    "rounded up) fit `K2_CONNECTION_ATTEMPTS_PER_WINDOW` (otherwise the pool could not even open)",
+    "an `http://` `K2_BINANCE_REST_URL` (no TLS) only together with `K2_SSL_VERIFY=false`",
     "`K2_BACKOFF_INITIAL_SECONDS` <= `K2_BACKOFF_MAX_SECONDS`",
-    "`K2_SHARD_INDEX` < `K2_SHARD_COUNT`",
+    "`K2_SHARD_INDEX` < `K2_SHARD_COUNT`; with an explicit `K2_BINANCE_SYMBOLS` the shard owns at least one",
     "a `ws://` `K2_BINANCE_WS_URL` (no TLS) only together with `K2_SSL_VERIFY=false`: never a silent downgrade",
     "`K2_PING_TIMEOUT_SECONDS` < `K2_PING_INTERVAL_SECONDS` (lowering the interval below 10 s needs a lower "
     "timeout too)",
@@ -714,17 +749,26 @@ def _check_relations(config: StreamerConfig) -> None:
             f"K2_SHARD_INDEX={config.shard_index} is not below K2_SHARD_COUNT={config.shard_count}; allowed: "
             f"0 .. {config.shard_count - 1}"
         )
-    if not config.shard_symbols:
+    if isinstance(config.selector, Explicit):
+        owned = select((), config.selector, config.shard)
+        if not owned:
+            raise ConfigError(
+                f"K2_SHARD_INDEX={config.shard_index} of K2_SHARD_COUNT={config.shard_count} selects none of the "
+                f"{len(config.symbols)} symbols of K2_BINANCE_SYMBOLS; allowed: a shard that owns at least one "
+                "(fewer shards, or more symbols)"
+            )
+        streams = len(owned) * len(config.streams)
+        slots = -(-streams // config.streams_per_connection)
+        if slots > config.connection_attempts_per_window:
+            raise ConfigError(
+                f"K2_BINANCE_SYMBOLS x K2_BINANCE_STREAMS = {streams} streams need {slots} connections of "
+                f"K2_STREAMS_PER_CONNECTION={config.streams_per_connection}; allowed: at most "
+                f"K2_CONNECTION_ATTEMPTS_PER_WINDOW={config.connection_attempts_per_window} connections"
+            )
+    if config.rest_url.startswith("http://") and config.ssl_verify:
         raise ConfigError(
-            f"K2_SHARD_INDEX={config.shard_index} of K2_SHARD_COUNT={config.shard_count} selects none of the "
-            f"{len(config.symbols)} symbols of K2_BINANCE_SYMBOLS; allowed: a shard that owns at least one "
-            "(fewer shards, or more symbols)"
-        )
-    streams = len(config.shard_symbols) * len(config.streams)
-    if streams > BINANCE_MAX_STREAMS_PER_CONNECTION:
-        raise ConfigError(
-            f"K2_BINANCE_SYMBOLS x K2_BINANCE_STREAMS = {streams} streams; allowed: at most "
-            f"{BINANCE_MAX_STREAMS_PER_CONNECTION} on one connection"
+            f"K2_BINANCE_REST_URL={config.rest_url} is not encrypted; allowed: an https:// URL, or http:// "
+            "together with K2_SSL_VERIFY=false (tests only)"
         )
     if config.backoff_initial_s > config.backoff_max_s:
         raise ConfigError(

@@ -1,7 +1,9 @@
 """Dialing the exchange: the TLS context, reconnect backoff with full jitter, and the connection-attempt budget.
 
-Binance allows 300 connection attempts per 5 minutes per IP; the streamer keeps itself to MAX_ATTEMPTS_PER_WINDOW
-(a third) in any ATTEMPT_WINDOW_S, whatever the backoff says. The backoff is exponential with full jitter
+Binance allows 300 connection attempts per 5 minutes per IP; the whole pool keeps itself to
+K2_CONNECTION_ATTEMPTS_PER_WINDOW (default MAX_ATTEMPTS_PER_WINDOW, a third) in any
+K2_CONNECTION_ATTEMPT_WINDOW_SECONDS (default ATTEMPT_WINDOW_S), whatever the backoff says: one `AttemptBudget`
+per process, shared by every connection slot. The backoff is exponential with full jitter
 (the first retry immediate), and starts again from zero once a connection delivers data. Every attempt is
 counted (`binance_connection_attempts_total`) and every failure by cause (`binance_connection_failures_total`);
 a refused certificate is never retried without verification.
@@ -23,14 +25,13 @@ from urllib.parse import urlsplit
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidHandshake, InvalidStatus
 
+from streamer.config import ATTEMPT_WINDOW_S as ATTEMPT_WINDOW_S  # re-exported: the budget's defaults
+from streamer.config import MAX_ATTEMPTS_PER_WINDOW as MAX_ATTEMPTS_PER_WINDOW
 from streamer.config import StreamerConfig
 from streamer.metrics import StreamerMetrics
 
 log = logging.getLogger(__name__)
 
-# Binance: 300 connection attempts per 5 minutes per IP. We keep to a third.
-ATTEMPT_WINDOW_S = 300.0
-MAX_ATTEMPTS_PER_WINDOW = 100
 # How long a close handshake (ours or the server's) may take before the connection is dropped.
 CLOSE_TIMEOUT_S = 5.0
 

@@ -46,6 +46,10 @@ CONTRACT_METRICS: dict[str, str] = {
     "binance_pings_sent_total": "counter",
     "binance_reconnects_total": "counter",
     "binance_connection_status": "gauge",
+    "binance_connections_open": "gauge",
+    "binance_connection_slots": "gauge",
+    "binance_connection_age_oldest_seconds": "gauge",
+    "binance_connection_age_youngest_seconds": "gauge",
     "binance_last_message_timestamp_seconds": "gauge",
     "binance_message_errors_total": "counter",
     "binance_messages_received_total": "counter",
@@ -134,7 +138,22 @@ class StreamerMetrics:
             "binance_connection_rotations", "Planned make-before-break rotations", ("reason",)
         )
         self.connection_lifetime = gauge(
-            "binance_connection_lifetime_seconds", "Age of the connection currently delivering data"
+            "binance_connection_lifetime_seconds",
+            "Age of the oldest connection delivering data (the one connection's age for a pool of one)",
+        )
+        self.connections_open = gauge(
+            "binance_connections_open", "Connections of the pool delivering data (one per slot at most)"
+        )
+        self.connection_slots = gauge(
+            "binance_connection_slots",
+            "Connection slots of the pool (symbols x streams / K2_STREAMS_PER_CONNECTION, rounded up): the "
+            "daily checks expect their per-connection rotations and pings times this",
+        )
+        self.connection_age_oldest = gauge(
+            "binance_connection_age_oldest_seconds", "Age of the oldest connection of the pool delivering data"
+        )
+        self.connection_age_youngest = gauge(
+            "binance_connection_age_youngest_seconds", "Age of the youngest connection of the pool delivering data"
         )
         self.pong_timeouts = counter("binance_pong_timeouts", "Client pings whose pong missed the deadline")
         self.last_pong = gauge("binance_last_pong_timestamp_seconds", "Unix time of the last pong received")
@@ -142,7 +161,9 @@ class StreamerMetrics:
         self.reconnects = counter(
             "binance_reconnects", "Unplanned connection replacements (rotations excluded)", ("reason",)
         )
-        self.connection_status = gauge("binance_connection_status", "1 while a connection delivers data")
+        self.connection_status = gauge(
+            "binance_connection_status", "1 while every connection slot of the pool has a connection delivering data"
+        )
         self.last_message = gauge(
             "binance_last_message_timestamp_seconds", "Unix time of the last market-data message"
         )
@@ -192,6 +213,7 @@ class StreamerMetrics:
             self.log_errors.labels(instance, level)
         for gauge_metric in (
             self.ssl_verify_enabled, self.connection_lifetime, self.last_pong, self.connection_status,
+            self.connections_open, self.connection_slots, self.connection_age_oldest, self.connection_age_youngest,
             self.last_message, self.serializer_cache_size, self.kafka_queue, self.kafka_reachable, self.rss,
             self.leak_score, self.leak_slope, self.backpressure, self.handover_standby,
         ):

@@ -1,14 +1,19 @@
 """Connection routing of one connection slot: a state machine with no I/O and no asyncio.
 
-A connection slot carries a fixed set of stream keys over successive WebSocket connections (known here by
-their numbers). `Router` decides which connection owns each stream key, when to open a replacement, when to
-switch to it and when to close the old one; the asyncio layer (streamer/source.py) feeds it what happened
+A connection slot (one of the pool's, streamer/pool.py) carries a set of stream keys over successive
+WebSocket connections (known here by their numbers); listings and delistings change the set (`add_keys`,
+`remove_keys`: a new key is owned by the active connection, a removed one forgotten), nothing else does.
+`Router` decides which connection owns each stream key, when to open a replacement, when to switch to it and
+when to close the old one; the asyncio layer (streamer/source.py) feeds it what happened
 (`handle(Opened | Failed | ShutdownAnnounced, now)`, `route(conn, event, now)` for market data of a connection
 that does not own everything alone, `tick(now)` as time passes) and carries out the actions it leaves in
 `actions` (`take_actions()`): Connect, Activate, Close, and the Rotated / Reconnected counts. Time is a
 parameter, so tests drive it with made-up events and clocks.
 
-Make-before-break (rotation at K2_CONNECTION_MAX_LIFETIME_SECONDS, before the exchange's 24 h limit, on a
+Make-before-break (rotation at K2_CONNECTION_MAX_LIFETIME_SECONDS, the slot's first one after
+`first_rotation_after_s` so that a pool's slots rotate staggered; the slot's rotations stay on that grid,
+first + k x lifetime from its first connection's open, also after an unplanned replacement, so the stagger
+and the count per day hold; before the exchange's 24 h limit, on a
 `serverShutdown` event, and on a pong timeout while the old connection still delivers):
   1. open and subscribe the new connection while the old one keeps delivering;
   2. per stream key, buffer what the new connection delivers until its buffered data overlaps what the old one
@@ -119,10 +124,12 @@ class Link:
 
     number: int
     opened_at: float
+    rotate_at: float  # when its scheduled rotation is due (the slot's first one staggered, see streamer/slots.py)
     shutdown_announced: bool = False  # its close is expected: the rotation under way accounts for it
+    slot: str = ""  # the slot's name in logs ("slot 3"), as the asyncio layer names the same connection
 
     def __str__(self) -> str:
-        return f"connection #{self.number}"
+        return f"{self.slot} connection #{self.number}" if self.slot else f"connection #{self.number}"
 
 
 class Router:
@@ -134,13 +141,20 @@ class Router:
         overlap_timeout_s: float,
         rotation_after_s: float,
         rotation_reason: Rotation,
+        first_rotation_after_s: float | None = None,
+        name: str = "",
     ) -> None:
+        self.name = name  # the slot's name in logs
         self.keys = tuple(keys)
         self.last_delivered = last_delivered  # per stream key: the last id delivered (the sequence tracker's)
         self.deliver = deliver
         self.overlap_timeout_s = overlap_timeout_s
         self.rotation_after_s = rotation_after_s
         self.rotation_reason = rotation_reason
+        # The slot's first connection rotates after this (staggered across a pool); every later one after
+        # rotation_after_s.
+        self.first_rotation_after_s = rotation_after_s if first_rotation_after_s is None else first_rotation_after_s
+        self.epoch: float | None = None  # when the slot's first connection opened: the rotation grid's origin
         self.active: Link | None = None
         self.pending: Link | None = None
         # The one connection that owns every key while no switch is under way: its events skip routing.
@@ -171,7 +185,7 @@ class Router:
         if self.pending is not None:
             timers.append(self.pending_deadline - now)
         elif self.active is not None and self.connecting is None:
-            timers.append(self.active.opened_at + self.rotation_after_s - now)
+            timers.append(self.active.rotate_at - now)
         return max(0.0, min(timers))
 
     def take_actions(self) -> list[Action]:
@@ -221,13 +235,30 @@ class Router:
             self.active is not None
             and self.pending is None
             and self.connecting is None
-            and now >= self.active.opened_at + self.rotation_after_s
+            and now >= self.active.rotate_at
         ):
             log.info("%s: lifetime %.1f s reached; rotating (%s)", self.active, now - self.active.opened_at,
                      self.rotation_reason.value)
             self._connect(self.rotation_reason)
         if not self.stopping and self.active is None and self.pending is None and self.connecting is None:
             self._connect(Failure.ERROR)
+
+    def add_keys(self, keys: Sequence[str]) -> None:
+        """New stream keys on this slot (a listing; the asyncio layer subscribes every open connection). The
+        active connection owns them; during a switch-over the pending one takes them over like any other."""
+        new = [k for k in keys if k not in self.keys]
+        self.keys = self.keys + tuple(new)
+        if self.active is not None:
+            for key in new:
+                self.owner[key] = self.active.number
+
+    def remove_keys(self, keys: Sequence[str]) -> None:
+        """Stream keys leave this slot (a delisting; the asyncio layer unsubscribes them)."""
+        gone = set(keys)
+        self.keys = tuple(k for k in self.keys if k not in gone)
+        for key in gone:
+            self.owner.pop(key, None)
+            self.buffers.pop(key, None)
 
     def stop(self, now: float) -> list[int]:
         """Stop: finish a switch under way, attempt nothing more; returns the connections left to close."""
@@ -253,6 +284,18 @@ class Router:
         if active is not None:
             self.owner = dict.fromkeys(self.keys, active.number)
 
+    def _next_rotation(self, now: float) -> float:
+        """The slot's next grid point after `now`: epoch + first + k x lifetime (k >= 0). A connection opened
+        by a rotation at grid point k rotates at k + 1; one opened by an unplanned replacement keeps the grid
+        (so at most a lifetime, never more: the exchange's limit holds)."""
+        if self.epoch is None:
+            self.epoch = now
+        first = self.epoch + self.first_rotation_after_s
+        if now < first:
+            return first
+        steps = int((now - first) / self.rotation_after_s) + 1
+        return first + steps * self.rotation_after_s
+
     def _connect(self, cause: Cause) -> None:
         self.connecting = cause
         self.actions.append(Connect(cause))
@@ -260,7 +303,7 @@ class Router:
     def _opened(self, conn: int, now: float) -> None:
         cause = self.connecting if self.connecting is not None else Failure.ERROR
         self.connecting = None
-        link = Link(conn, now)
+        link = Link(conn, now, self._next_rotation(now), slot=self.name)
         if self.stopping:
             self.actions.append(Close(conn))
             return

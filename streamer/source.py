@@ -15,9 +15,15 @@ which buffers, switches and delivers in order on the reader's own call, and the 
 out what that decided.
 
 Per connection three tasks run: the reader (recv → parse → route), the pinger and the watchdog (both in
-streamer/heartbeat.py). A `Source` is one connection slot: its stream keys, its router and its heartbeat
-(whose ping grid outlives its connections); the back-pressure and the connection-attempt budget it is given
-are the process's, so a pool of slots would share them.
+streamer/heartbeat.py). A `Source` is one connection slot of the pool (streamer/pool.py): its stream keys, its
+router and its heartbeat (whose ping grid outlives its connections); the back-pressure and the
+connection-attempt budget it is given are the process's, shared by every slot.
+
+Subscribing: the URL names no stream (it stays short; Binance refuses URLs over ~8,000 characters). Each new
+connection is sent SUBSCRIBE messages of at most SUBSCRIBE_BATCH stream names, each within the connection's
+frame budget, and is reported `Opened` only once every request was answered `{"result":null,"id":N}`; market
+data that arrives between the answers is kept and read first, so nothing is lost. Keys added to or removed
+from the slot later (listings, delistings) are subscribed or unsubscribed on every open connection of the slot.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -56,6 +63,7 @@ from streamer.routing import (
     Router,
     ShutdownAnnounced,
 )
+from streamer.slots import Method, batches, reply, request
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +78,7 @@ class Connection:
     """One WebSocket connection and its reader, pinger and watchdog tasks (the router knows it by number)."""
 
     number: int
+    name: str
     ws: ClientConnection
     # Monotonic time of the last market-data message (the open before the first; the watchdog restarts it while
     # reads are paused on purpose).
@@ -78,9 +87,14 @@ class Connection:
     retiring: bool = False  # we are closing it on purpose: its end is not a failure
     budget: FrameBudget = field(default_factory=FrameBudget)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    early: list[str | bytes] = field(default_factory=list)  # market data read while subscribing: read first
 
     def __str__(self) -> str:
-        return f"connection #{self.number}"
+        return self.name
+
+
+class SubscribeError(Exception):
+    """The exchange refused or did not answer a SUBSCRIBE request."""
 
 
 class Source:
@@ -93,20 +107,24 @@ class Source:
         metrics: StreamerMetrics,
         backpressure: BackPressure | None = None,
         attempt_budget: AttemptBudget | None = None,
+        keys: list[str] | None = None,
+        slot: int = 0,
+        first_rotation_after_s: float | None = None,
     ) -> None:
         self.config = config
         self.parser = parser
         self.deliver = deliver
         self.metrics = metrics
-        self.keys = stream_keys(config.shard_symbols, config.streams)
-        # The process's pieces, which every slot of a pool would share: the Kafka buffer's back-pressure (none:
+        self.slot = slot
+        self.keys: list[str] = list(keys) if keys is not None else stream_keys(config.symbols, config.streams)
+        # The process's pieces, which every slot of the pool shares: the Kafka buffer's back-pressure (none:
         # reads never pause) and the budget of connection attempts (Binance counts them per IP).
         self.backpressure = backpressure or BackPressure(lambda: 0, 1 << 62, metrics)
-        self.dialer = Dialer(config, f"{config.ws_url}?streams={'/'.join(self.keys)}", metrics,
-                             attempt_budget or AttemptBudget())
+        self.dialer = Dialer(config, config.ws_url, metrics, attempt_budget or AttemptBudget())
         # This slot's own: its routing and its heartbeat (whose ping grid outlives its connections).
         self.router = Router(self.keys, tracker.last_id, deliver, config.rotation_overlap_timeout_s,
-                             config.rotation_after_s, Rotation(config.rotation_reason))
+                             config.rotation_after_s, Rotation(config.rotation_reason), first_rotation_after_s,
+                             name=f"slot {slot}")
         self.heartbeat = Heartbeat(config.ping_interval_s, config.ping_timeout_s, config.health_timeout_s, metrics)
         self.connections: dict[int, Connection] = {}  # open and not yet given up, by number
         self.last_message_wall = 0.0
@@ -116,10 +134,8 @@ class Source:
         self._numbers = 0
         self._error_logged: dict[str, int] = {}
         self._closing: set[asyncio.Task[None]] = set()
-        m = metrics
-        m.set_function(m.connection_lifetime, lambda: self.router.active_age(time.monotonic()))
-        m.set_function(m.last_message, lambda: self.last_message_wall)
-        m.set_function(m.connection_status, lambda: 1.0 if self.connected() else 0.0)
+        self._request_ids = 0
+        self.first_open = asyncio.Event()  # set once the slot's first connection is subscribed and reading
 
     # ---- status for /readyz and the summary ---------------------------------------------------------------
     @property
@@ -172,6 +188,7 @@ class Source:
                 self._dialing = asyncio.create_task(self._dial(), name="connect")
             elif isinstance(action, Activate):
                 self._start_tasks(action.conn)
+                self.first_open.set()
             elif isinstance(action, Close):
                 self._retire(action.conn, "rotation")
             elif isinstance(action, Rotated):
@@ -181,15 +198,75 @@ class Source:
 
     # ---- connecting ---------------------------------------------------------------------------------
     async def _dial(self) -> None:
-        ws = await self.dialer.open(lambda: self.stopping)
-        if ws is None:
+        while not self.stopping:
+            ws = await self.dialer.open(lambda: self.stopping)
+            if ws is None:
+                return
+            self._numbers += 1
+            conn = Connection(self._numbers, f"slot {self.slot} connection #{self._numbers}", ws, time.monotonic())
+            began = time.monotonic()
+            try:
+                await self._subscribe_all(conn)
+            except (SubscribeError, ConnectionClosed, TimeoutError) as exc:
+                log.warning("%s: subscribing failed (%s: %s); closing it and dialling again", conn,
+                            type(exc).__name__, exc)
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(ws.close(code=1000, reason="subscribe failed"), CLOSE_TIMEOUT_S + 1)
+                continue
+            self.connections[conn.number] = conn
+            log.info("%s opened to %s in %.0f ms, %d streams subscribed in %.0f ms", conn, self.dialer.host,
+                     self.dialer.last_open_ms, len(self.keys), (time.monotonic() - began) * 1000)
+            await self._events.put(Opened(conn.number))
             return
-        self._numbers += 1
-        conn = Connection(self._numbers, ws, time.monotonic())
-        self.connections[conn.number] = conn
-        log.info("%s opened to %s in %.0f ms (%d streams)", conn, self.dialer.host, self.dialer.last_open_ms,
-                 len(self.keys))
-        await self._events.put(Opened(conn.number))
+
+    async def _request(self, conn: Connection, method: Method, keys: list[str]) -> int:
+        """Send one SUBSCRIBE/UNSUBSCRIBE within the connection's frame budget; returns its id."""
+        self._request_ids += 1
+        await conn.budget.acquire()
+        await conn.ws.send(request(method, keys, self._request_ids))
+        return self._request_ids
+
+    async def _subscribe_all(self, conn: Connection) -> None:
+        """Subscribe a new connection to the slot's keys (also those added meanwhile), each request answered
+        before the next; market data read meanwhile is kept in `conn.early`."""
+        subscribed: list[str] = []
+        deadline = time.monotonic() + max(5.0, self.config.health_timeout_s)
+        while True:
+            todo = [k for k in self.keys if k not in set(subscribed)]
+            if not todo:
+                return
+            for batch in batches(todo):
+                request_id = await self._request(conn, Method.SUBSCRIBE, batch)
+                while True:
+                    raw = await asyncio.wait_for(conn.ws.recv(), max(0.0, deadline - time.monotonic()))
+                    answer = reply(raw)
+                    if answer is None:
+                        conn.early.append(raw)
+                    elif answer.request_id == request_id:
+                        if answer.error is not None:
+                            raise SubscribeError(f"SUBSCRIBE refused: {answer.error}")
+                        break
+                subscribed.extend(batch)
+
+    async def change_keys(self, add: list[str], remove: list[str]) -> None:
+        """Listings and delistings on this slot: the router's keys change, and every open connection of the
+        slot is sent SUBSCRIBE / UNSUBSCRIBE (answers reach its reader as notices)."""
+        if remove:
+            gone = set(remove)
+            self.keys = [k for k in self.keys if k not in gone]
+            self.router.remove_keys(remove)
+        if add:
+            self.keys.extend(k for k in add if k not in set(self.keys))
+            self.router.add_keys(add)
+        for conn in list(self.connections.values()):
+            if conn.retiring:
+                continue
+            try:
+                for method, keys in ((Method.UNSUBSCRIBE, remove), (Method.SUBSCRIBE, add)):
+                    for batch in batches(keys):
+                        await self._request(conn, method, batch)
+            except ConnectionClosed:
+                pass  # its reader reports the end; the replacement subscribes self.keys
 
     def _start_tasks(self, number: int) -> None:
         """Started only once the router has made the connection active or pending: frames read before would
@@ -212,11 +289,13 @@ class Source:
         backlog = self.backpressure.backlog
         limit = self.backpressure.limit
         reason = Failure.SERVER_CLOSE
+        early = deque(conn.early)
+        conn.early = []
         try:
             while True:
                 if backlog() >= limit:
                     await self.backpressure.wait_until_drained()
-                raw = await recv()
+                raw = early.popleft() if early else await recv()
                 now = time.time()
                 event = parse(raw, int(now * 1000))
                 if type(event) is Event:

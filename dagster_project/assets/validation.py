@@ -43,6 +43,16 @@ monthly_partitions = dg.MonthlyPartitionsDefinition(start_date=START_DATE[:8] + 
 DAILY_CHECKS = criteria.daily(PRODUCTION).names()
 MONTHLY_CHECKS = criteria.stability_30d(PRODUCTION).names()
 WEEK_CHECK = "all_days_passed"
+# Scheduled per connection: the streamer runs a pool of connections, each with its own schedule.
+PER_CONNECTION = ("rotations", "pings")
+
+
+def _criterion_text(criteria_set: criteria.CriteriaSet, name: str) -> str:
+    """The seed's wording of a criterion; for rotations and pings, how the expected count is made."""
+    text = criteria_set.get(name).description
+    if name in PER_CONNECTION:
+        text += " (expected = the per-connection figure x the streamer's connections, binance_connection_slots)"
+    return text
 
 
 class ValidationConfig(dg.Config):
@@ -93,7 +103,8 @@ def _check_results(asset: str, checks: list[Any]) -> list[dg.AssetCheckResult]:
     partitions_def=daily_partitions,
     group_name="validation",
     check_specs=[dg.AssetCheckSpec(name, asset="daily_validation_report",
-                                   description=f"daily criterion {name} of the 7-day validation")
+                                   description=f"daily criterion {name} of the 7-day validation: "
+                                   f"{_criterion_text(criteria.daily(PRODUCTION), name)}")
                  for name in DAILY_CHECKS],
     description="The daily checks of the 7-day validation for one UTC day, from Prometheus.",
     kinds={"python"},
@@ -133,7 +144,8 @@ def daily_validation_report(context: dg.AssetExecutionContext, config: Validatio
     check_specs=[dg.AssetCheckSpec(WEEK_CHECK, asset="weekly_validation_report",
                                    description="every day of the week validated and passed"),
                  *[dg.AssetCheckSpec(name, asset="weekly_validation_report",
-                                     description=f"daily criterion {name} passed on every validated day")
+                                     description=f"daily criterion {name} passed on every validated day: "
+                                     f"{_criterion_text(criteria.daily(PRODUCTION), name)}")
                    for name in DAILY_CHECKS]],
     description="The 7-day validation report: the daily results of the week's 7 days, a verdict per day.",
     kinds={"python"},
@@ -194,7 +206,9 @@ def _criterion_across_days(validated: list[dict[str, Any]]) -> Any:
     partitions_def=monthly_partitions,
     group_name="validation",
     check_specs=[dg.AssetCheckSpec(name, asset="monthly_stability_report",
-                                   description=f"30-day stability criterion {name}") for name in MONTHLY_CHECKS],
+                                   description=f"30-day stability criterion {name}: "
+                                   f"{_criterion_text(criteria.stability_30d(PRODUCTION), name)}")
+                 for name in MONTHLY_CHECKS],
     description="30-day stability criteria over the 30 days ending with the month, from Prometheus.",
     kinds={"python"},
 )

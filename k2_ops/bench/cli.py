@@ -35,6 +35,11 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--rotations", type=int, help="rotations counted for loss and duplicates")
     parser.add_argument("--rotation-lifetime-seconds", type=float)
     parser.add_argument("--health-timeout-seconds", type=float)
+    parser.add_argument("--market-only", action="store_true",
+                        help="only the whole-market figure (a pool for --market-symbols x trade,bookTicker) and the "
+                        "8-stream memory run it is compared with; JSON beside the logs, docs untouched")
+    parser.add_argument("--market-symbols", type=int, help="symbols of the whole-market run (default 2000)")
+    parser.add_argument("--market-seconds", type=float, help="length of the whole-market run")
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     parser.add_argument("--kafka-cpu", help="pin Kafka to this CPU, or 'none' (default: the simulator's CPU 0)")
     parser.add_argument("--simulator-uvloop", action="store_true", help="run the simulator on uvloop")
@@ -56,6 +61,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
                              ("memory_rate", "memory_rate"), ("rotations", "rotations"),
                              ("rotation_lifetime_seconds", "rotation_lifetime_s"),
                              ("health_timeout_seconds", "health_timeout_s"),
+                             ("market_symbols", "market_symbols"), ("market_seconds", "market_s"),
                              ("streamer_source", "streamer_source"), ("json", "out_json"),
                              ("markdown", "out_markdown"), ("work_dir", "work_dir")):
         value = getattr(args, attr)
@@ -104,8 +110,18 @@ def main(args: argparse.Namespace) -> int:
     except BenchConfigError as exc:
         print(f"k2 bench: {exc}", file=sys.stderr)
         return 2
-    from k2_ops.bench.runner import run
+    from k2_ops.bench.runner import run, run_market_only
 
+    if args.market_only:
+        raw = run_market_only(config)
+        market, memory = raw["whole_market"], raw["memory"]
+        print(f"k2 bench --market-only: {market['streams']} streams over {market['connections']:.0f} connections, "
+              f"pool open in {market['pool_open_s']} s; {market['rate_msg_per_s']:.0f} msg/s: "
+              f"{market['cpu_us_per_msg']:.1f} µs/msg (8 streams at the same rate: "
+              f"{memory['cpu_us_per_msg']:.1f} µs/msg, "
+              f"ratio {market['ratio_cpu_to_8_streams']:.2f}); steady RSS {market['steady_rss_mb']:.1f} MB "
+              f"(8 streams: {memory['steady_rss_mb']:.1f} MB); missing {market['missing']:.0f}")
+        return 0
     result = run(config)
     missed = [t for t in result["targets"] if t["met"] is False]
     print(f"k2 bench: wrote {config.out_json} and the table in {config.out_markdown}")

@@ -43,6 +43,14 @@ class BenchConfig:
     memory_s: float = 180.0
     memory_warmup_s: float = 20.0
     memory_sample_s: float = 1.0
+    # Whole market (reported, not asserted): a pool of connections for market_symbols x market_streams at the
+    # memory run's total rate (memory_rate), so its CPU per message compares with the 8-stream figure; RSS
+    # sampled over market_s after market_warmup_s; the pool's open time read from the streamer's start log.
+    market_symbols: int = 2000
+    market_streams: tuple[str, ...] = ("trade", "bookTicker")
+    market_streams_per_connection: int = 200
+    market_s: float = 90.0
+    market_warmup_s: float = 20.0
     # Resilience: message rate, rotations counted for loss/duplicates, the connection lifetime that makes
     # them, the health timeout for stalls, and how many stalls, drops and handovers.
     resilience_rate: float = 1_000.0
@@ -104,6 +112,9 @@ def quick(**changes: Any) -> BenchConfig:
         memory_s=6.0,
         memory_warmup_s=1.0,
         memory_sample_s=0.5,
+        market_symbols=200,
+        market_s=6.0,
+        market_warmup_s=1.0,
         rotations=3,
         rotation_lifetime_s=0.75,
         health_timeout_s=1.0,
@@ -129,6 +140,15 @@ def validate(config: BenchConfig) -> None:
     for name in ("full_speed_trades_per_symbol", "window_s", "latency_window_s", "memory_rate", "memory_s",
                  "memory_sample_s", "resilience_rate", "health_timeout_s", "settle_s"):
         _positive(config, name)
+    if not isinstance(config.market_symbols, int) or not 1 <= config.market_symbols <= 10_000:
+        raise BenchConfigError(f"bench setting market_symbols={config.market_symbols!r} must be 1 .. 10000")
+    per_connection = config.market_streams_per_connection
+    if not isinstance(per_connection, int) or not 1 <= per_connection <= 1024:
+        raise BenchConfigError(f"bench setting market_streams_per_connection={config.market_streams_per_connection!r} "
+                               "must be 1 .. 1024")
+    if config.market_warmup_s >= config.market_s:
+        raise BenchConfigError(
+            f"bench setting market_warmup_s={config.market_warmup_s} must be below market_s={config.market_s}")
     for name in ("warmup_s", "memory_warmup_s"):
         _positive(config, name, allow_zero=True)
     if config.memory_warmup_s >= config.memory_s:

@@ -313,6 +313,74 @@ def memory(bench: Bench) -> dict[str, Any]:
     }
 
 
+def market_symbols(count: int) -> tuple[str, ...]:
+    """Synthetic USDT symbols for the whole-market run: s0000usdt, s0001usdt, ..."""
+    return tuple(f"s{i:04d}usdt" for i in range(count))
+
+
+def whole_market(bench: Bench, simulator: SimulatorProxy) -> dict[str, Any]:
+    """A streamer with K2_BINANCE_SYMBOLS=quote:USDT against `simulator` (listing config.market_symbols
+    symbols): its pool's open time, then CPU per message and steady RSS at the memory run's total rate."""
+    config = bench.config
+    bench.note_load("whole_market")
+    symbols = market_symbols(config.market_symbols)
+    streams = config.market_streams
+    # Messages per trade of these streams, as Bench.calibrate does for the 8-stream run.
+    simulator.call("set_rate", 5.0)
+    before = simulator.call("status")["generated"]
+    time.sleep(2.0)
+    after = simulator.call("status")["generated"]
+    simulator.call("set_rate", 0.0)
+    delivered = sum(after.get(k, 0) - before.get(k, 0) for k in stream_keys(symbols, streams))
+    trades = sum(after.get(k, 0) - before.get(k, 0) for k in (stream_key(s, "trade") for s in symbols))
+    per_trade = delivered / trades if trades and delivered else 2.0
+    prefix = bench.new_prefix("market")
+    extra = {
+        "K2_BINANCE_WS_URL": simulator.ws_base_url + "/stream",
+        "K2_SSL_CA_FILE": simulator.ca_file,
+        "K2_BINANCE_REST_URL": simulator.ws_base_url.replace("wss://", "https://"),
+        "K2_BINANCE_SYMBOLS": "quote:USDT",
+        "K2_BINANCE_STREAMS": ",".join(streams),
+        "K2_STREAMS_PER_CONNECTION": str(config.market_streams_per_connection),
+        "K2_HEALTH_CHECK_TIMEOUT_SECONDS": "120",
+    }
+    samples: list[tuple[float, float]] = []
+    with bench.running("whole_market", prefix, **extra) as run:
+        simulator.call("set_rate", config.memory_rate / per_trade / len(symbols))
+        opened = log_times(run.log_text(), "pool open:")
+        open_line = next((line for line in run.log_text().splitlines() if "pool open:" in line), "")
+        open_s = float(open_line.rsplit(" in ", 1)[1].split()[0]) if " in " in open_line else None
+        connections = run.metrics().get("binance_connection_slots")
+        process = run.process
+        start = time.monotonic()
+        _sleep_until(start + config.market_warmup_s)
+        m0, c0, t0 = run.metrics(), run.cpu_seconds(), time.monotonic()
+        next_at = t0
+        while next_at - start <= config.market_s:
+            _sleep_until(next_at)
+            samples.append((time.monotonic() - start, process.memory_info().rss / MB))
+            next_at += config.memory_sample_s
+        m1, c1, t1 = run.metrics(), run.cpu_seconds(), time.monotonic()
+        simulator.call("set_rate", 0.0)
+    received = m1["binance_messages_received_total"] - m0["binance_messages_received_total"]
+    return {
+        "symbols": len(symbols),
+        "streams": len(symbols) * len(streams),
+        "connections": connections,
+        "messages_per_trade": per_trade,
+        "pool_open_s": open_s,
+        "pool_open_logged": bool(opened),
+        "rate_msg_per_s": received / (t1 - t0),
+        "seconds": t1 - t0,
+        "cpu_us_per_msg": (c1 - c0) / received * 1e6 if received else None,
+        "steady_rss_mb": stats.summary([rss for _, rss in samples])["median"],
+        "steady_rss_max_mb": max((rss for _, rss in samples), default=None),
+        "gaps": m1.get("binance_sequence_gaps_total", 0.0),
+        "missing": m1.get("binance_missing_messages_total", 0.0),
+        "reconnects": m1.get("binance_reconnects_total", 0.0),
+    }
+
+
 # ---- 5: resilience ------------------------------------------------------------------------------------
 
 

@@ -87,6 +87,14 @@ def figure_specs(
                "< 1 (no measurable slope)", lambda v: abs(v) < 1),
         Figure("memory.slope_mb_per_hour", "RSS slope (Theil-Sen)", "MB/h", 2),
         Figure("memory.cpu_us_per_msg", "Streamer CPU per message at the memory rate", "µs", 1),
+        Figure("market.pool_open_s", "Whole market: pool open time (start log)", "s", 2),
+        Figure("market.connections", "Whole market: connections of the pool", "", 0),
+        Figure("market.rate_msg_per_s", "Whole market: achieved rate (memory run's total rate)", "msg/s", 0),
+        Figure("market.cpu_us_per_msg", "Whole market: CPU per message (reported, not asserted)", "µs", 1),
+        Figure("market.ratio_cpu_to_8_streams", "Whole market / 8 streams at the same rate: CPU per message", "x",
+               2),
+        Figure("market.steady_rss_mb", "Whole market: steady RSS (median)", "MB", 1),
+        Figure("market.missing", "Whole market: messages missing (sequence gaps)", "msgs", 0),
         Figure("resilience.rotations.lost", "Rotations: messages lost", "msgs", 0, "0", lambda v: v == 0),
         Figure("resilience.rotations.duplicated", "Rotations: messages duplicated in Kafka", "msgs", 0, "0",
                lambda v: v == 0),
@@ -141,6 +149,12 @@ def collect_figures(raw: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     window_h = max(0.0, mem["seconds"] - mem["warmup_s"]) / 3600
     figures["memory.growth_in_window_mb"] = summary([mem["slope_mb_per_hour_theil_sen"] * window_h], 3)
     figures["memory.cpu_us_per_msg"] = summary([mem["cpu_us_per_msg"]])
+    market = raw["whole_market"]
+    for key in ("pool_open_s", "connections", "rate_msg_per_s", "cpu_us_per_msg", "steady_rss_mb", "missing"):
+        figures[f"market.{key}"] = summary([market[key]])
+    figures["market.ratio_cpu_to_8_streams"] = summary([
+        market["cpu_us_per_msg"] / mem["cpu_us_per_msg"] if market["cpu_us_per_msg"] and mem["cpu_us_per_msg"]
+        else None])
     rot = raw["rotations"]
     figures["resilience.rotations.lost"] = summary([rot["lost"]])
     figures["resilience.rotations.duplicated"] = summary([rot["duplicated"]])

@@ -30,6 +30,56 @@ def simulator_settings(config: BenchConfig) -> dict[str, Any]:
     }
 
 
+def market_simulator_settings(config: BenchConfig) -> dict[str, Any]:
+    """The whole-market run's simulator: config.market_symbols synthetic USDT symbols (listed by exchangeInfo)."""
+    return {**simulator_settings(config), "symbols": phases.market_symbols(config.market_symbols),
+            "tick_interval_s": 0.05}
+
+
+def whole_market_phase(config: BenchConfig, bench: phases.Bench) -> dict[str, Any]:
+    log.info("phase 4b: whole market, %d symbols x %s over connections of %d at %g msg/s", config.market_symbols,
+             ",".join(config.market_streams), config.market_streams_per_connection, config.memory_rate)
+    market = SimulatorProxy(market_simulator_settings(config), config.simulator_cpu if config.pin else None).start()
+    try:
+        result = phases.whole_market(bench, market)
+    finally:
+        market.stop()
+    log.info("whole market: %s connections open in %s s, %.1f µs/msg, steady RSS %.1f MB", result["connections"],
+             result["pool_open_s"], result["cpu_us_per_msg"] or 0.0, result["steady_rss_mb"] or 0.0)
+    return result
+
+
+def run_market_only(config: BenchConfig) -> dict[str, Any]:
+    """The whole-market figure and the 8-stream memory run it is compared with (same total rate); nothing
+    else. Writes market.json in the run's log folder; the published table needs a full run."""
+    work = config.work_dir
+    log_dir = work / f"run-{time.strftime('%Y%m%d-%H%M%S')}-market"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    kafka_dir = Path(tempfile.mkdtemp(prefix="k2-bench-kafka-"))
+    kafka = KafkaService(kafka_dir, name="kafka-bench")
+    simulator: SimulatorProxy | None = None
+    try:
+        kafka.start()
+        simulator = SimulatorProxy(simulator_settings(config), config.simulator_cpu if config.pin else None).start()
+        bench = phases.Bench(config, kafka.bootstrap_servers, simulator, log_dir)
+        bench.calibrate()
+        raw = {"memory": phases.memory(bench)}
+        simulator.stop()
+        simulator = None
+        raw["whole_market"] = whole_market_phase(config, bench)
+    finally:
+        if simulator is not None:
+            simulator.stop()
+        kafka.stop()
+        shutil.rmtree(kafka_dir, ignore_errors=True)
+    raw["whole_market"]["ratio_cpu_to_8_streams"] = (
+        raw["whole_market"]["cpu_us_per_msg"] / raw["memory"]["cpu_us_per_msg"]
+        if raw["whole_market"]["cpu_us_per_msg"] and raw["memory"]["cpu_us_per_msg"] else None)
+    raw["memory"].pop("series_mb", None)
+    report.write_json(log_dir / "market.json", raw)
+    return raw
+
+
 def pinning_note(config: BenchConfig) -> str:
     if not config.pin:
         return "none (--no-pin)"
@@ -67,6 +117,7 @@ def run(config: BenchConfig) -> dict[str, Any]:
             raw["latency"][key] = phases.latency(bench, rate, linger)
         log.info("phase 4: memory at %g msg/s for %.0f s", config.memory_rate, config.memory_s)
         raw["memory"] = phases.memory(bench)
+        raw["whole_market"] = whole_market_phase(config, bench)
         log.info("phase 5: resilience (%d rotations, stalls, drops, handovers)", config.rotations)
         raw["rotations"] = phases.rotations(bench)
         raw["faults"] = phases.faults(bench)

@@ -173,9 +173,10 @@ class BackgroundSimulator:
 
     # ---- faults ------------------------------------------------------------------------------------
 
-    def drop_connections(self) -> int:
-        """Abrupt TCP drop (RST, no close frame) of every open connection; returns how many."""
-        return self._call(self._srv.drop_connections)
+    def drop_connections(self, connection_ids: list[int] | None = None) -> int:
+        """Abrupt TCP drop (RST, no close frame) of every open connection (or of those numbered in
+        `connection_ids`, as `connections()` numbers them); returns how many."""
+        return self._call(self._srv.drop_connections, _ids(connection_ids))
 
     def close_connections(self, code: int = 1001, reason: str = "") -> int:
         return self._call(self._srv.close_connections, code, reason)
@@ -202,12 +203,14 @@ class BackgroundSimulator:
     def send_oversized(self, size_bytes: int = 2_000_000) -> int:
         return self._call(self._srv.send_oversized, _count(size_bytes, "size_bytes"))
 
-    def server_shutdown(self, close_after_s: float | None = None) -> int:
-        """Send serverShutdown to every open connection; close them (1001) after `close_after_s` if set."""
-        return self._call(self._srv.server_shutdown, close_after_s)
+    def server_shutdown(self, close_after_s: float | None = None, connection_ids: list[int] | None = None) -> int:
+        """Send serverShutdown to every open connection (or to those numbered in `connection_ids`); close them
+        (1001) after `close_after_s` if set."""
+        return self._call(self._srv.server_shutdown, close_after_s, _ids(connection_ids))
 
     def refuse_connections(self, seconds: float = 5.0, *, mode: str = "http_503") -> None:
-        """Refuse new connections for `seconds`: HTTP 503 (mode "http_503") or a TCP reset ("tcp_reset")."""
+        """Refuse new connections for `seconds`: HTTP 503 (mode "http_503"), HTTP 429 ("http_429", Binance's
+        answer to too many attempts) or a TCP reset ("tcp_reset")."""
         if not seconds > 0:
             raise ValueError(f"refuse seconds must be > 0, got {seconds!r}")
         self._call(self._srv.refuse_connections, float(seconds), mode)
@@ -225,6 +228,24 @@ class BackgroundSimulator:
         if not (isinstance(rate_per_symbol, int | float) and rate_per_symbol >= 0):
             raise ValueError(f"rate_per_symbol must be a number >= 0, got {rate_per_symbol!r}")
         self._call(self._srv.set_rate, float(rate_per_symbol))
+
+    def list_symbols(self, symbols: list[str]) -> list[str]:
+        """New listings: generated from now on, TRADING in exchangeInfo; returns the symbols that were new."""
+        names = _symbols(symbols)
+        return self._call(self._srv.list_symbols, names)
+
+    def delist_symbols(self, symbols: list[str]) -> list[str]:
+        """Delistings: no longer generated, BREAK in exchangeInfo; returns the symbols that were listed."""
+        return self._call(self._srv.delist_symbols, _symbols(symbols))
+
+    def fail_rest(self, seconds: float) -> None:
+        """GET /api/v3/exchangeInfo answers 503 for `seconds` (the REST API unreachable)."""
+        if not seconds > 0:
+            raise ValueError(f"fail_rest seconds must be > 0, got {seconds!r}")
+        self._call(self._srv.fail_rest, float(seconds))
+
+    def exchange_info(self) -> dict[str, Any]:
+        return self._call(self._srv.exchange_info)
 
     def burst(self, multiplier: float, seconds: float) -> None:
         """Multiply the trade rate by `multiplier` for the next `seconds`."""
@@ -255,6 +276,22 @@ class BackgroundSimulator:
 
     def replay_finished(self) -> bool:
         return self._call(lambda: self._srv.replayer is not None and self._srv.replayer.finished)
+
+
+def _ids(ids: list[int] | None) -> list[int] | None:
+    if ids is None:
+        return None
+    if isinstance(ids, int | str) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+        raise ValueError(f"connection_ids must be a list of connection numbers, got {ids!r}")
+    return list(ids)
+
+
+def _symbols(symbols: list[str]) -> list[str]:
+    from .config import valid_symbol
+
+    if isinstance(symbols, str) or not all(valid_symbol(s) for s in symbols):
+        raise ValueError(f"symbols must be a list of lowercase symbols like 'btcusdt', got {symbols!r}")
+    return list(symbols)
 
 
 def _count(value: int, name: str = "count") -> int:

@@ -28,6 +28,10 @@ def _optional_int(text: str) -> int | None:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     d = SimulatorConfig()
     parser.add_argument("--symbols", default=",".join(d.symbols), help="comma-separated lowercase symbols")
+    parser.add_argument("--synthetic-symbols", type=int, metavar="N",
+                        help="also list N synthetic USDT symbols s0000usdt, s0001usdt, ... (a whole market)")
+    parser.add_argument("--max-url-chars", type=_optional_int, default=d.max_url_chars,
+                        help="refuse longer handshake URLs with HTTP 414 ('off' disables)")
     parser.add_argument("--rate", type=float, default=d.rate_per_symbol, help="trade messages/s per symbol")
     parser.add_argument("--host", default=d.host)
     parser.add_argument("--port", type=int, default=d.port, help="0 = a free port")
@@ -51,9 +55,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--uvloop", action="store_true", help="run on uvloop if it is installed")
 
 
+def synthetic_symbols(count: int) -> tuple[str, ...]:
+    """N synthetic USDT symbols for a whole-market simulator: s0000usdt, s0001usdt, ..."""
+    return tuple(f"s{i:04d}usdt" for i in range(count))
+
+
 def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
     return SimulatorConfig(
-        symbols=tuple(s.strip() for s in args.symbols.split(",") if s.strip()),
+        symbols=tuple(s.strip() for s in args.symbols.split(",") if s.strip())
+        + synthetic_symbols(args.synthetic_symbols or 0),
+        max_url_chars=args.max_url_chars,
         rate_per_symbol=args.rate,
         host=args.host,
         port=args.port,

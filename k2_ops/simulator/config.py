@@ -14,7 +14,13 @@ from typing import Any
 
 CERT_MODES = ("valid", "wrong_host", "unknown_ca")
 REPLAY_STARTS = ("first_subscriber", "immediately")
-SYMBOL_RE = re.compile(r"^[a-z0-9]{2,30}$")
+# Lowercase letters of any script and digits, as Binance's stream names carry its symbols (some listings have
+# non-ASCII names, e.g. 币安人生usdt); `valid_symbol` adds the lowercase rule.
+SYMBOL_RE = re.compile(r"^[^\W_]{2,30}$")
+
+
+def valid_symbol(symbol: object) -> bool:
+    return isinstance(symbol, str) and bool(SYMBOL_RE.match(symbol)) and symbol == symbol.lower()
 
 
 class ConfigError(ValueError):
@@ -37,6 +43,8 @@ class SimulatorConfig:
     max_incoming_per_s: int | None = 5
     incoming_window_s: float = 1.0
     max_streams_per_connection: int = 1024
+    # Binance refuses handshake URLs over about 8,000 characters (HTTP 414); None = any length.
+    max_url_chars: int | None = 8000
     max_connection_attempts: int | None = 300
     connection_attempt_window_s: float = 300.0
     # Replay a recording in the btcusdt_20240808.gz format instead of generating; speed 0 = full speed.
@@ -110,7 +118,7 @@ def validate(config: SimulatorConfig) -> None:
     if not config.symbols and not replaying:
         raise ConfigError("SimulatorConfig.symbols must name at least one symbol (or set replay_file)")
     for symbol in config.symbols:
-        if not isinstance(symbol, str) or not SYMBOL_RE.match(symbol):
+        if not valid_symbol(symbol):
             raise ConfigError(
                 f"SimulatorConfig.symbols: {symbol!r} is not a lowercase symbol like 'btcusdt' "
                 "(Binance stream names use lowercase symbols)"
@@ -139,6 +147,7 @@ def validate(config: SimulatorConfig) -> None:
     _positive(config, "replay_speed", allow_zero=True)
     _integer(config, "max_incoming_per_s", minimum=1, allow_none=True)
     _integer(config, "max_streams_per_connection", minimum=1)
+    _integer(config, "max_url_chars", minimum=16, allow_none=True)
     _integer(config, "max_connection_attempts", minimum=1, allow_none=True)
     _integer(config, "ground_truth_max_per_series", minimum=10)
     _integer(config, "max_closed_connections_kept", minimum=0)

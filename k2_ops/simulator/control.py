@@ -3,6 +3,8 @@
     POST /<fault>  JSON body = keyword arguments, e.g.
         curl -X POST localhost:CPORT/close_connections -d '{"code": 1011}'
         curl -X POST localhost:CPORT/stall -d '{"seconds": 5}'
+        curl -X POST localhost:CPORT/list_symbols -d '{"symbols": ["newusdt"]}'
+        curl -X POST localhost:CPORT/delist_symbols -d '{"symbols": ["ethusdt"]}'
     GET  /status | /connections | /connection_attempts
     GET  /generated_ids?symbol=btcusdt&stream=trade&since=MS&until=MS
     GET  /sent_ids?symbol=btcusdt&stream=trade&connection_id=N
@@ -41,6 +43,9 @@ FAULTS = (
     "resume_market",
     "set_rate",
     "burst",
+    "list_symbols",
+    "delist_symbols",
+    "fail_rest",
 )
 MAX_BODY = 64 * 1024
 

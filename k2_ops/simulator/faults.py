@@ -11,7 +11,7 @@ UNKNOWN_EVENT_TYPE = "k2UnknownEvent"
 OVERSIZED_EVENT_TYPE = "k2Oversized"
 # Codes a server may send in a close frame (RFC 6455 7.4.1; 1005/1006/1015 are never sent).
 SENDABLE_CLOSE_CODES = frozenset({1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014})
-REFUSE_MODES = ("http_503", "tcp_reset")
+REFUSE_MODES = ("http_503", "http_429", "tcp_reset")
 
 
 def check_close_code(code: int) -> None:

@@ -25,6 +25,14 @@ PRUNE_DISTANCE = 60  # levels further than this (in ticks) from the best are rem
 PASSIVE_PER_TRADE = 2  # passive book updates per trade; about half of them touch the best level
 BASE_PRICES = {"btcusdt": 60_000.00, "ethusdt": 3_000.00, "bnbusdt": 600.00, "solusdt": 150.00}
 DEFAULT_BASE_PRICE = 100.00
+# Quote assets exchangeInfo reports, longest first: a symbol's quote asset is the one it ends with.
+QUOTE_ASSETS = ("FDUSD", "USDT", "USDC", "TUSD", "BUSD", "BTC", "ETH", "BNB", "EUR", "TRY")
+
+
+def quote_asset(symbol: str) -> str:
+    """The quote asset of a symbol ("btcusdt" -> "USDT"); symbols ending in none of QUOTE_ASSETS: "USDT"."""
+    upper = symbol.upper()
+    return next((q for q in QUOTE_ASSETS if upper.endswith(q) and len(upper) > len(q)), "USDT")
 
 
 class Event(NamedTuple):

@@ -20,7 +20,8 @@ from urllib.parse import parse_qs, urlsplit
 from .market import STREAM_KINDS
 
 METHODS = ("SUBSCRIBE", "UNSUBSCRIBE", "LIST_SUBSCRIPTIONS", "SET_PROPERTY", "GET_PROPERTY")
-STREAM_RE = re.compile(r"^([a-z0-9]{1,30})@(" + "|".join(re.escape(k) for k in STREAM_KINDS) + r")$")
+# Symbols: lowercase letters of any script and digits (some listings have non-ASCII names).
+STREAM_RE = re.compile(r"^([^\W_]{1,30})@(" + "|".join(re.escape(k) for k in STREAM_KINDS) + r")$")
 MAX_ID_STRING = 36
 INT64 = 2**63
 
@@ -35,7 +36,9 @@ INVALID_STREAM = (2, "Invalid request: invalid stream")
 def parse_stream(name: str) -> tuple[str, str] | None:
     """(symbol, kind) for a valid stream name such as 'btcusdt@trade'; None if invalid."""
     match = STREAM_RE.match(name) if isinstance(name, str) else None
-    return (match.group(1), match.group(2)) if match else None
+    if match is None or match.group(1) != match.group(1).lower():
+        return None
+    return match.group(1), match.group(2)
 
 
 class PathError(Exception):

@@ -13,7 +13,11 @@ Binance's rules: server ping every `server_ping_interval_s` with a payload, clos
 echoing a ping has not come within `pong_timeout_s`; close (1001) after `max_lifetime_s`; more than
 `max_incoming_per_s` incoming frames per `incoming_window_s` -> close (1008, "Too many requests");
 at most `max_streams_per_connection` streams; more than `max_connection_attempts` handshakes within
-`connection_attempt_window_s` from one IP -> HTTP 429.
+`connection_attempt_window_s` from one IP -> HTTP 429; a handshake URL over `max_url_chars` -> HTTP 414.
+
+REST on the same TLS endpoint: `GET /api/v3/exchangeInfo` lists every symbol the simulator generates
+(status TRADING) and every delisted one (status BREAK), in Binance's format (docs/simulator.md); listings
+and delistings are injected with `list_symbols` / `delist_symbols` (control endpoint).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import http
+import json
 import logging
 import math
 import time
@@ -40,7 +45,7 @@ from .config import CERT_MODES, SimulatorConfig
 from .connection import ConnectionInfo, ConnState, SimConnection
 from .frames import combined_payload, text_frame
 from .ground_truth import GroundTruth, Series
-from .market import Event, SymbolMarket, rate_multiplier, trades_due
+from .market import Event, SymbolMarket, quote_asset, rate_multiplier, trades_due
 from .protocol import PathError, handle_message, parse_path, parse_stream
 from .replay import Replayer
 
@@ -64,6 +69,9 @@ class SimServer:
         self.replayer = None if config.replay_file is None else Replayer(Path(config.replay_file), config.replay_speed)
         self.markets = {} if self.replayer else {s: SymbolMarket(s, config.seed) for s in config.symbols}
         self.carry = dict.fromkeys(self.markets, 0.0)
+        self.delisted: set[str] = set()  # listed as BREAK by exchangeInfo, no longer generated
+        self.rest_requests = 0
+        self.rest_fail_until = 0.0  # exchangeInfo answers 503 until then (the REST API unreachable)
         self.rate = config.rate_per_symbol
         self.market_paused = False
         self.burst_until = 0.0
@@ -159,15 +167,48 @@ class SimServer:
         window.append(now)
         return len(window) > limit and now - window[0] < self.config.connection_attempt_window_s
 
+    def exchange_info(self) -> dict[str, Any]:
+        """GET /api/v3/exchangeInfo as Binance answers it (the fields the streamer and most clients read)."""
+        def entry(symbol: str, status: str) -> dict[str, Any]:
+            quote = quote_asset(symbol)
+            upper = symbol.upper()
+            return {"symbol": upper, "status": status, "baseAsset": upper[: len(upper) - len(quote)],
+                    "quoteAsset": quote, "isSpotTradingAllowed": True, "permissions": ["SPOT"]}
+
+        listed = [entry(s, "TRADING") for s in self.markets] + [entry(s, "BREAK") for s in sorted(self.delisted)]
+        return {"timezone": "UTC", "serverTime": int(time.time() * 1000), "rateLimits": [],
+                "exchangeFilters": [], "symbols": listed}
+
+    def _rest(self, connection: SimConnection, request: Request) -> Response:
+        assert self.loop is not None
+        self.rest_requests += 1
+        route = request.path.split("?", 1)[0]
+        if route != "/api/v3/exchangeInfo":
+            return connection.respond(http.HTTPStatus.NOT_FOUND, '{"code":-1,"msg":"Not found"}')
+        if self.loop.time() < self.rest_fail_until:
+            return connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "Service unavailable (fault)\n")
+        response = connection.respond(http.HTTPStatus.OK, json.dumps(self.exchange_info(), separators=(",", ":")))
+        del response.headers["Content-Type"]
+        response.headers["Content-Type"] = "application/json;charset=UTF-8"
+        return response
+
     def _process_request(self, connection: SimConnection, request: Request) -> Response | None:
         assert self.loop is not None
+        if request.path.startswith("/api/"):
+            return self._rest(connection, request)
         now = self.loop.time()
         remote = connection.remote_address
         over_limit = self._count_attempt(str(remote[0]) if remote else "?", now)
         if now < self.faults.refuse_until and self.faults.refuse_mode == "http_503":
             return connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "Service unavailable (fault)\n")
+        if now < self.faults.refuse_until and self.faults.refuse_mode == "http_429":
+            return connection.respond(http.HTTPStatus.TOO_MANY_REQUESTS, "Too many connection attempts (fault)\n")
         if over_limit:
             return connection.respond(http.HTTPStatus.TOO_MANY_REQUESTS, "Too many connection attempts\n")
+        limit = self.config.max_url_chars
+        if limit is not None and len(request.path) > limit:
+            return connection.respond(http.HTTPStatus.REQUEST_URI_TOO_LONG,
+                                      f"URI too long ({len(request.path)} > {limit} characters)\n")
         try:
             wanted = parse_path(request.path, self.config.max_streams_per_connection)
         except PathError as exc:
@@ -349,7 +390,7 @@ class SimServer:
         while any(due.values()) and not self.market_paused:
             events: list[Event] = []
             for symbol, market in self.markets.items():
-                n = min(due[symbol], CHUNK_TRADES)
+                n = min(due.get(symbol, 0), CHUNK_TRADES)  # a listing between chunks waits for the next tick
                 if n:
                     events.extend(market.generate(now_ms, n))
                     due[symbol] -= n
@@ -416,8 +457,10 @@ class SimServer:
 
     # ---- faults (loop thread) ---------------------------------------------------------------------
 
-    def _open_states(self) -> list[ConnState]:
-        return [s for s in self.states.values() if s.conn is not None and s.conn.protocol.state is OPEN]
+    def _open_states(self, ids: list[int] | None = None) -> list[ConnState]:
+        """Open connections; only those numbered in `ids` when given (a fault on chosen connections)."""
+        return [s for s in self.states.values() if s.conn is not None and s.conn.protocol.state is OPEN
+                and (ids is None or s.id in ids)]
 
     def _write_each(self, build: Any) -> int:
         """Write `build(state)` (bytes or list of bytes) to every open connection; returns how many."""
@@ -440,8 +483,8 @@ class SimServer:
         stream = first or f"{symbol}@trade"
         return symbol, (stream if state.combined else None)
 
-    def drop_connections(self) -> int:
-        states = self._open_states()
+    def drop_connections(self, connection_ids: list[int] | None = None) -> int:
+        states = self._open_states(connection_ids)
         for state in states:
             assert state.conn is not None
             state.server_reason = "dropped"
@@ -495,10 +538,12 @@ class SimServer:
         now_ms = self._now_ms()
         return self._write_each(lambda s: [faults.oversized(size_bytes, now_ms, self._fault_stream(s)[1])])
 
-    def server_shutdown(self, close_after_s: float | None) -> int:
+    def server_shutdown(self, close_after_s: float | None, connection_ids: list[int] | None = None) -> int:
         now_ms = self._now_ms()
-        states = self._open_states()
-        self._write_each(lambda s: [faults.server_shutdown(now_ms, s.combined)])
+        states = self._open_states(connection_ids)
+        for state in states:
+            assert state.conn is not None
+            state.conn.send_frames(text_frame(faults.server_shutdown(now_ms, state.combined)))
         if close_after_s is not None:
             assert self.loop is not None
 
@@ -539,6 +584,28 @@ class SimServer:
     def set_rate(self, rate_per_symbol: float) -> None:
         self.rate = rate_per_symbol
 
+    def list_symbols(self, symbols: list[str]) -> list[str]:
+        """New listings: generated from now on and listed TRADING by exchangeInfo; returns those new."""
+        added = [s for s in symbols if s not in self.markets]
+        for symbol in added:
+            self.markets[symbol] = SymbolMarket(symbol, self.config.seed)
+            self.carry[symbol] = 0.0
+            self.delisted.discard(symbol)
+        return added
+
+    def delist_symbols(self, symbols: list[str]) -> list[str]:
+        """Delistings: no longer generated, listed BREAK by exchangeInfo; returns those delisted."""
+        removed = [s for s in symbols if s in self.markets]
+        for symbol in removed:
+            del self.markets[symbol]
+            self.carry.pop(symbol, None)
+            self.delisted.add(symbol)
+        return removed
+
+    def fail_rest(self, seconds: float) -> None:
+        assert self.loop is not None
+        self.rest_fail_until = self.loop.time() + seconds
+
     def burst(self, multiplier: float, seconds: float) -> None:
         assert self.loop is not None
         self.burst_factor = multiplier
@@ -555,6 +622,8 @@ class SimServer:
             "port": self.port,
             "open_connections": len(self.states),
             "connection_attempts": self.attempts_total,
+            "rest_requests": self.rest_requests,
+            "listed_symbols": len(self.markets),
             "ticks": self.ticks,
             "generated": self.truth.counts(),
             "market_paused": self.market_paused,

@@ -1,7 +1,11 @@
 """Every validation criterion of the seed, by name: the metrics it reads and the check it applies.
 
 Four criteria sets (thresholds are the seed's, configurable through the `*Thresholds` dataclasses;
-expected counts default to what the profile schedules, i.e. the seed's 3 / 6 / 480 / 180 / 14,400):
+expected counts default to what the profile schedules, i.e. the seed's 3 / 6 / 480 / 180 / 14,400).
+Rotations and pings are figures **per connection**: the streamer spreads its streams over a pool of
+connections, each with its own rotation and ping schedule, so the expected count is the per-connection figure
+x the connections, read from the streamer's `binance_connection_slots` gauge (its time-weighted mean over the
+window, rounded; 1 when a streamer without a pool exports none), and the tolerance scales the same way:
 
 | set              | criterion               | kind        | seed wording |
 |------------------|-------------------------|-------------|--------------|
@@ -137,6 +141,7 @@ PRODUCED = MetricQuery("produced", "kafka_messages_produced_total", optional=Tru
 PRODUCE_ERRORS = MetricQuery("produce_errors", "kafka_produce_errors_total", optional=True)
 LOG_ERRORS = MetricQuery("log_errors", "streamer_log_errors_total", optional=True)
 CONNECTION_UP = MetricQuery("connection_up", "binance_connection_status", over_time="avg")
+CONNECTION_SLOTS = MetricQuery("connection_slots", "binance_connection_slots", over_time="avg", optional=True)
 CRITICAL_ALERTS = MetricQuery(
     "critical_alerts",
     "ALERTS",
@@ -306,31 +311,48 @@ def _rate(name: str, min_rate: float, sustained_seconds: float | None, seed_text
     return Criterion(name, seed_text, "rate", (MESSAGES,), check)
 
 
+def connections_in(series: Sequence[Series], window: Window) -> int:
+    """How many connections the streamer ran in the window: the time-weighted mean of binance_connection_slots
+    (each point stands for the step after it), rounded, at least 1; 1 when the series is absent."""
+    points = sorted(p for one in series for p in one.between(window.start, window.end).points)
+    if not points:
+        return 1
+    total = weight = 0.0
+    for (t, value), (t_next, _) in zip(points, [*points[1:], (window.end, 0.0)], strict=True):
+        span = max(t_next - t, 0.0) or window.step
+        total += value * span
+        weight += span
+    return max(1, round(total / weight))
+
+
 def _count(name: str, query: MetricQuery, expected: int, tolerance: int, what: str, seed_text: str) -> Criterion:
-    """A scheduled count (rotations, pings). Each switch of the active color in the window widens the
-    tolerance by one: the new color runs its own schedule (its own connection's rotation clock, its own
-    ping slots), so the period holds one event more or fewer than an unbroken schedule would."""
+    """A scheduled count (rotations, pings), `expected` and `tolerance` per connection: the check expects them
+    x the connections of the window (`connections_in`). Each switch of the active color in the window widens
+    the tolerance by one per connection: the new color runs its own schedules (its own connections' rotation
+    clocks, their own ping slots), so the period holds one event more or fewer per connection than an unbroken
+    schedule would."""
 
     def check(series: SeriesByKey, window: Window) -> CheckResult:
         switches = len(window.switches)
+        connections = connections_in(series.get(CONNECTION_SLOTS.key, []), window)
         result = checks.count_per_period(
             name,
             series.get(query.key, []),
             window,
-            expected=expected,
-            tolerance=tolerance + switches,
+            expected=expected * connections,
+            tolerance=(tolerance + switches) * connections,
             what=what,
             absent_is_zero=query.optional,
         )
-        if not switches:
-            return result
-        return dataclasses.replace(
-            result,
-            evidence=f"{result.evidence}; ± {switches} for {switches} switch(es) of the active color, "
-            "each starting its own schedule",
-        )
+        evidence = (f"{result.evidence}; {format_number(expected)} per connection x {connections} "
+                    f"connection(s) (binance_connection_slots)")
+        if switches:
+            evidence += (f"; ± {switches} per connection for {switches} switch(es) of the active color, each "
+                         "starting its own schedules")
+        return dataclasses.replace(result, evidence=evidence, details={**result.details, "connections": connections,
+                                                                        "per_connection": expected})
 
-    return Criterion(name, seed_text, "count", (query,), check)
+    return Criterion(name, seed_text, "count", (query, CONNECTION_SLOTS), check)
 
 
 def _zero(
@@ -374,7 +396,7 @@ def validation_12h(
                 rotations,
                 thresholds.rotation_tolerance,
                 "scheduled rotations",
-                f"{rotations} rotations",
+                f"{rotations} rotations per connection",
             ),
             _rate(
                 "message_rate",
@@ -514,9 +536,9 @@ def daily(profile: ValidationProfile, thresholds: DailyThresholds = DailyThresho
                 rotations,
                 thresholds.rotation_tolerance,
                 "scheduled rotations",
-                f"{rotations} rotations per day",
+                f"{rotations} rotations per day per connection",
             ),
-            _count("pings", PINGS, pings, thresholds.ping_tolerance, "pings", f"{pings} pings per day"),
+            _count("pings", PINGS, pings, thresholds.ping_tolerance, "pings", f"{pings} pings per day per connection"),
             _rate(
                 "message_rate",
                 thresholds.min_rate,
@@ -632,9 +654,9 @@ def stability_30d(profile: ValidationProfile, thresholds: StabilityThresholds = 
                 rotations,
                 thresholds.rotation_tolerance,
                 "scheduled rotations",
-                f"{rotations} rotations",
+                f"{rotations} rotations per connection",
             ),
-            _count("pings", PINGS, pings, thresholds.ping_tolerance, "pings", f"{pings} pings"),
+            _count("pings", PINGS, pings, thresholds.ping_tolerance, "pings", f"{pings} pings per connection"),
             _zero("pong_timeouts", (PONG_TIMEOUTS,), "pong timeouts", "zero pong timeouts"),
             _zero(
                 "unscheduled_reconnects",

@@ -76,3 +76,18 @@ def test_weekly_and_monthly_schedules_target_the_previous_period() -> None:
             instance=instance, scheduled_execution_time=datetime(2026, 4, 1, 1, 30, tzinfo=UTC)))
     assert [r.partition_key for r in week.run_requests] == ["2026-03-09"]  # Monday 9 .. Sunday 15 March
     assert [r.partition_key for r in month.run_requests] == ["2026-03-01"]
+
+
+def test_rotation_and_ping_checks_say_they_are_per_connection() -> None:
+    from dagster_project.assets.validation import (
+        daily_validation_report,
+        monthly_stability_report,
+        weekly_validation_report,
+    )
+
+    for asset in (daily_validation_report, weekly_validation_report, monthly_stability_report):
+        specs = {spec.name: spec.description or "" for spec in asset.check_specs}
+        for name in ("rotations", "pings"):
+            assert "per connection" in specs[name], (asset, specs[name])
+            assert "x the streamer's connections, binance_connection_slots" in specs[name]
+        assert "per connection" not in specs["message_rate"]

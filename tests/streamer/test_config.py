@@ -91,8 +91,34 @@ def test_relations_between_settings_are_checked() -> None:
     with pytest.raises(ConfigError, match="K2_BACKOFF_INITIAL_SECONDS"):
         load_config({"K2_BACKOFF_INITIAL_SECONDS": "30", "K2_BACKOFF_MAX_SECONDS": "10"})
     symbols = ",".join(f"sym{i:03d}" for i in range(300))
-    with pytest.raises(ConfigError, match="1200 streams; allowed: at most 1024"):
-        load_config({"K2_BINANCE_SYMBOLS": symbols, "K2_BINANCE_STREAMS": "trade,aggTrade,bookTicker,depth"})
+    # 1,200 streams over connections of 200: a pool of 6 (one connection held at most 1,024).
+    config = load_config({"K2_BINANCE_SYMBOLS": symbols, "K2_BINANCE_STREAMS": "trade,aggTrade,bookTicker,depth"})
+    assert len(config.symbols) == 300 and config.streams_per_connection == 200
+    with pytest.raises(ConfigError, match=r"1200 streams need 120 connections of K2_STREAMS_PER_CONNECTION=10; "
+                                          r"allowed: at most K2_CONNECTION_ATTEMPTS_PER_WINDOW=100"):
+        load_config({"K2_BINANCE_SYMBOLS": symbols, "K2_BINANCE_STREAMS": "trade,aggTrade,bookTicker,depth",
+                     "K2_STREAMS_PER_CONNECTION": "10"})
+    for bad in ("0", "1025"):
+        with pytest.raises(ConfigError, match=rf"K2_STREAMS_PER_CONNECTION={bad} is out of range; allowed: "
+                                              r"1 \.\. 1024"):
+            load_config({"K2_STREAMS_PER_CONNECTION": bad})
+    with pytest.raises(ConfigError, match=r"K2_CONNECTION_ATTEMPTS_PER_WINDOW=301 is out of range; allowed: 1 \.\. "):
+        load_config({"K2_CONNECTION_ATTEMPTS_PER_WINDOW": "301"})
+    with pytest.raises(ConfigError, match=r"K2_BINANCE_REST_URL=http://127\.0\.0\.1:9 is not encrypted"):
+        load_config({"K2_BINANCE_REST_URL": "http://127.0.0.1:9"})
+
+
+def test_symbols_accept_what_binance_lists_and_a_quote_selector() -> None:
+    from streamer.symbols import Explicit, Quote
+
+    # Real listings with non-ASCII names pass; what breaks a stream name, a URL or a topic key does not.
+    config = load_config({"K2_BINANCE_SYMBOLS": "btcusdt,币安人生usdt,1000satsusdt"})
+    assert config.selector == Explicit(("btcusdt", "币安人生usdt", "1000satsusdt"))
+    assert load_config({"K2_BINANCE_SYMBOLS": "quote:usdt"}).selector == Quote("USDT")
+    for bad in ("btc@usdt", "btc/usdt", "btc usdt", "btc\u0000usdt", 'btc"usdt', "btc#usdt", "BTCUSDT",
+                "quote:", "quote:USDT,btcusdt", "x"):
+        with pytest.raises(ConfigError, match=r"K2_BINANCE_SYMBOLS=.*allowed: a comma list"):
+            load_config({"K2_BINANCE_SYMBOLS": bad})
 
 
 def test_plaintext_is_never_a_silent_downgrade() -> None:

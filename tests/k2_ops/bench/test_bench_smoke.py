@@ -35,6 +35,8 @@ PLAUSIBLE_BY_UNIT: dict[str, tuple[float, float]] = {
 PLAUSIBLE_BY_FIGURE: dict[str, tuple[float, float]] = {
     "memory.growth_in_window_mb": (-2_000.0, 2_000.0),
     "memory.slope_mb_per_hour": (-1e7, 1e7),
+    "market.connections": (2.0, 2.0),  # quick(): 200 symbols x trade,bookTicker over connections of 200
+    "market.missing": (0.0, 0.0),  # the whole-market run's sequence gaps: reported, and none here
 }
 LOSS_FIGURES = ("resilience.rotations.lost", "resilience.rotations.duplicated", "resilience.handover.lost",
                 "resilience.handover.duplicated")

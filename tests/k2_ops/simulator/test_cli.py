@@ -81,3 +81,16 @@ def test_registered_in_the_k2_command_line() -> None:
     )
     assert args.replay == "x.gz" and args.speed == 0 and args.no_tls and args.ping_interval is None
     assert callable(args.func)
+
+
+def test_synthetic_symbols_make_a_whole_market_and_long_urls_can_be_allowed() -> None:
+    import argparse
+
+    from k2_ops.simulator.cli import add_arguments, config_from_args
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    config = config_from_args(parser.parse_args(["--symbols", "btcusdt", "--synthetic-symbols", "2000"]))
+    assert len(config.symbols) == 2001 and config.symbols[:3] == ("btcusdt", "s0000usdt", "s0001usdt")
+    assert config.symbols[-1] == "s1999usdt" and config.max_url_chars == 8000
+    assert config_from_args(parser.parse_args(["--max-url-chars", "off"])).max_url_chars is None

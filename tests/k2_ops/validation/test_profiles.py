@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from k2_ops.validation import criteria
@@ -61,8 +63,8 @@ def test_criteria_sets_follow_the_profile_counts() -> None:
         assert "3 rotations" in criteria.validation_12h(profile).get("rotations").description
         month = criteria.stability_30d(profile)
         assert month.duration_seconds == pytest.approx(30 * profile.day_seconds)
-        assert month.get("rotations").description == "180 rotations"
-        assert month.get("pings").description == "14400 pings"
+        assert month.get("rotations").description == "180 rotations per connection"
+        assert month.get("pings").description == "14400 pings per connection"
 
 
 def test_streamer_env_is_accepted_by_the_streamer_config() -> None:
@@ -109,3 +111,33 @@ def test_bad_profile_values_name_the_setting() -> None:
         ValidationProfile("x", rotation_seconds=0)
     with pytest.raises(ProfileError, match="day_seconds"):
         ValidationProfile("x", day_seconds=float("nan"))
+
+
+def test_rotations_and_pings_are_expected_per_connection_times_the_connections() -> None:
+    """A pool of 20 connections: the daily check expects 6 rotations and 480 pings per connection x 20, read
+    from binance_connection_slots; a streamer exporting no slots gauge counts as one connection."""
+    from k2_ops.validation.series import Series, Window
+
+    day = criteria.daily(PRODUCTION)
+    window = Window(0.0, 86_400.0, 600.0)
+    steps = [i * 600.0 for i in range(145)]
+
+    def counter(total: float) -> list[Series]:
+        return [Series({"__name__": "c_total"}, [(t, total * t / 86_400.0) for t in steps])]
+
+    def slots(value: float) -> list[Series]:
+        return [Series({"__name__": "binance_connection_slots"}, [(t, value) for t in steps])]
+
+    def run(rotations: float, pings: float, connections: list[Series]) -> dict[str, Any]:
+        series = {criteria.SCHEDULED_ROTATIONS.key: counter(rotations), criteria.PINGS.key: counter(pings),
+                  criteria.CONNECTION_SLOTS.key: connections}
+        return {c.name: c.evaluate(series, window) for c in day.criteria if c.name in ("rotations", "pings")}
+
+    pool = run(120, 9_600, slots(20.0))
+    assert pool["rotations"].passed and pool["rotations"].threshold == 120
+    assert pool["pings"].passed and pool["pings"].threshold == 9_600 and pool["pings"].tolerance == 100
+    assert "6 per connection x 20 connection(s)" in pool["rotations"].evidence
+    assert not run(6, 480, slots(20.0))["rotations"].passed  # one connection's figures are not the pool's
+    single = run(6, 480, [])
+    assert single["rotations"].passed and single["pings"].passed and single["rotations"].threshold == 6
+    assert criteria.connections_in(slots(19.6), window) == 20
