@@ -1,5 +1,3 @@
-# syntax=docker/dockerfile:1.7
-#
 # K2 Dagster image (k2-dagster:<tag>): dagster-webserver and dagster-daemon for the compose stack, with the
 # project installed, dagster-postgres for the instance storage, and the Docker CLI + compose plugin that the
 # compose deployment backend of blue_green_deploy runs. Build from the repository root:

@@ -1,5 +1,3 @@
-# syntax=docker/dockerfile:1.7
-#
 # K2 streamer image, tagged k2-platform:<version> (the blue-green deploy job's default is
 # k2-platform:v2.0-stable). Build from the repository root; compose does it for you:
 #
@@ -28,7 +26,7 @@ RUN python -m venv /opt/k2 \
 # dagster_project stay out, so the wheel built here carries just `streamer` (with its Avro schemas).
 COPY pyproject.toml README.md /src/
 COPY streamer /src/streamer
-RUN python -m pip wheel --no-deps --wheel-dir /wheels /src \
+RUN /opt/k2/bin/pip wheel --no-deps --wheel-dir /wheels /src \
     && /opt/k2/bin/pip install --no-deps /wheels/k2_platform-*.whl \
     && /opt/k2/bin/python -c "import streamer.app, streamer.__main__"
 
