@@ -1,5 +1,5 @@
 # Local stand-in for postgres:15-bookworm: Debian bookworm's postgresql-15 with the upstream image's
-# interface (POSTGRES_USER / POSTGRES_PASSWORD / POSTGRES_DB, PGDATA=/var/lib/postgresql/data,
+# interface (POSTGRES_USER / POSTGRES_PASSWORD / POSTGRES_DB / POSTGRES_INITDB_ARGS, UTF8 databases, PGDATA=/var/lib/postgresql/data,
 # /docker-entrypoint-initdb.d/*.sql and *.sh run once on an empty data folder, pg_isready on PATH, port 5432).
 ARG BASE_IMAGE=k2-local/postgres-base:15-bookworm
 FROM ${BASE_IMAGE}

@@ -17,12 +17,13 @@ from streamer.config import ConfigError, describe_settings, load_config
 STREAMERS = ("streamer-blue", "streamer-green")
 # Their K2_* variables configure the Dagster resources, not a streamer: test_dagster_files.py checks them against
 # dagster_project/definitions.py.
-DAGSTER_SERVICES = ("dagster-webserver", "dagster-daemon")
+# The k2-dagster image's services (the simulator runs `k2 simulator` from it).
+DAGSTER_SERVICES = ("dagster-webserver", "dagster-daemon", "dagster-code", "simulator")
 # The one repository mount that is writable: the deploy job (in dagster-daemon) writes streamer-<color>.env there.
-WRITABLE_REPOSITORY_MOUNTS = {("dagster-daemon", "/opt/k2-checkout/docker")}
+WRITABLE_REPOSITORY_MOUNTS = {("dagster-code", "/opt/k2-checkout/docker")}
 REQUIRED_SERVICES = {
     "kafka", "schema-registry", "prometheus", "alertmanager", "grafana", "postgres",
-    "dagster-webserver", "dagster-daemon", *STREAMERS,
+    "dagster-webserver", "dagster-daemon", "dagster-code", "simulator", *STREAMERS,
 }
 DEFAULT_IMAGE = "k2-platform:v2.0-stable"
 

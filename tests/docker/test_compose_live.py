@@ -1,0 +1,219 @@
+"""The production stack for real: docker/compose.yaml on a real Docker engine (dockerd started here when none
+answers, stopped here by its PID), images built from Debian packages (k2 images build --local-bases), the
+exchange simulator as a container feeding streamer-blue over verified TLS.
+
+One module-scoped stack; each test asserts against the real services on 127.0.0.1. Every phase prints its
+duration (`-s` shows them; they also go to the test report). A dockerd that cannot start fails the module
+with the reason: nothing here skips.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.schema_registry import SchemaRegistryClient
+from confluent_kafka.schema_registry.avro import AvroDeserializer
+from confluent_kafka.serialization import MessageField, SerializationContext
+
+from k2_ops.images.build import build_all, compose_env
+from k2_ops.images.compose_stack import PROJECT, URLS, ComposeStack, compose_run_dir, write_env_files
+from k2_ops.images.engine import Engine, compose_plugin_binary, ensure_engine
+from k2_ops.polling import poll_until
+from tests.dagster_project.ui import graphql, launch, wait_run
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+PROMETHEUS = URLS["prometheus"]
+ALERTMANAGER = URLS["alertmanager"]
+REGISTRY = URLS["schema-registry"]
+STREAMER = URLS["streamer-blue"]
+DAGSTER = URLS["dagster-webserver"]
+TOPIC = "market.crypto.binance.trades"
+SERVICES = ("kafka", "schema-registry", "postgres", "prometheus", "alertmanager", "dagster-code",
+            "dagster-webserver", "dagster-daemon", "streamer-blue", "simulator")
+FORCED_RULE = """groups:
+  - name: k2-live-test
+    rules:
+      - alert: K2LiveTestForced
+        expr: vector(1)
+        labels: {severity: info}
+        annotations: {summary: forced by tests/docker/test_compose_live.py}
+"""
+
+
+@dataclass
+class Phases:
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def record(self, name: str, began: float) -> None:
+        self.seconds[name] = time.monotonic() - began
+        print(f"\ncompose live test: {name}: {self.seconds[name]:.1f} s", flush=True)
+
+
+PHASES = Phases()
+
+
+def get_json(url: str, timeout_s: float = 10.0) -> Any:
+    with urllib.request.urlopen(url, timeout=timeout_s) as response:
+        return json.loads(response.read())
+
+
+def prom_query(expr: str) -> list[dict[str, Any]]:
+    query = urllib.parse.urlencode({"query": expr})
+    answer = get_json(f"{PROMETHEUS}/api/v1/query?{query}")
+    assert answer["status"] == "success", answer
+    return list(answer["data"]["result"])
+
+
+@dataclass
+class LiveStack:
+    engine: Engine
+    compose: ComposeStack
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveStack]:
+    began = time.monotonic()
+    # Fails (never skips) with dockerd's own last log lines when it cannot start.
+    engine = ensure_engine(compose_run_dir())
+    PHASES.record("engine", began)
+    try:
+        began = time.monotonic()
+        build_all(engine.docker, compose_plugin_binary())
+        PHASES.record("local images", began)
+        extra_rules = tmp_path_factory.mktemp("extra-rules")
+        (extra_rules / "forced.yml").write_text(FORCED_RULE)
+        extra_rules.chmod(0o755)
+        (extra_rules / "forced.yml").chmod(0o644)
+        compose = ComposeStack(engine)
+        write_env_files(compose.docker_dir, compose_env())
+        compose.extra_env = {"PROMETHEUS_EXTRA_RULES_DIR": str(extra_rules)}
+        began = time.monotonic()
+        compose.up(wait_timeout_s=420.0)
+        PHASES.record("compose up --build --wait", began)
+        print("compose live test: healthy after start: " + ", ".join(
+            f"{name} {seconds:.0f} s" for name, seconds in sorted(compose.start_seconds().items())), flush=True)
+        yield LiveStack(engine, compose)
+        began = time.monotonic()
+        compose.down()
+        leftovers = {
+            kind: engine.docker.run(kind, "ls", "--quiet", "--filter", f"label=com.docker.compose.project={PROJECT}",
+                                    *(["--all"] if kind == "container" else [])).stdout.decode().split()
+            for kind in ("container", "network", "volume")
+        }
+        PHASES.record("compose down -v", began)
+        assert leftovers == {"container": [], "network": [], "volume": []}, leftovers
+    finally:
+        started = engine.started_pid
+        if started is not None:
+            ComposeStack(engine).run("down", "--volumes", "--remove-orphans", check=False)
+            assert engine.stop(), f"dockerd PID {started} was not stopped"
+        print("compose live test phases: " + ", ".join(f"{k} {v:.0f} s" for k, v in PHASES.seconds.items()),
+              flush=True)
+
+
+def test_every_service_is_healthy(live: LiveStack) -> None:
+    containers = {str(c["Service"]): c for c in live.compose.containers()}
+    assert set(SERVICES) <= set(containers), sorted(containers)
+    unhealthy = {name: (c.get("State"), c.get("Health")) for name, c in containers.items()
+                 if c.get("State") != "running" or c.get("Health") != "healthy"}
+    assert not unhealthy, unhealthy
+
+
+def test_streamer_records_in_kafka_decode_with_the_registry_schema(live: LiveStack) -> None:
+    began = time.monotonic()
+    consumer = Consumer({"bootstrap.servers": "127.0.0.1:9094", "group.id": "k2-live-test",
+                         "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    try:
+        metadata = consumer.list_topics(TOPIC, timeout=30)
+        partitions = [TopicPartition(TOPIC, p, 0) for p in metadata.topics[TOPIC].partitions]
+        assert partitions, f"{TOPIC} has no partitions"
+        consumer.assign(partitions)
+        deserialize = AvroDeserializer(SchemaRegistryClient({"url": REGISTRY}))
+        records: list[dict[str, Any]] = []
+
+        def some_records() -> bool:
+            message = consumer.poll(1.0)
+            if message is not None and message.error() is None:
+                value = deserialize(message.value(), SerializationContext(TOPIC, MessageField.VALUE))
+                records.append(value)
+            return len(records) >= 20
+
+        poll_until(some_records, 60, "20 Avro records decoded from Kafka", interval_s=0.0, error=AssertionError)
+    finally:
+        consumer.close()
+    symbols = {str(r.get("symbol", "")).lower() for r in records}
+    assert symbols & {"btcusdt", "ethusdt"}, records[:2]
+    subjects = get_json(f"{REGISTRY}/subjects")
+    assert f"{TOPIC}-value" in subjects, subjects
+    PHASES.record("kafka + registry", began)
+
+
+def test_prometheus_scrapes_streamer_blue_and_loads_the_k2_rules(live: LiveStack) -> None:
+    began = time.monotonic()
+    poll_until(lambda: any(r["value"][1] == "1" for r in prom_query('up{job="k2-streamer",instance="blue"}')),
+               60, "Prometheus: up{instance=blue} == 1", interval_s=1.0, error=AssertionError)
+    names = get_json(f"{PROMETHEUS}/api/v1/label/__name__/values")["data"]
+    streamer_metrics = [n for n in names if n.startswith("binance_") or n.startswith("k2_")]
+    assert len(streamer_metrics) > 10, streamer_metrics
+    groups = get_json(f"{PROMETHEUS}/api/v1/rules")["data"]["groups"]
+    files = {g["file"] for g in groups}
+    assert "/etc/prometheus/rules/k2_alerts.yml" in files, files
+    assert sum(len(g["rules"]) for g in groups if g["file"].endswith("k2_alerts.yml")) > 5
+    PHASES.record("prometheus", began)
+
+
+def test_a_forced_rule_reaches_alertmanager(live: LiveStack) -> None:
+    began = time.monotonic()
+
+    def forced_alert() -> bool:
+        alerts = get_json(f"{ALERTMANAGER}/api/v2/alerts")
+        return any(a["labels"].get("alertname") == "K2LiveTestForced" for a in alerts)
+
+    poll_until(forced_alert, 90, "K2LiveTestForced in Alertmanager", interval_s=1.0, error=AssertionError)
+    PHASES.record("alert to alertmanager", began)
+
+
+def test_daily_validation_report_runs_in_the_compose_dagster(live: LiveStack) -> None:
+    began = time.monotonic()
+    graphql(DAGSTER, "{ version }")
+    day = time.strftime("%Y-%m-%d", time.gmtime(time.time() - 86_400))
+    run_id = launch(DAGSTER, "daily_validation_job",
+                    {"ops": {"daily_validation_report": {"config": {"instance": "blue"}}}},
+                    tags={"dagster/partition": day})
+    assert wait_run(DAGSTER, run_id, 240.0) == "SUCCESS"
+    PHASES.record("dagster daily_validation_report", began)
+
+
+def test_docker_kill_of_the_streamer_is_restarted_and_the_gap_is_counted(live: LiveStack) -> None:
+    began = time.monotonic()
+    docker = live.engine.docker
+    container = next(str(c["Name"]) for c in live.compose.containers() if c["Service"] == "streamer-blue")
+    before = docker.run("inspect", "--format", "{{.RestartCount}}", container).stdout.decode().strip()
+    docker.run("kill", container)
+
+    def restarted_and_ready() -> bool:
+        count = docker.run("inspect", "--format", "{{.RestartCount}}", container).stdout.decode().strip()
+        if count == before:
+            return False
+        with urllib.request.urlopen(f"{STREAMER}/readyz", timeout=5) as response:
+            return response.status == 200
+
+    poll_until(restarted_and_ready, 120, "streamer-blue restarted by its restart policy and ready",
+               interval_s=1.0, error=AssertionError)
+    PHASES.record("docker kill -> restarted", began)
+
+
+def test_phases_fit_the_budget() -> None:
+    # Runs last in this module: the live test's budget is 10 minutes on 2 cores.
+    total = sum(PHASES.seconds.values())
+    print(f"compose live test: phases so far {total:.0f} s", flush=True)
+    assert total < 600, PHASES.seconds
