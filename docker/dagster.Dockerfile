@@ -36,8 +36,9 @@ RUN groupadd --system --gid 10001 dagster \
 
 # Dependencies first (cached while only the source changes): the project's own list (pyproject.toml) plus the
 # streamer's runtime list (the schema-registry extra of confluent-kafka) and the Postgres storage of Dagster
-# (dagster-postgres 0.29.x pairs with dagster 1.13.x; its SQLAlchemy dialect imports psycopg 3, which it does
-# not depend on: without it the webserver and daemon fail at start).
+# (dagster-postgres 0.29.x pairs with dagster 1.13.x). SQLAlchemy stays on 2.0: 2.1 makes `postgresql://` mean
+# psycopg 3 instead of dagster-postgres's psycopg2 (measured: the webserver then fails at start without
+# psycopg, and with it every launchRun fails with "the connection is closed").
 WORKDIR /opt/dagster/app
 COPY pyproject.toml README.md ./
 COPY docker/streamer-requirements.txt docker/streamer-requirements.txt
@@ -45,7 +46,7 @@ RUN python -m venv /opt/dagster/venv \
     && python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
        > /tmp/project-requirements.txt \
     && pip install --requirement /tmp/project-requirements.txt \
-       --requirement docker/streamer-requirements.txt "dagster-postgres>=0.29,<0.30" "psycopg[binary]>=3.2,<4"
+       --requirement docker/streamer-requirements.txt "dagster-postgres>=0.29,<0.30" "sqlalchemy>=2.0,<2.1"
 
 # The repository (minus the dockerignore list). Installed editable so k2_ops.paths.REPO_ROOT is this folder:
 # the rules, docker/compose.yaml and the .run state folder are where the code expects them.
