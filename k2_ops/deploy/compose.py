@@ -262,7 +262,7 @@ class ComposeBackend(DeploymentBackend):
         if env_file is not None and argv[1:2] == ["compose"] and not os.access(env_file, os.R_OK):
             raise DeploymentError(
                 f"compose env file {env_file} is missing or unreadable: every compose command needs it (docker/.env "
-                "on the Docker host; dagster-daemon reads it from the mounted docker/ folder, see docker/README.md)"
+                "on the Docker host; dagster-code reads it from the mounted docker/ folder, see docker/README.md)"
             )
         result = self.runner(argv, dict(env or {}))
         if result.returncode != 0:

@@ -67,7 +67,10 @@ def write_env_files(docker_dir: Path, extra: Mapping[str, str]) -> list[Path]:
             **extra,
         }
         env_path.write_text(GENERATED + "\n" + "".join(f"{k}={v}\n" for k, v in values.items()))
-        env_path.chmod(0o600)
+        # Secrets: readable by root and the deploy job's group (gid 10001 in dagster-code) only.
+        if os.geteuid() == 0:
+            os.chown(env_path, 0, DAGSTER_UID)
+        env_path.chmod(0o640)
         written.append(env_path)
     streamer_env = docker_dir / "streamer.env"
     if not streamer_env.exists() or streamer_env.read_text().startswith(GENERATED):

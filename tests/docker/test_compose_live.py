@@ -129,7 +129,8 @@ def test_every_service_is_healthy(live: LiveStack) -> None:
     assert set(SERVICES) <= set(containers), sorted(containers)
     unhealthy = {name: (c.get("State"), c.get("Health"), live.engine.docker.run(
                      "inspect", "--format", "{{json .State.Health}}", str(c["Name"])).stdout.decode()[-1500:])
-                 for name, c in containers.items() if c.get("State") != "running" or c.get("Health") != "healthy"}
+                 for name, c in containers.items()
+                 if name in SERVICES and (c.get("State") != "running" or c.get("Health") != "healthy")}
     assert not unhealthy, unhealthy
 
 
@@ -198,9 +199,18 @@ def test_daily_validation_report_runs_in_the_compose_dagster(live: LiveStack) ->
     PHASES.record("dagster daily_validation_report", began)
 
 
-DEPLOY_CONFIG = {"image": "k2-platform:v2.0-stable", "mode": "handover", "dual_operation_seconds": 10.0,
-                 "validation_seconds": 10.0, "poll_interval_seconds": 0.5, "ready_timeout_seconds": 120.0,
+DEPLOY_CONFIG = {"image": "k2-platform:v2.0-stable", "mode": "handover", "dual_operation_seconds": 15.0,
+                 "validation_seconds": 15.0, "poll_interval_seconds": 0.5, "ready_timeout_seconds": 120.0,
                  "progress_interval_seconds": 5.0}
+
+
+RUN_LOGS = """query($id: ID!) { logsForRun(runId: $id) { ... on EventConnection { events {
+  ... on MessageEvent { message } } } } }"""
+
+
+def run_messages(run_id: str) -> list[str]:
+    events = graphql(DAGSTER, RUN_LOGS, {"id": run_id})["logsForRun"]["events"]
+    return [str(e["message"])[:400] for e in events if e.get("message")]
 
 
 def deployment_history(live: LiveStack) -> list[dict[str, Any]]:
@@ -219,7 +229,7 @@ def test_blue_green_deploy_in_handover_mode_then_rollback(live: LiveStack, artif
     start streamer-green, hand over, validate, stop blue; Kafka audit exact; then a rollback brings blue back."""
     began = time.monotonic()
     run_id = launch(DAGSTER, "blue_green_deploy", {"ops": {"build_image": {"config": DEPLOY_CONFIG}}})
-    assert wait_run(DAGSTER, run_id, 300.0) == "SUCCESS", deployment_history(live)[-1:]
+    assert wait_run(DAGSTER, run_id, 300.0) == "SUCCESS", (run_messages(run_id)[-12:], deployment_history(live)[-1:])
     PHASES.record("blue_green_deploy (handover, compose backend)", began)
     record = deployment_history(live)[-1]
     assert (record["kind"], record["status"], record["from_color"], record["to_color"], record["mode"]) == (
@@ -232,11 +242,11 @@ def test_blue_green_deploy_in_handover_mode_then_rollback(live: LiveStack, artif
 
     began = time.monotonic()
     run_id = launch(DAGSTER, "rollback", {"ops": {"rollback_to_previous": {"config": {"reason": "live test"}}}})
-    assert wait_run(DAGSTER, run_id, 240.0) == "SUCCESS", deployment_history(live)[-1:]
+    assert wait_run(DAGSTER, run_id, 240.0) == "SUCCESS", (run_messages(run_id)[-12:], deployment_history(live)[-1:])
     PHASES.record("rollback", began)
     history = deployment_history(live)
     assert [r["kind"] for r in history[-2:]] == ["deploy", "rollback"], history
-    assert history[-1]["active_color"] == "blue" and history[-1]["status"] == "succeeded", history[-1]
+    assert history[-1]["active_color"] == "blue" and history[-1]["status"] == "manual_rollback", history[-1]
     print(f"compose live test: rollback {history[-1].get('rollback_seconds')} s, steps {history[-1]['steps']}",
           flush=True)
     assert service_state(live, "streamer-blue") == "running"
