@@ -299,7 +299,7 @@ def test_env_example_documents_every_variable(docker_dir: Path) -> None:
 
 def test_readme_documents_every_service_port_and_volume(compose: Any, docker_dir: Path) -> None:
     readme = (docker_dir / "README.md").read_text()
-    assert "No Docker engine" in readme, "say plainly that nothing here was built or run"
+    assert "CI builds every image and runs this stack on a real Docker engine" in readme
     for name in compose.services:
         assert f"`{name}`" in readme, f"docker/README.md does not describe service {name}"
         for _, host_port, container_port in compose.published_ports(name):

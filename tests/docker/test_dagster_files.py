@@ -218,8 +218,10 @@ def test_the_daemon_drives_compose_on_the_operators_checkout(compose: Any, repo_
     assert ps_argv(project, "blue") == [*base, "ps", "--all", "--format", "json", "streamer-blue"]
     assert up_argv(project, "green") == [*base, "--profile", "green", "up", "--detach", "--no-deps", "--no-build",
                                          "--force-recreate", "streamer-green"]
+    # The base the stack's own streamer image is built from (python:3.11-slim unless .env names a local one).
     assert build_argv(project, "k2-platform:v2.1") == [
-        "docker", "build", "--tag", "k2-platform:v2.1", "--file", f"{checkout}/docker/streamer.Dockerfile", checkout]
+        "docker", "build", "--build-arg", "PYTHON_IMAGE=python:3.11-slim", "--tag", "k2-platform:v2.1",
+        "--file", f"{checkout}/docker/streamer.Dockerfile", checkout]
 
     # What those paths are on the Docker host: this repository's files.
     assert compose.host_path("dagster-code", str(project.compose_file)) == docker_dir / "compose.yaml"
