@@ -3,7 +3,8 @@
 Static checks read the Dockerfile: slim Python 3.11 base, non-root user, exec-form ENTRYPOINT `k2-streamer`,
 STOPSIGNAL SIGTERM, HEALTHCHECK on /healthz, OCI labels, version = pyproject's. The dependency checks then
 rebuild the image's Python environment here: a fresh virtualenv holding only the distributions that
-the image's requirements (pyproject.toml's [tool.k2.streamer-image] subset, docker/pyproject_requirements.py) pull in (resolved from the installed metadata, with extras and markers)
+the image's requirements pull in (pyproject.toml's [tool.k2.streamer-image] subset, printed by
+docker/pyproject_requirements.py; resolved from the installed metadata, with extras and markers)
 plus the sources the Dockerfile copies (after its .dockerignore). In that environment every module the
 streamer imports must import, and the real streamer, started the way the ENTRYPOINT starts it, must pass
 the image's HEALTHCHECK command and exit 0 on SIGTERM.
