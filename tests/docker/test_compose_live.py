@@ -27,6 +27,7 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
+from k2_ops.deploy.audit import audit_ids, read_trade_ids
 from k2_ops.images.build import build_all, compose_env
 from k2_ops.images.compose_stack import PROJECT, URLS, ComposeStack, compose_run_dir, write_env_files
 from k2_ops.images.engine import Engine, compose_plugin_binary, ensure_engine
@@ -264,6 +265,34 @@ def test_blue_green_deploy_in_handover_mode_then_rollback(live: LiveStack, artif
     PHASES.record("UI screenshot", began)
 
 
+STATUS = "query Status($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }"
+
+
+def test_two_deploys_launched_at_once_run_one_after_the_other(live: LiveStack) -> None:
+    """The run queue of dagster/dagster.yaml (k2/kind=deployment, limit 1) in the compose Dagster: the second
+    deploy waits QUEUED while the first runs, then runs; both succeed (blue -> green, then green -> blue)."""
+    began = time.monotonic()
+    first = launch(DAGSTER, "blue_green_deploy", {"ops": {"build_image": {"config": DEPLOY_CONFIG}}})
+    second = launch(DAGSTER, "blue_green_deploy", {"ops": {"build_image": {"config": DEPLOY_CONFIG}}})
+
+    def status(run_id: str) -> str:
+        return str(graphql(DAGSTER, STATUS, {"id": run_id})["runOrError"]["status"])
+
+    poll_until(lambda: status(first) == "STARTED" and status(second) == "QUEUED", 60,
+               "first deploy STARTED while the second waits QUEUED", interval_s=0.5, error=AssertionError)
+    assert wait_run(DAGSTER, first, 300.0) == "SUCCESS", run_messages(first)[-12:]
+    assert wait_run(DAGSTER, second, 300.0) == "SUCCESS", run_messages(second)[-12:]
+    records = deployment_history(live)[-2:]
+    assert [(r["from_color"], r["to_color"], r["status"]) for r in records] == [
+        ("blue", "green", "succeeded"), ("green", "blue", "succeeded")], records
+    first_end = records[0]["finished_at"]
+    assert records[1]["started_at"] >= first_end - 1.0, "the second deploy started before the first ended"
+    for record in records:
+        kafka = record["measurements"]["kafka"]
+        assert kafka["duplicates"] == 0 and kafka["missing"] == 0, kafka
+    PHASES.record("two deploys through the run queue", began)
+
+
 def test_compose_restart_keeps_the_handover_mode(live: LiveStack) -> None:
     """After the deploy and the rollback, blue is active again; `docker compose restart` keeps the mode the
     streamer recorded (K2_HANDOVER_MODE_FILE inside the container), it does not fall back to K2_START_MODE."""
@@ -290,6 +319,7 @@ def test_a_crashed_streamer_is_restarted_by_its_restart_policy(live: LiveStack) 
     before = docker.run("inspect", "--format", "{{.RestartCount}}", container).stdout.decode().strip()
     pid = int(docker.run("inspect", "--format", "{{.State.Pid}}", container).stdout.decode().strip())
     assert pid > 0, f"{container} is not running"
+    killed_at = time.time()
     os.kill(pid, signal.SIGKILL)
 
     def restarted_and_ready() -> bool:
@@ -301,6 +331,16 @@ def test_a_crashed_streamer_is_restarted_by_its_restart_policy(live: LiveStack) 
 
     poll_until(restarted_and_ready, 120, "streamer-blue restarted by its restart policy and ready",
                interval_s=1.0, error=AssertionError)
+    # The outage is a gap in Kafka's trade ids (each symbol's ids continue after the restart); nothing is
+    # duplicated. The restarted process's own gap counter starts from zero: the gap is the audit's.
+    restarted_at = time.time()
+    poll_until(lambda: get_json(f"{STREAMER}/readyz")["ready"] and time.time() - restarted_at > 5, 30,
+               "data after the restart", interval_s=0.5, error=AssertionError)
+    audit = audit_ids(read_trade_ids("127.0.0.1:9094", TOPIC, int((killed_at - 20) * 1000)))
+    print(f"compose live test: Kafka across the crash: {audit.to_dict()['symbols']}", flush=True)
+    assert audit.duplicates == 0, audit.to_dict()
+    assert set(audit.symbols) == {"btcusdt", "ethusdt"}
+    assert all(s.gaps >= 1 and s.missing > 0 for s in audit.symbols.values()), audit.to_dict()
     PHASES.record("docker kill -> restarted", began)
 
 
