@@ -39,7 +39,7 @@ def run_build(args: argparse.Namespace) -> int:
 
 def run_up(args: argparse.Namespace) -> int:
     try:
-        stack, report, seconds = compose_stack.bring_up(wait_timeout_s=args.wait_timeout)
+        stack, report, seconds = compose_stack.bring_up(wait_timeout_s=args.wait_timeout, stream=True)
     except (engine.EngineError, build.ImageBuildError, RuntimeError) as exc:
         print(f"k2 compose up: {exc}")
         return 1

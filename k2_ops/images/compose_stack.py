@@ -130,10 +130,17 @@ class ComposeStack:
                                f"{(done.stdout + done.stderr)[-4000:]}")
         return done
 
-    def up(self, wait_timeout_s: float = 420.0) -> float:
+    def up(self, wait_timeout_s: float = 420.0, stream: bool = False) -> float:
+        """`up --detach --build --wait`; `stream` shows compose's own progress (builds) on this terminal."""
         began = time.monotonic()
-        self.run("up", "--detach", "--build", "--wait", "--wait-timeout", str(int(wait_timeout_s)),
-                 timeout_s=wait_timeout_s + 600)
+        args = ("up", "--detach", "--build", "--wait", "--wait-timeout", str(int(wait_timeout_s)))
+        if stream:
+            done = subprocess.run(self.argv(*args), env={**os.environ, **self.env()}, check=False,
+                                  timeout=wait_timeout_s + 600)
+            if done.returncode != 0:
+                raise RuntimeError(f"`docker compose up` failed ({done.returncode}); see its output above")
+        else:
+            self.run(*args, timeout_s=wait_timeout_s + 600)
         return time.monotonic() - began
 
     def down(self) -> None:
@@ -186,14 +193,15 @@ def compose_run_dir() -> Path:
     return run_dir() / "compose"
 
 
-def bring_up(log: Log = print, wait_timeout_s: float = 420.0) -> tuple[ComposeStack, BuildReport, float]:
+def bring_up(log: Log = print, wait_timeout_s: float = 420.0,
+             stream: bool = False) -> tuple[ComposeStack, BuildReport, float]:
     """Engine, images, env files, then `docker compose up -d --build --wait` with the simulator profile."""
     engine = ensure_engine(compose_run_dir(), log=log)
     report = build_all(engine.docker, compose_plugin_binary(), log)
     stack = ComposeStack(engine)
     write_env_files(stack.docker_dir, compose_env())
     log("compose: up --detach --build --wait (streamer and Dagster images build here)")
-    seconds = stack.up(wait_timeout_s)
+    seconds = stack.up(wait_timeout_s, stream=stream)
     return stack, report, seconds
 
 
