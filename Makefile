@@ -11,7 +11,7 @@ PY := $(VENV)/bin/python
 SYSTEM_COMMANDS := prometheus promtool prometheus-alertmanager amtool java mvn chromium nginx
 SYSTEM_PACKAGES := prometheus prometheus-alertmanager openjdk-17-jre-headless maven chromium nginx-light
 
-.PHONY: setup system-packages run test test-fast lint typecheck bench clean
+.PHONY: setup system-packages run test test-fast lint typecheck bench clean compose-up compose-down
 
 # `k2 setup` fetches what pip does not install (Kafka and Apicurio Registry from Maven Central, the Binance
 # recordings when ../shared/binance_samples/ is absent; versions and checksums in k2_ops/paths.py and
@@ -64,6 +64,16 @@ lint: setup
 
 typecheck: setup
 	$(PY) -m mypy --strict streamer
+
+# The containerised stack (docker/compose.yaml) on a local Docker engine: installs docker.io, mmdebstrap and
+# friends with apt-get if missing, starts dockerd if none runs, builds the images from Debian packages
+# (k2 images build --local-bases), then `docker compose up --wait` with the simulator feeding streamer-blue.
+compose-up: setup
+	$(PY) -m k2_ops.cli compose up
+
+# `docker compose down -v`, then stops the dockerd that compose-up started (by its PID).
+compose-down: setup
+	$(PY) -m k2_ops.cli compose down
 
 bench: setup
 	$(PY) -m k2_ops.cli bench

@@ -13,6 +13,7 @@ the local stack's `stack.json`) and production (docker/compose.yaml):
 | `K2_DEPLOY_COMPOSE_FILE` | compose backend: the compose file it drives | `docker/compose.yaml` |
 | `K2_DEPLOY_COMPOSE_ENV_FILE` | compose backend: `--env-file` of every compose command | the `.env` beside it |
 | `K2_DEPLOY_BUILD_CONTEXT` | compose backend: checkout `build_image` builds the streamer image from | `.` |
+| `K2_DEPLOY_PYTHON_IMAGE` | compose backend: the streamer Dockerfile's `PYTHON_IMAGE` build argument | its default |
 | `K2_DEPLOY_UNHEALTHY_ROLLBACK_SECONDS` | deployment_health_sensor's limit | 120 |
 | `K2_KAFKA_TOPIC_PREFIX` | streamer topics | market.crypto.binance |
 | `K2_KAFKA_BOOTSTRAP_SERVERS` | Kafka for the deploy audit (and process-backend streamers) | the local stack's |
@@ -63,6 +64,7 @@ def resources(env: Mapping[str, str] = os.environ) -> dict[str, object]:
             compose_file=_env("K2_DEPLOY_COMPOSE_FILE", "docker/compose.yaml"),
             compose_env_file=_env("K2_DEPLOY_COMPOSE_ENV_FILE"),
             build_context=_env("K2_DEPLOY_BUILD_CONTEXT", "."),
+            python_image=_env("K2_DEPLOY_PYTHON_IMAGE"),
             unhealthy_rollback_seconds=float(_env("K2_DEPLOY_UNHEALTHY_ROLLBACK_SECONDS", "120")),
             # An EnvVar: the UI shows the variable's name, never the token.
             handover_token=dg.EnvVar("K2_HANDOVER_TOKEN") if _env("K2_HANDOVER_TOKEN") else "",

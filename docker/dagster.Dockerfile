@@ -1,5 +1,3 @@
-# syntax=docker/dockerfile:1.7
-#
 # K2 Dagster image (k2-dagster:<tag>): dagster-webserver and dagster-daemon for the compose stack, with the
 # project installed, dagster-postgres for the instance storage, and the Docker CLI + compose plugin that the
 # compose deployment backend of blue_green_deploy runs. Build from the repository root:
@@ -36,17 +34,17 @@ COPY --from=docker-cli /usr/local/libexec/docker/cli-plugins /usr/local/libexec/
 RUN groupadd --system --gid 10001 dagster \
     && useradd --system --uid 10001 --gid 10001 --home-dir /opt/dagster --shell /usr/sbin/nologin dagster
 
-# Dependencies first (cached while only the source changes): the project's own list (pyproject.toml) plus the
-# streamer's runtime list (the schema-registry extra of confluent-kafka) and the Postgres storage of Dagster
-# (dagster-postgres 0.29.x pairs with dagster 1.13.x).
+# Dependencies first (cached while only the source changes): the project's own list (pyproject.toml's
+# [project].dependencies, via docker/pyproject_requirements.py) and the Postgres storage of Dagster
+# (dagster-postgres 0.29.x pairs with dagster 1.13.x). SQLAlchemy stays on 2.0: 2.1 makes `postgresql://` mean
+# psycopg 3 instead of dagster-postgres's psycopg2 (measured: the webserver then fails at start without
+# psycopg, and with it every launchRun fails with "the connection is closed").
 WORKDIR /opt/dagster/app
 COPY pyproject.toml README.md ./
-COPY docker/streamer-requirements.txt docker/streamer-requirements.txt
+COPY docker/pyproject_requirements.py docker/pyproject_requirements.py
 RUN python -m venv /opt/dagster/venv \
-    && python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
-       > /tmp/project-requirements.txt \
-    && pip install --requirement /tmp/project-requirements.txt \
-       --requirement docker/streamer-requirements.txt "dagster-postgres>=0.29,<0.30"
+    && python docker/pyproject_requirements.py pyproject.toml > /tmp/project-requirements.txt \
+    && pip install --requirement /tmp/project-requirements.txt "dagster-postgres>=0.29,<0.30" "sqlalchemy>=2.0,<2.1"
 
 # The repository (minus the dockerignore list). Installed editable so k2_ops.paths.REPO_ROOT is this folder:
 # the rules, docker/compose.yaml and the .run state folder are where the code expects them.

@@ -1,5 +1,3 @@
-# syntax=docker/dockerfile:1.7
-#
 # K2 streamer image, tagged k2-platform:<version> (the blue-green deploy job's default is
 # k2-platform:v2.0-stable). Build from the repository root; compose does it for you:
 #
@@ -10,7 +8,7 @@
 # .venv, .cache, .run, tests and the other local folders never enter the build context.
 #
 # What it holds: Python 3.11 (slim), a virtualenv with the streamer's runtime dependencies only
-# (docker/streamer-requirements.txt: no Dagster, no matplotlib, no dev tools) and the k2-platform wheel
+# (pyproject.toml's [tool.k2.streamer-image] subset of the dependencies: no Dagster, no matplotlib, no dev tools) and the k2-platform wheel
 # installed without its dependencies. It runs as an unprivileged user and its PID 1 is the streamer itself.
 
 ARG PYTHON_IMAGE=python:3.11-slim
@@ -20,15 +18,17 @@ FROM ${PYTHON_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1
 WORKDIR /src
-# Requirements first: this layer stays cached while only the source changes.
-COPY docker/streamer-requirements.txt /src/docker/streamer-requirements.txt
+# Requirements first: this layer stays cached while only the source changes. The list is pyproject.toml's
+# [project].dependencies, the subset named in [tool.k2.streamer-image].
+COPY pyproject.toml docker/pyproject_requirements.py /src/
 RUN python -m venv /opt/k2 \
-    && /opt/k2/bin/pip install --requirement /src/docker/streamer-requirements.txt
+    && python /src/pyproject_requirements.py /src/pyproject.toml --streamer > /tmp/streamer-requirements.txt \
+    && /opt/k2/bin/pip install --requirement /tmp/streamer-requirements.txt
 # The wheel's inputs: pyproject.toml (+ the README it names) and the streamer package only. k2_ops and
 # dagster_project stay out, so the wheel built here carries just `streamer` (with its Avro schemas).
-COPY pyproject.toml README.md /src/
+COPY README.md /src/
 COPY streamer /src/streamer
-RUN python -m pip wheel --no-deps --wheel-dir /wheels /src \
+RUN /opt/k2/bin/pip wheel --no-deps --wheel-dir /wheels /src \
     && /opt/k2/bin/pip install --no-deps /wheels/k2_platform-*.whl \
     && /opt/k2/bin/python -c "import streamer.app, streamer.__main__"
 

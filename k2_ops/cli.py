@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "k2_ops.validation.cli",
     "k2_ops.simulator.cli",
     "k2_ops.bench.cli",
+    "k2_ops.images.cli",
 ]
 
 

@@ -76,6 +76,8 @@ class DeploymentResource(dg.ConfigurableResource):
                                   ".env); empty = the .env next to compose_file")
     dockerfile: str = Field(default="docker/streamer.Dockerfile", description="relative to build_context")
     build_context: str = Field(default=".", description="the repository checkout the streamer image is built from")
+    python_image: str = Field(default="", description="the streamer Dockerfile's PYTHON_IMAGE build argument "
+                              "(its base); empty = the Dockerfile's default, python:3.11-slim")
     docker: str = "docker"
     blue_host_port: int = 8001
     green_host_port: int = 8002

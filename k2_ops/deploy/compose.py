@@ -62,6 +62,8 @@ class ComposeProject:
     # the operator's .env (POSTGRES_PASSWORD, ...) even `ps` fails; None = compose's own default (the .env next
     # to the compose file).
     env_file: Path | None = None
+    # `docker build --build-arg` of build_image (e.g. PYTHON_IMAGE, the Dockerfile's base).
+    build_args: Mapping[str, str] = field(default_factory=dict)
 
     def instance_url(self, color: str) -> str:
         return self.url_template.format(color=color, service=service_name(color), host_ip=self.host_ip,
@@ -80,9 +82,11 @@ def compose_base_argv(project: ComposeProject, color: str | None = None) -> list
 
 def build_argv(project: ComposeProject, image: str) -> list[str]:
     # `docker build --file` resolves a relative path against the working directory, not the context.
+    build_args = [arg for key, value in sorted(project.build_args.items()) for arg in ("--build-arg", f"{key}={value}")]
     return [
         project.docker,
         "build",
+        *build_args,
         "--tag",
         image,
         "--file",
@@ -258,7 +262,7 @@ class ComposeBackend(DeploymentBackend):
         if env_file is not None and argv[1:2] == ["compose"] and not os.access(env_file, os.R_OK):
             raise DeploymentError(
                 f"compose env file {env_file} is missing or unreadable: every compose command needs it (docker/.env "
-                "on the Docker host; dagster-daemon reads it from the mounted docker/ folder, see docker/README.md)"
+                "on the Docker host; dagster-code reads it from the mounted docker/ folder, see docker/README.md)"
             )
         result = self.runner(argv, dict(env or {}))
         if result.returncode != 0:

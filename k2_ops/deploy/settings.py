@@ -76,6 +76,9 @@ class DeploySettings:
     compose_env_file: str = ""
     dockerfile: str = "docker/streamer.Dockerfile"  # relative to build_context
     build_context: str = "."
+    # The streamer Dockerfile's PYTHON_IMAGE build argument ("" = its default, python:3.11-slim); where no
+    # image registry is reachable, the local base `k2 images build --local-bases` made.
+    python_image: str = ""
     docker: str = "docker"
     blue_host_port: int = 8001
     green_host_port: int = 8002
@@ -176,6 +179,7 @@ class DeploySettings:
             host_ports={"blue": self.blue_host_port, "green": self.green_host_port},
             url_template=self.instance_url_template,
             env_file=Path(self.compose_env_file) if self.compose_env_file else None,
+            build_args={"PYTHON_IMAGE": self.python_image} if self.python_image else {},
         )
         return ComposeBackend(project, self.deploy_dir())
 

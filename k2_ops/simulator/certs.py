@@ -46,13 +46,14 @@ def _server_context(leaf: trustme.LeafCert) -> ssl.SSLContext:
     return context
 
 
-def create_tls_material(workdir: Path) -> TlsMaterial:
-    """Generate the CAs and certificates; write the trusted CA to `workdir/ca.pem`."""
+def create_tls_material(workdir: Path, extra_identities: tuple[str, ...] = ()) -> TlsMaterial:
+    """Generate the CAs and certificates (the valid one also for `extra_identities`); write the trusted CA to
+    `workdir/ca.pem`."""
     workdir.mkdir(parents=True, exist_ok=True)
     ca = trustme.CA(organization_name="K2 Binance simulator CA")
     stranger_ca = trustme.CA(organization_name="K2 simulator unknown CA")
     contexts = {
-        "valid": _server_context(ca.issue_cert(*SERVER_IDENTITIES)),
+        "valid": _server_context(ca.issue_cert(*SERVER_IDENTITIES, *extra_identities)),
         "wrong_host": _server_context(ca.issue_cert(WRONG_HOST)),
         "unknown_ca": _server_context(stranger_ca.issue_cert(*SERVER_IDENTITIES)),
     }

@@ -37,6 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--port", type=int, default=d.port, help="0 = a free port")
     parser.add_argument("--no-tls", action="store_true", help="serve plain ws:// instead of wss://")
     parser.add_argument("--cert-mode", choices=CERT_MODES, default=d.cert_mode)
+    parser.add_argument("--tls-hostname", action="append", default=[], metavar="NAME",
+                        help="another name the valid certificate covers (repeatable), e.g. a compose service")
     parser.add_argument("--replay", metavar="FILE", help="replay a recording (btcusdt_20240808.gz format)")
     parser.add_argument("--speed", type=float, default=d.replay_speed, help="replay speed; 0 = full speed")
     parser.add_argument("--control-port", type=_optional_int, default=d.control_port, help="'off' disables")
@@ -70,6 +72,7 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
         port=args.port,
         tls=not args.no_tls,
         cert_mode=args.cert_mode,
+        tls_hostnames=tuple(args.tls_hostname),
         replay_file=args.replay,
         replay_speed=args.speed,
         control_port=args.control_port,

@@ -36,6 +36,8 @@ class SimulatorConfig:
     port: int = 0
     tls: bool = True
     cert_mode: str = "valid"
+    # Names the valid certificate covers besides localhost and 127.0.0.1 (a compose service name, say).
+    tls_hostnames: tuple[str, ...] = ()
     # Binance's documented rules (web-socket-streams.md, 2026), each configurable; None = rule off.
     server_ping_interval_s: float | None = 20.0
     pong_timeout_s: float | None = 60.0
@@ -77,6 +79,7 @@ class SimulatorConfig:
         if isinstance(self.symbols, str) or not isinstance(self.symbols, tuple | list):
             raise ConfigError(f"SimulatorConfig.symbols must be a tuple of lowercase symbols, got {self.symbols!r}")
         object.__setattr__(self, "symbols", tuple(self.symbols))
+        object.__setattr__(self, "tls_hostnames", tuple(self.tls_hostnames))
         if self.replay_file is not None:
             object.__setattr__(self, "replay_file", Path(self.replay_file))
         if self.workdir is not None:

@@ -63,7 +63,7 @@ class SimServer:
     def __init__(self, config: SimulatorConfig, workdir: Path) -> None:
         self.config = config
         self.workdir = workdir
-        self.tls: TlsMaterial | None = create_tls_material(workdir) if config.tls else None
+        self.tls: TlsMaterial | None = create_tls_material(workdir, config.tls_hostnames) if config.tls else None
         self.faults = faults.FaultState(cert_mode=config.cert_mode)
         self.truth = GroundTruth(config.ground_truth_max_per_series)
         self.replayer = None if config.replay_file is None else Replayer(Path(config.replay_file), config.replay_speed)

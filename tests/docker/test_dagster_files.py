@@ -14,7 +14,7 @@ import yaml
 
 DAGSTER_YAML = Path("docker/dagster/dagster.yaml")
 WORKSPACE_YAML = Path("docker/dagster/workspace.yaml")
-DAGSTER_SERVICES = ("dagster-webserver", "dagster-daemon")
+DAGSTER_SERVICES = ("dagster-webserver", "dagster-daemon", "dagster-code")
 APP_DIR = "/opt/dagster/app"  # where docker/dagster.Dockerfile copies the repository
 
 
@@ -91,29 +91,37 @@ def test_storage_folders_are_shared_volumes(compose: Any, instance_config: dict[
 
 def test_both_services_load_the_workspace_file(compose: Any, repo_root: Path) -> None:
     workspace_in_image = f"{APP_DIR}/{WORKSPACE_YAML.as_posix()}"
-    for service in DAGSTER_SERVICES:
+    for service in ("dagster-webserver", "dagster-daemon"):  # dagster-code serves the location itself
         entrypoint = compose.service(service)["entrypoint"]
         assert entrypoint[entrypoint.index("--workspace") + 1] == workspace_in_image
     assert (repo_root / WORKSPACE_YAML).is_file()
 
 
-def test_workspace_loads_the_projects_definitions(repo_root: Path, dagster_dockerfile: Any) -> None:
+def test_workspace_loads_the_projects_definitions(repo_root: Path, dagster_dockerfile: Any, compose: Any) -> None:
     copies = [i.args.split() for i in dagster_dockerfile.instructions if i.keyword == "COPY"]
     assert [".", APP_DIR] in copies, f"the image must copy the repository to {APP_DIR}"
     locations = yaml.safe_load((repo_root / WORKSPACE_YAML).read_text())["load_from"]
     assert len(locations) == 1
-    target = locations[0]["python_module"]
-    assert target["working_directory"] == APP_DIR
-    module_file = repo_root / (target["module_name"].replace(".", "/") + ".py")
-    assert module_file.is_file(), module_file
-    assert importlib.util.find_spec(target["module_name"]) is not None, target["module_name"]
+    # The webserver and the daemon load the code location from the gRPC code server of dagster-code.
+    target = locations[0]["grpc_server"]
+    assert target["host"] in compose.services
+    entrypoint = compose.service(target["host"])["entrypoint"]
+    assert entrypoint[:3] == ["dagster", "code-server", "start"]
+    option = dict(zip(entrypoint[3::2], entrypoint[4::2], strict=True))
+    assert int(option["--port"]) == target["port"] and option["--location-name"] == target["location_name"]
+    assert option["--working-directory"] == APP_DIR
+    module = option["--module-name"]
+    assert (repo_root / (module.replace(".", "/") + ".py")).is_file(), module
+    assert importlib.util.find_spec(module) is not None, module
 
 
 def test_daemon_can_drive_compose(compose: Any, dagster_dockerfile: Any) -> None:
-    """blue_green_deploy's compose backend runs `docker compose` where the runs execute: in the daemon."""
-    daemon_mounts = {m.target: m.source for m in compose.mounts("dagster-daemon")}
-    assert daemon_mounts.get("/var/run/docker.sock") == "/var/run/docker.sock"
-    assert "/var/run/docker.sock" not in {m.target for m in compose.mounts("dagster-webserver")}
+    """blue_green_deploy's compose backend runs `docker compose` where the runs execute: in the code server
+    (the DefaultRunLauncher starts runs there when the location is a gRPC server)."""
+    code_mounts = {m.target: m.source for m in compose.mounts("dagster-code")}
+    assert code_mounts.get("/var/run/docker.sock") == "/var/run/docker.sock"
+    for other in ("dagster-webserver", "dagster-daemon"):
+        assert "/var/run/docker.sock" not in {m.target for m in compose.mounts(other)}
     copied = [i.args for i in dagster_dockerfile.instructions if i.keyword == "COPY" and "--from=docker-cli" in i.args]
     assert any("/usr/local/bin/docker" in c for c in copied) and any("cli-plugins" in c for c in copied)
     assert compose.service("dagster-daemon")["healthcheck"]["test"] == ["CMD", "dagster-daemon", "liveness-check"]
@@ -201,31 +209,33 @@ def test_the_daemon_drives_compose_on_the_operators_checkout(compose: Any, repo_
     checkout and passes --env-file. These are the exact commands its compose backend runs."""
     from k2_ops.deploy.compose import build_argv, ps_argv, up_argv
 
-    env = compose.environment("dagster-daemon")
-    assert set(env) >= DAEMON_SETTINGS, f"dagster-daemon lacks {sorted(DAEMON_SETTINGS - set(env))}"
-    project = dagster_resources(compose, "dagster-daemon")["deployment"].make_backend().project
+    env = compose.environment("dagster-code")
+    assert set(env) >= DAEMON_SETTINGS, f"dagster-code lacks {sorted(DAEMON_SETTINGS - set(env))}"
+    project = dagster_resources(compose, "dagster-code")["deployment"].make_backend().project
     checkout = env["K2_DEPLOY_BUILD_CONTEXT"]
     base = ["docker", "compose", "--project-name", "k2", "--file", f"{checkout}/docker/compose.yaml",
             "--env-file", f"{checkout}/docker/.env"]
     assert ps_argv(project, "blue") == [*base, "ps", "--all", "--format", "json", "streamer-blue"]
     assert up_argv(project, "green") == [*base, "--profile", "green", "up", "--detach", "--no-deps", "--no-build",
                                          "--force-recreate", "streamer-green"]
+    # The base the stack's own streamer image is built from (python:3.11-slim unless .env names a local one).
     assert build_argv(project, "k2-platform:v2.1") == [
-        "docker", "build", "--tag", "k2-platform:v2.1", "--file", f"{checkout}/docker/streamer.Dockerfile", checkout]
+        "docker", "build", "--build-arg", "PYTHON_IMAGE=python:3.11-slim", "--tag", "k2-platform:v2.1",
+        "--file", f"{checkout}/docker/streamer.Dockerfile", checkout]
 
     # What those paths are on the Docker host: this repository's files.
-    assert compose.host_path("dagster-daemon", str(project.compose_file)) == docker_dir / "compose.yaml"
-    assert compose.host_path("dagster-daemon", str(project.env_file)) == docker_dir / ".env"
-    assert compose.host_path("dagster-daemon", str(project.build_context)) == repo_root
-    assert compose.host_path("dagster-daemon", f"{checkout}/docker/streamer.Dockerfile").is_file()
+    assert compose.host_path("dagster-code", str(project.compose_file)) == docker_dir / "compose.yaml"
+    assert compose.host_path("dagster-code", str(project.env_file)) == docker_dir / ".env"
+    assert compose.host_path("dagster-code", str(project.build_context)) == repo_root
+    assert compose.host_path("dagster-code", f"{checkout}/docker/streamer.Dockerfile").is_file()
     assert "docker/.env" in (docker_dir / ".env.example").read_text(), "operators create .env where it is read"
 
     # The new color's settings file: written by the backend next to the compose file, read by compose for green.
     settings_file = project.compose_file.parent / "streamer-green.env"
-    assert compose.host_path("dagster-daemon", str(settings_file)) == docker_dir / "streamer-green.env"
-    writable = [m for m in compose.mounts("dagster-daemon") if m.target == str(project.compose_file.parent)]
+    assert compose.host_path("dagster-code", str(settings_file)) == docker_dir / "streamer-green.env"
+    writable = [m for m in compose.mounts("dagster-code") if m.target == str(project.compose_file.parent)]
     assert len(writable) == 1 and not writable[0].read_only, "the backend writes streamer-<color>.env there"
-    read_only = [m for m in compose.mounts("dagster-daemon") if m.target == checkout]
+    read_only = [m for m in compose.mounts("dagster-code") if m.target == checkout]
     assert len(read_only) == 1 and read_only[0].read_only, "the rest of the checkout is only read"
     green_env_files = [e["path"] if isinstance(e, dict) else e for e in compose.service("streamer-green")["env_file"]]
     assert settings_file.name in green_env_files
@@ -234,5 +244,5 @@ def test_the_daemon_drives_compose_on_the_operators_checkout(compose: Any, repo_
 def test_without_the_env_file_compose_cannot_even_load(load_compose_with: Any) -> None:
     """What every compose command in the daemon would hit without --env-file: its own environment has
     DAGSTER_POSTGRES_PASSWORD (and the handover token), not POSTGRES_PASSWORD."""
-    with pytest.raises(ValueError, match=r"POSTGRES_PASSWORD: set POSTGRES_PASSWORD in docker/\.env"):
+    with pytest.raises(ValueError, match=r"(POSTGRES_PASSWORD|GRAFANA_ADMIN_PASSWORD): set \w+ in docker/\.env"):
         load_compose_with({"DAGSTER_POSTGRES_PASSWORD": "x", "K2_HANDOVER_TOKEN": "t" * 20})

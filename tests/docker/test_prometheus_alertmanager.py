@@ -39,9 +39,11 @@ def test_compose_mounts_this_config_and_the_shared_rules(compose: Any, repo_root
     command = compose.service("prometheus")["command"]
     assert "--config.file=/etc/prometheus/prometheus.yml" in command
     rule_files = prometheus_config["rule_files"]
-    assert [compose.host_path("prometheus", path) for path in rule_files] == [repo_root / RULES], (
-        "production Prometheus must load exactly the rules file the tests use"
+    assert [compose.host_path("prometheus", path) for path in rule_files] == [
+        repo_root / RULES, repo_root / "docker/prometheus/extra-rules/*.yml"], (
+        "production Prometheus must load the rules file the tests use, plus the site's own (none here)"
     )
+    assert not list((repo_root / "docker/prometheus/extra-rules").glob("*.yml"))
 
 
 def test_promtool_check_config(compose: Any, repo_root: Path, prometheus_config: dict[str, Any],

@@ -3,7 +3,8 @@
 Static checks read the Dockerfile: slim Python 3.11 base, non-root user, exec-form ENTRYPOINT `k2-streamer`,
 STOPSIGNAL SIGTERM, HEALTHCHECK on /healthz, OCI labels, version = pyproject's. The dependency checks then
 rebuild the image's Python environment here: a fresh virtualenv holding only the distributions that
-docker/streamer-requirements.txt pulls in (resolved from the installed metadata, with extras and markers)
+the image's requirements pull in (pyproject.toml's [tool.k2.streamer-image] subset, printed by
+docker/pyproject_requirements.py; resolved from the installed metadata, with extras and markers)
 plus the sources the Dockerfile copies (after its .dockerignore). In that environment every module the
 streamer imports must import, and the real streamer, started the way the ENTRYPOINT starts it, must pass
 the image's HEALTHCHECK command and exit 0 on SIGTERM.
@@ -34,7 +35,7 @@ from packaging.utils import canonicalize_name
 
 from streamer.config import describe_settings
 
-REQUIREMENTS = Path("docker/streamer-requirements.txt")
+REQUIREMENTS_SCRIPT = Path("docker/pyproject_requirements.py")
 IGNORE_FILE = Path("docker/streamer.Dockerfile.dockerignore")
 # Heavy parts of the platform that the streamer image must not carry.
 NOT_IN_STREAMER_IMAGE = {"dagster", "dagster-webserver", "matplotlib", "pytest", "hypothesis", "ruff"}
@@ -126,7 +127,7 @@ def test_dockerignore_keeps_local_state_and_tests_out(repo_root: Path) -> None:
                  ".git/HEAD", "streamer/__pycache__/app.cpython-311.pyc", "docker/.env", "docker/streamer-blue.env"):
         assert is_ignored(path, patterns), f"{path} would enter the build context"
     for path in ("pyproject.toml", "README.md", "streamer/app.py", "streamer/schemas/trade.avsc",
-                 "docker/streamer-requirements.txt"):
+                 "docker/pyproject_requirements.py"):
         assert not is_ignored(path, patterns), f"{path} is needed by the build but ignored"
 
 
@@ -158,8 +159,10 @@ def test_package_data_ships_every_streamer_resource(pyproject: dict[str, Any], r
 # ---- runtime dependencies --------------------------------------------------------------------------------------
 
 def image_requirements(repo_root: Path) -> list[Requirement]:
-    lines = (repo_root / REQUIREMENTS).read_text().splitlines()
-    return [Requirement(line) for line in (raw.split("#", 1)[0].strip() for raw in lines) if line]
+    """What the Dockerfile installs: the script's output, run as the build runs it."""
+    done = subprocess.run([sys.executable, str(repo_root / REQUIREMENTS_SCRIPT), str(repo_root / "pyproject.toml"),
+                           "--streamer"], capture_output=True, text=True, check=True)
+    return [Requirement(line) for line in done.stdout.splitlines() if line.strip()]
 
 
 def test_requirement_ranges_equal_pyproject(repo_root: Path, pyproject: dict[str, Any]) -> None:
