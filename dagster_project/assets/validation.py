@@ -83,6 +83,9 @@ def _judgement_metadata(result: periods.PeriodResult) -> dict[str, Any]:
             "\n".join(f"- {d['text']}" for d in result.deployments) if result.deployments else "none"
         ),
         "notes": dg.MetadataValue.md("\n".join(f"- {note}" for note in result.notes) if result.notes else "none"),
+        # Reported, not judged: the period's latency quantiles in ms (-1: no acknowledgement in the period).
+        **{f"latency_{name}_{q}_ms": round(1000 * value, 3) if value is not None else -1.0
+           for name, quantiles in result.latency.items() for q, value in quantiles.items()},
     }
 
 

@@ -215,6 +215,23 @@ def _deployment_tables(deployments: Sequence[Mapping[str, Any]]) -> list[Table]:
     return [Table("Deployments in this period", DEPLOYMENT_COLUMNS, rows)] if rows else []
 
 
+LATENCY_TITLES = {"event_to_ack": "exchange event -> Kafka ack", "receive_to_ack": "received here -> Kafka ack"}
+
+
+def _latency_tables(result: PeriodResult) -> list[Table]:
+    """The period's latency quantiles (reported, not judged); none for a result recorded before they existed."""
+    if not result.latency:
+        return []
+    rows = [
+        [LATENCY_TITLES.get(name, name),
+         *("no acknowledgement" if quantiles.get(q) is None else f"{format_number(1000 * quantiles[q] or 0)} ms"
+           for q in ("p50", "p99"))]
+        for name, quantiles in result.latency.items()
+    ]
+    return [Table("Latency (reported, not judged; event -> ack includes the exchange/host clock difference)",
+                  ["latency", "p50", "p99"], rows)]
+
+
 def _subject(result: PeriodResult) -> str:
     return "active streamer" if result.judgement == Judgement.STITCHED.value else result.instance
 
@@ -234,7 +251,7 @@ def daily_report(result: PeriodResult) -> Report:
         time.time(),
         facts=_period_facts(result),
         checks=list(result.checks),
-        tables=_deployment_tables(result.deployments),
+        tables=[*_latency_tables(result), *_deployment_tables(result.deployments)],
         charts=_period_charts(result, False),
         notes=list(result.notes),
         data={"result": result.to_dict(), "reconnects_by_reason": reconnect_reasons},

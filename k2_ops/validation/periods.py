@@ -17,6 +17,7 @@ its own deployment history): a Subject carries its shard and reads only that sha
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -120,6 +121,9 @@ class PeriodResult:
     # "<index>/<count>" when the market is split into shards ("all <count>": every shard combined, see
     # ShardedPeriod.combined); empty for a streamer that covers it alone.
     shard: str = ""
+    # Reported, not judged: p50 and p99 of the period per latency histogram ({"event_to_ack": {"p50": s,
+    # "p99": s}, "receive_to_ack": {...}}), None where the period holds no acknowledgement.
+    latency: dict[str, dict[str, float | None]] = field(default_factory=dict)
 
     @property
     def passed(self) -> bool:
@@ -159,6 +163,7 @@ class PeriodResult:
             "deployments": list(self.deployments),
             "notes": list(self.notes),
             "shard": self.shard,
+            "latency": {name: dict(quantiles) for name, quantiles in self.latency.items()},
             "checks": [result.to_dict() for result in self.checks],
         }
 
@@ -178,6 +183,7 @@ class PeriodResult:
             deployments=list(data.get("deployments", [])),
             notes=list(data.get("notes", [])),
             shard=str(data.get("shard", "")),
+            latency={name: dict(quantiles) for name, quantiles in data.get("latency", {}).items()},
         )
 
     @property
@@ -211,9 +217,33 @@ def _run(
         return PeriodResult(
             criteria_set.name, instance, start, end, window.step, profile.name, checks, series,
             day_seconds=profile.day_seconds, notes=[subject.note] if subject.note else [], shard=shard,
+            latency=latency_quantiles(prom, start, end, [instance]),
         )
     result = _run_stitched(criteria_set, prom, start, end, profile, subject, scrape_interval)
-    return dataclasses.replace(result, shard=shard)
+    instances = [subject.instance_label(color) for color in COLORS]
+    return dataclasses.replace(result, shard=shard, latency=latency_quantiles(prom, start, end, instances))
+
+
+LATENCY_HISTOGRAMS = {"event_to_ack": "binance_event_to_ack_seconds",
+                      "receive_to_ack": "binance_receive_to_ack_seconds"}
+
+
+def latency_quantiles(prom: PrometheusClient, start: float, end: float,
+                      instances: Sequence[str]) -> dict[str, dict[str, float | None]]:
+    """p50 and p99 over [start, end] of each latency histogram, every stream kind and the given instances
+    together (the colors of a stitched period: only the producing one acknowledges)."""
+    selector = "|".join(instances)
+    seconds = max(1, round(end - start))
+    figures: dict[str, dict[str, float | None]] = {}
+    for name, metric in LATENCY_HISTOGRAMS.items():
+        figures[name] = {}
+        for label, q in (("p50", 0.5), ("p99", 0.99)):
+            promql = (f'histogram_quantile({q}, sum by (le) (increase({metric}_bucket{{instance=~"{selector}"}}'
+                      f'[{seconds}s])))')
+            series = prom.query(promql, at=end)
+            value = series[0].points[-1][1] if series else math.nan
+            figures[name][label] = value if math.isfinite(value) else None
+    return figures
 
 
 def stitched_queries(criteria_set: criteria.CriteriaSet) -> dict[str, MetricQuery]:
@@ -405,4 +435,16 @@ class ShardedPeriod:
             deployments=[{**d, "text": f"shard {s.index}/{s.count}: {d['text']}"}
                          for s, result in results for d in result.deployments],
             notes=[f"shard {s.index}/{s.count}: {note}" for s, result in results for note in result.notes],
+            latency=_worst_latency([result.latency for _, result in results]),
         )
+
+
+def _worst_latency(figures: Sequence[Mapping[str, Mapping[str, float | None]]]) -> dict[str, dict[str, float | None]]:
+    """Each quantile of the slowest shard (a market is as late as its slowest part)."""
+    worst: dict[str, dict[str, float | None]] = {}
+    for one in figures:
+        for name, quantiles in one.items():
+            for label, value in quantiles.items():
+                known = [v for v in (worst.setdefault(name, {}).get(label), value) if v is not None]
+                worst[name][label] = max(known) if known else None
+    return worst

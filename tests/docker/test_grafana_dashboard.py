@@ -31,6 +31,8 @@ CONTRACT_METRICS = frozenset({
     "serializer_cache_evictions_total", "kafka_messages_produced_total", "kafka_produce_errors_total",
     "kafka_producer_queue_messages", "process_memory_rss_bytes", "memory_leak_detection_score",
     "streamer_log_errors_total", "streamer_backpressure_active",
+    # Latency histograms (issue 13), queried by their buckets, and the clock-skew count.
+    "binance_event_to_ack_seconds_bucket", "binance_receive_to_ack_seconds_bucket", "binance_event_time_ahead_total",
 })
 
 # What the issue asks the dashboard to show, and a metric that shows each.
@@ -44,6 +46,8 @@ REQUIRED_PANELS = {
     "reconnects": "binance_reconnects_total",
     "sequence gaps": "binance_sequence_gaps_total",
     "Kafka producer queue": "kafka_producer_queue_messages",
+    "event -> ack latency": "binance_event_to_ack_seconds_bucket",
+    "receive -> ack latency": "binance_receive_to_ack_seconds_bucket",
 }
 
 # Grafana's built-in interval variables, replaced by plain durations before promtool parses a query.
