@@ -44,18 +44,23 @@ def test_two_shards_stream_the_market_exactly_once(make_simulator: Any, make_str
     sim.pause_market()
     wait_for(lambda: all(received().get(f"{s}@trade") == sim.generated_ids(s)[-1] for s in MARKET), 30,
              "both shards caught up with the paused market")
-    delivered = 0
-    for streamer in shards:
-        assert streamer.terminate() == 0
-        delivered += streamer.summary()["delivered"]
-
-    records = consume(kafka.bootstrap_servers, f"{prefix}.trades", lambda rs: len(rs) >= delivered, timeout_s=60)
-    assert len(records) == delivered
+    records = stop_and_read(shards, kafka.bootstrap_servers, f"{prefix}.trades")
     for symbol in MARKET:
         first = sim.sent_ids(symbol)[0]  # the first trade the exchange sent for it, to its shard's connection
         result = compare_with_truth(trade_ids(records, symbol), sim.generated_ids(symbol), first)
         assert (result["missing"], result["duplicates"], result["unexpected"]) == (0, 0, 0), (symbol, result)
         assert result["delivered"] >= 20, (symbol, result)
+
+
+def stop_and_read(shards: list[Any], bootstrap: str, topic: str) -> list[Any]:
+    """Stop every shard's streamer, then read back from Kafka exactly what they say they delivered."""
+    delivered = 0
+    for streamer in shards:
+        assert streamer.terminate() == 0
+        delivered += streamer.summary()["delivered"]
+    records: list[Any] = consume(bootstrap, topic, lambda rs: len(rs) >= delivered, timeout_s=60)
+    assert len(records) == delivered
+    return records
 
 
 def _connections_by_shard(sim: Any, wanted: list[set[str]]) -> list[set[int]]:
@@ -115,12 +120,7 @@ def test_two_shards_discover_the_market_and_split_its_listings(
         return all(merged.get(f"{s}@trade") == (sim.sent_ids(s)[-1:] or [None])[0] for s in everything)
 
     wait_for(caught_up, 60, "both shards caught up with the paused market")
-    delivered = 0
-    for streamer in shards:
-        assert streamer.terminate() == 0
-        delivered += streamer.summary()["delivered"]
-    records = consume(kafka.bootstrap_servers, f"{prefix}.trades", lambda rs: len(rs) >= delivered, timeout_s=60)
-    assert len(records) == delivered
+    records = stop_and_read(shards, kafka.bootstrap_servers, f"{prefix}.trades")
     for symbol in everything:
         sent = sim.sent_ids(symbol)
         expected = [g for g in sim.generated_ids(symbol) if sent[0] <= g <= sent[-1]]
