@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from k2_ops.bench.stages import Stage, stage_table
 from k2_ops.bench.stats import summary
 
 SCHEMA_VERSION = 1
@@ -237,8 +238,31 @@ def render_table(result: Mapping[str, Any]) -> str:
         if spec.check is not None and fig["median"] is not None:
             met = "yes" if spec.check(fig["median"]) else "**no**"
         lines.append(f"| {spec.label} | {median} | {spread} | {fig['runs']} | {spec.target} | {met} |")
+    lines += stage_lines(result)
     lines += ["", END_MARK]
     return "\n".join(lines)
+
+
+def stage_lines(result: Mapping[str, Any]) -> list[str]:
+    """The per-stage table of a `--profile` run (none without one): the event-loop thread's median CPU per
+    message split by the profile's stage shares, and the other threads from the throughput figure."""
+    prof = result.get("raw", {}).get("profile")
+    if not prof or "stage_seconds" not in prof:
+        return []
+    figures = result["figures"]
+    totals = {stage: float(prof["stage_seconds"].get(stage.name, 0.0)) for stage in Stage}
+    rows = stage_table(totals, figures["e2e.thread_event_loop_us"]["median"],
+                       figures["e2e.thread_python_threads_us"]["median"],
+                       figures["e2e.thread_librdkafka_us"]["median"])
+    lines = ["", "#### Where the time goes (`--profile`: cProfile of the event-loop thread, its CPU clock)", "",
+             "| Stage | Thread | Share of the event-loop thread | CPU per message |",
+             "| --- | --- | ---: | ---: |"]
+    for row in rows:
+        share = "" if row["share"] is None else f"{row['share'] * 100:.1f} %"
+        lines.append(f"| {row['stage']} | {row['thread']} | {share} | {_fmt(row['us_per_msg'], 2)} µs |")
+    lines.append(f"| (idle in the selector, not counted) | event loop | "
+                 f"{totals[Stage.IDLE]:.2f} s of profiled CPU | |")
+    return lines
 
 
 def update_markdown(path: Path, block: str) -> None:
