@@ -52,10 +52,12 @@ def figure_specs(
         Figure("floor.cpu_share", "Floor: client CPU share of its core", "cores", 2),
         Figure("floor.simulator_cpu_share", "Floor: simulator CPU share (its core)", "cores", 2),
         Figure("e2e.msg_per_s", "Streamer end to end, full speed (Kafka-acknowledged)", "msg/s", 0),
+        # Issue 13's targets: CPU per message within 2 x the floor of the same run (the ratio row below),
+        # 65,000 msg/s on one core, RSS 80 MB, event -> ack p99 5 ms at 1k msg/s with the default settings.
         Figure("e2e.cpu_us_per_msg", "Streamer: CPU per message (process, all threads)", "µs", 2,
-               "≤ 20", lambda v: v <= 20),
+               "≤ 2 x floor (ratio below)"),
         Figure("e2e.one_core_capacity_msg_per_s", "Streamer: one-core capacity (10^6 / CPU µs per msg)",
-               "msg/s", 0, "≥ 50,000", lambda v: v >= 50_000),
+               "msg/s", 0, "≥ 65,000", lambda v: v >= 65_000),
         Figure("e2e.ratio_cpu_to_floor", "Streamer / floor: CPU per message", "x", 2, "≤ 2", lambda v: v <= 2),
         Figure("e2e.ratio_rate_to_floor", "Streamer / floor: msg/s", "x", 2),
         Figure("e2e.cpu_share", "Streamer: CPU share of its core", "cores", 2),
@@ -64,7 +66,7 @@ def figure_specs(
         Figure("e2e.thread_python_threads_us", "Streamer CPU per msg: other Python threads (Kafka poll, executors)",
                "µs", 2),
         Figure("e2e.thread_librdkafka_us", "Streamer CPU per msg: librdkafka threads", "µs", 2),
-        Figure("e2e.rss_mb", "Streamer RSS at full speed", "MB", 1),
+        Figure("e2e.rss_mb", "Streamer RSS at full speed", "MB", 1, "≤ 80", lambda v: v <= 80),
     ]
     for key, rate, linger in latency_runs(latency_rates, latency_lingers_s):
         r = f"{rate:g} msg/s" + ("" if linger is None else f", linger {linger * 1000:g} ms")
