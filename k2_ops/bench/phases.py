@@ -195,13 +195,14 @@ def throughput(bench: Bench) -> dict[str, Any]:
 # charge whatever Python function was running with the time the Kafka threads took the shared core).
 PROFILE_RUNNER = """\
 import cProfile, runpy, sys, time
+out = sys.argv.pop(1)  # the streamer refuses arguments
 profiler = cProfile.Profile(time.thread_time)
 profiler.enable()
 try:
     runpy.run_module("streamer", run_name="__main__", alter_sys=True)
 finally:
     profiler.disable()
-    profiler.dump_stats(sys.argv[1])
+    profiler.dump_stats(out)
 """
 
 
