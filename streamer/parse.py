@@ -16,6 +16,8 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+import msgspec
+
 from streamer.kinds import BY_EVENT_TYPE, KINDS, StreamKind
 from streamer.payload import INVALID_VALUE, MISSING_FIELD, InvalidPayload
 
@@ -35,22 +37,18 @@ MESSAGE_ERROR_TYPES = (MALFORMED_JSON, NOT_OBJECT, MISSING_FIELD, INVALID_VALUE,
 
 _BOOK_TICKER = KINDS["bookTicker"]
 
-# The C scanner json.loads calls; the stubs do not declare this attribute of JSONDecoder.
-_scan_once: Callable[[str, int], tuple[Any, int]] = json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+_decode: Callable[[str], Any] = msgspec.json.Decoder().decode
 
 
 def _loads(text: str) -> Any:
-    """json.loads for one frame, calling the C scanner directly: json.loads adds two Python calls and two
-    whitespace regex matches around it (about 1 µs of the 2 µs per frame). Anything but one JSON value
-    filling the whole text (leading or trailing whitespace, extra data, invalid) goes through json.loads,
-    so results and errors stay exactly json.loads'."""
+    """One frame's JSON with msgspec's decoder: 0.64 against 1.25 µs per frame for the json module's C
+    scanner on the real BTCUSDT recording (same values on every frame compared). Anything msgspec refuses
+    (malformed JSON, and what the json module accepts beyond strict JSON: NaN, Infinity, lone surrogates,
+    floats out of range) goes through json.loads, so results and errors stay exactly json.loads'."""
     try:
-        value, end = _scan_once(text, 0)
-    except StopIteration:
-        return json.loads(text)  # raises the proper JSONDecodeError (or handles leading whitespace)
-    if end != len(text):
-        return json.loads(text)
-    return value
+        return _decode(text)
+    except msgspec.MsgspecError:
+        return json.loads(text)  # raises the proper JSONDecodeError, or accepts what json accepts
 
 
 class Event:

@@ -346,3 +346,19 @@ def test_fuzz_random_input_never_raises(raw: str | bytes) -> None:
 def test_deeply_nested_json_is_a_notice_not_a_crash() -> None:
     raw = "[" * 100_000 + "]" * 100_000
     assert isinstance(FrameParser("blue", max_frame_bytes=1 << 20).parse(raw, 1), Notice)
+
+
+@pytest.mark.parametrize(
+    "text", ['{"a":NaN}', '{"a":1e400}', '"\\ud800"', ' {"a":1} ', '{"a":123456789012345678901234567890}'])
+def test_frame_json_is_json_loads_where_msgspec_is_stricter(text: str) -> None:
+    # msgspec refuses NaN, out-of-range floats and lone surrogates; the fallback keeps json.loads' answer.
+    assert repr(p._loads(text)) == repr(json.loads(text))
+
+
+@pytest.mark.parametrize("text", ['{"a":1}x', "[1,2", '{"a":"\x00"}', ""])
+def test_frame_json_errors_are_json_loads_errors(text: str) -> None:
+    with pytest.raises(json.JSONDecodeError) as ours:
+        p._loads(text)
+    with pytest.raises(json.JSONDecodeError) as theirs:
+        json.loads(text)
+    assert str(ours.value) == str(theirs.value)
