@@ -69,8 +69,12 @@ class AckLatency:
             self.exported.append(kind)
 
     def record(self, kind: str, event_ms: int | None, received_ms: int, acked_s: float) -> None:
-        """One acknowledged message (called in the Kafka poll thread): times are this host's wall clock."""
-        self.receive_to_ack[kind].observe(max(0.0, acked_s - received_ms / 1000))
+        """One acknowledged message (called in the Kafka poll thread): times are this host's wall clock. An
+        unknown kind is ignored (never raises in the poll thread)."""
+        receive = self.receive_to_ack.get(kind)
+        if receive is None:
+            return
+        receive.observe(max(0.0, acked_s - received_ms / 1000))
         if event_ms is None:
             return
         latency = acked_s - event_ms / 1000

@@ -116,9 +116,9 @@ class KafkaSink:
     # ---- callbacks (poll thread) -------------------------------------------------------------------------
     def _on_delivery_timed(self, kind: str, event_ms: int | None, received_ms: int, err: KafkaError | None,
                            msg: Any) -> None:
+        self._on_delivery(err, msg)  # counting first: nothing below can keep a delivery from being counted
         if err is None and self.latency is not None:
             self.latency.record(kind, event_ms, received_ms, time.time())
-        self._on_delivery(err, msg)
 
     def _on_delivery(self, err: KafkaError | None, msg: Any) -> None:
         if err is None:

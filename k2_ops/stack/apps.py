@@ -11,6 +11,7 @@ from pathlib import Path
 
 import yaml
 
+from k2_ops.paths import home_dir
 from k2_ops.stack.http import http_ok
 from k2_ops.stack.process import SupervisedService, free_port, port_is_open
 
@@ -129,6 +130,8 @@ def app_services(run_dir: Path, scrape_interval_s: float, with_dagster: bool = T
     if with_dagster:
         services["dagster"] = DagsterProcess(run_dir, env={
             "K2_RUN_DIR": str(run_dir),
+            # Its runs work in the run folder: the download cache stays the stack's, not one made there.
+            "K2_HOME": str(home_dir()),
             "K2_PROMETHEUS_SCRAPE_INTERVAL_SECONDS": f"{scrape_interval_s:g}",
         })
     return services

@@ -51,3 +51,9 @@ def test_the_scrape_shows_the_configured_kinds_as_prometheus_histograms() -> Non
     assert all(s.labels["instance"] == "blue" for s in event.samples)
     assert families["binance_receive_to_ack_seconds"].type == "histogram"
     assert [s.value for s in families["binance_event_time_ahead"].samples if s.name.endswith("_total")] == [0]
+
+
+def test_an_unknown_kind_is_ignored_not_raised() -> None:
+    latency = AckLatency(["trade"])
+    latency.record("", event_ms=1, received_ms=1, acked_s=1.0)  # the poll thread must never raise
+    assert latency.receive_to_ack["trade"].snapshot()[2] == 0
