@@ -74,7 +74,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace | None = None) -> int:
+def run(args: argparse.Namespace) -> int:
     steps = (
         (f"Apache Kafka {KAFKA_VERSION} jars", fetch_kafka, kafka_libs_dir()),
         (f"Apicurio Registry {APICURIO_VERSION}", fetch_registry, registry_home()),
@@ -97,6 +97,3 @@ def run(args: argparse.Namespace | None = None) -> int:
               "them with apt-get)", file=sys.stderr)
     return 0
 
-
-if __name__ == "__main__":
-    raise SystemExit(run())

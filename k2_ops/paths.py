@@ -8,7 +8,7 @@ Two roots, kept apart so that `k2` works from a wheel install as well as from a 
   modules, so a wheel carries it.
 
 Files of the source checkout itself (docs/, docker/, workspace.yaml) are reached through `REPO_ROOT` by tools
-and tests that only make sense in a checkout; `source_checkout()` says whether this is one.
+and tests that only make sense in a checkout.
 """
 
 from __future__ import annotations
@@ -22,11 +22,6 @@ REPO_ROOT = PACKAGE_DIR.parent
 KAFKA_VERSION = "4.1.1"
 # Apicurio's Quarkus distribution (Confluent-compatible API): 2.6.x is the newest line that runs on Java 17.
 APICURIO_VERSION = "2.6.13.Final"
-
-
-def source_checkout() -> Path | None:
-    """The repository root when the package runs from a checkout, else None (a wheel install)."""
-    return REPO_ROOT if (REPO_ROOT / "pyproject.toml").is_file() and (REPO_ROOT / "docs").is_dir() else None
 
 
 def home_dir() -> Path:
