@@ -95,10 +95,11 @@ class FrameParser:
     def __init__(self, instance: str, max_frame_bytes: int = 1_048_576) -> None:
         self.instance = instance
         self.max_frame_bytes = max_frame_bytes
-        # Validated symbols (-> lowercase) and stream names (-> their symbol and kind), bounded so hostile
-        # input cannot grow them without limit: the common case is two dict hits per frame.
+        # Validated symbols (-> lowercase) and stream names (-> the payload symbol and event type seen with it,
+        # the lowercase symbol and the kind), bounded so hostile input cannot grow them without limit: a frame
+        # of a known stream whose payload has the same symbol and event type skips their validation.
         self._lower: dict[str, str] = {}
-        self._streams: dict[str, tuple[str, StreamKind]] = {}
+        self._streams: dict[str, tuple[str, str | None, str, StreamKind]] = {}
 
     def parse(self, raw: str | bytes, received_ms: int) -> Event | Notice:
         try:
@@ -135,6 +136,13 @@ class FrameParser:
         stream_name = obj.get("stream")
         if stream_name is not None:
             data = obj.get("data")
+            # The common case: a stream name seen before, its payload of the same symbol and event type.
+            if type(stream_name) is str and type(data) is dict:
+                known = self._streams.get(stream_name)
+                if known is not None and data.get("s") == known[0] and data.get("e") == known[1]:
+                    kind = known[3]
+                    first_id, last_id, record, unknown = kind.parse(data, received_ms, self.instance)
+                    return Event(stream_name, known[2], kind.name, first_id, last_id, record, unknown)
             if type(stream_name) is not str:
                 return Notice(INVALID_VALUE, "stream")
         else:
@@ -157,14 +165,15 @@ class FrameParser:
                 return Notice(UNKNOWN_EVENT, str(event_type)[:64])
         symbol = self._symbol(data)
         first_id, last_id, record, unknown = kind.parse(data, received_ms, self.instance)
-        key = self._key(stream_name, symbol, kind)
+        if stream_name is None:
+            key = kind.key(symbol)
+        else:
+            key = self._key(stream_name, symbol, kind)
+            if len(self._streams) < 4096:
+                self._streams[stream_name] = (data["s"], event_type, symbol, kind)
         return Event(key, symbol, kind.name, first_id, last_id, record, unknown)
 
-    def _key(self, stream_name: str | None, symbol: str, kind: StreamKind) -> str:
-        if stream_name is None:
-            return kind.key(symbol)
-        if self._streams.get(stream_name) == (symbol, kind):
-            return stream_name
+    def _key(self, stream_name: str, symbol: str, kind: StreamKind) -> str:
         # The stream name must describe the payload (its symbol and its kind: "btcusdt@depth@100ms" for a
         # depthUpdate, never "btcusdt@trade"); a mismatch would mix two sequences in one tracker.
         head = kind.suffix.split("@", 1)[0]
@@ -175,6 +184,4 @@ class FrameParser:
             or not (rest == head or rest.startswith(head + "@"))
         ):
             raise InvalidPayload(UNEXPECTED_STREAM, stream_name[:64])
-        if len(self._streams) < 4096:
-            self._streams[stream_name] = (symbol, kind)
         return stream_name

@@ -99,7 +99,7 @@ def _opt_bool(data: dict[str, Any], field: str) -> bool | None:
 
 def _opt_int(data: dict[str, Any], field: str) -> int | None:
     value = data.get(field)
-    if value is not None and (type(value) is not int or value < 0):
+    if value is not None and (type(value) is not int or not 0 <= value <= _LONG_MAX):
         raise InvalidPayload(INVALID_VALUE, field)
     return value
 

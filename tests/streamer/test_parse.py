@@ -215,6 +215,17 @@ def test_an_out_of_range_id_does_not_poison_the_stream() -> None:
     assert tracker.totals() == {"accepted": 3, "duplicates": 0, "gaps": 0, "missing": 0}
 
 
+def test_a_book_ticker_event_time_beyond_an_avro_long_is_invalid() -> None:
+    """Spot bookTicker has no event time, but one that is sent must fit the record's long like every other."""
+    frame = ('{"stream":"btcusdt@bookTicker","data":{"u":5,"s":"BTCUSDT","b":"1.0","B":"2.0","a":"1.1","A":"3.0",'
+             '"E":%d}}')
+    parser = FrameParser("blue")
+    result = parser.parse(frame % (2**63), 1)
+    assert isinstance(result, Notice) and (result.kind, result.detail) == (p.INVALID_VALUE, "E")
+    fits = parser.parse(frame % (2**63 - 1), 1)
+    assert isinstance(fits, Event) and SERIALIZER.encode(fits.stream, fits.record)[0] == 0
+
+
 def test_oversized_frames_are_not_even_decoded() -> None:
     parser = FrameParser("blue", max_frame_bytes=1024)
     result = parser.parse(_frame(_trade(x="y" * 2000)), 1)
@@ -362,3 +373,21 @@ def test_frame_json_errors_are_json_loads_errors(text: str) -> None:
     with pytest.raises(json.JSONDecodeError) as theirs:
         json.loads(text)
     assert str(ours.value) == str(theirs.value)
+
+
+def _outcome(result: Event | Notice) -> tuple[Any, ...]:
+    if isinstance(result, Event):
+        return ("event", result.key, result.symbol, result.stream, result.first_id, result.last_id, result.record,
+                result.unknown_fields)
+    return ("notice", result.kind, result.detail)
+
+
+WARM = FrameParser("blue", max_frame_bytes=4096)
+for _sample in SAMPLE_PAYLOADS:  # every sample stream known: mutated frames of them take the fast path
+    WARM.parse(json.dumps(_sample), 1)
+
+
+@FUZZ
+@given(mutated_payloads())
+def test_fuzz_a_known_streams_fast_path_decides_as_a_fresh_parser(raw: str | bytes) -> None:
+    assert _outcome(WARM.parse(raw, 1)) == _outcome(FrameParser("blue", max_frame_bytes=4096).parse(raw, 1))
