@@ -140,9 +140,9 @@ class FrameParser:
             if type(stream_name) is str and type(data) is dict:
                 known = self._streams.get(stream_name)
                 if known is not None and data.get("s") == known[0] and data.get("e") == known[1]:
-                    kind = known[3]
-                    first_id, last_id, record, unknown = kind.parse(data, received_ms, self.instance)
-                    return Event(stream_name, known[2], kind.name, first_id, last_id, record, unknown)
+                    known_kind = known[3]
+                    first_id, last_id, record, unknown = known_kind.parse(data, received_ms, self.instance)
+                    return Event(stream_name, known[2], known_kind.name, first_id, last_id, record, unknown)
             if type(stream_name) is not str:
                 return Notice(INVALID_VALUE, "stream")
         else:
