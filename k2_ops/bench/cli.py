@@ -46,6 +46,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--profile", action="store_true", help="add a cProfile run of the streamer")
     parser.add_argument("--streamer-source", type=Path, metavar="DIR",
                         help="benchmark the streamer/ package in DIR (e.g. a worktree of an older commit)")
+    parser.add_argument("--baseline-source", type=Path, metavar="DIR",
+                        help="also measure the streamer/ package in DIR at full speed in every throughput repeat, "
+                        "right after this one (before/after in one run)")
     parser.add_argument("--json", type=Path, help="where the JSON goes (default docs/performance.json; --quick "
                         "or --streamer-source: <work dir>/quick|other-source/)")
     parser.add_argument("--markdown", type=Path, help="Markdown file to update (default docs/performance.md; "
@@ -62,7 +65,8 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
                              ("rotation_lifetime_seconds", "rotation_lifetime_s"),
                              ("health_timeout_seconds", "health_timeout_s"),
                              ("market_symbols", "market_symbols"), ("market_seconds", "market_s"),
-                             ("streamer_source", "streamer_source"), ("json", "out_json"),
+                             ("streamer_source", "streamer_source"), ("baseline_source", "baseline_source"),
+                             ("json", "out_json"),
                              ("markdown", "out_markdown"), ("work_dir", "work_dir")):
         value = getattr(args, attr)
         if value is not None:

@@ -71,6 +71,9 @@ class BenchConfig:
     # A directory holding another `streamer` package to benchmark instead of this checkout's (e.g. a git
     # worktree of an older commit, for before/after figures). None: this checkout.
     streamer_source: Path | None = None
+    # Another `streamer` package measured at full speed right after this one in every throughput repeat (the
+    # same floor, the same minute): before/after figures of a change from one run. None: no baseline.
+    baseline_source: Path | None = None
     out_json: Path = field(default_factory=lambda: REPO_ROOT / "docs" / "performance.json")
     out_markdown: Path = field(default_factory=lambda: REPO_ROOT / "docs" / "performance.md")
     work_dir: Path = field(default_factory=lambda: run_dir() / "bench")
@@ -164,8 +167,10 @@ def validate(config: BenchConfig) -> None:
     if any(not (0 <= x <= 1) for x in config.latency_lingers_s):
         raise BenchConfigError(
             f"bench setting latency_lingers_s={config.latency_lingers_s!r}: each must be 0 .. 1 seconds")
-    if config.streamer_source is not None and not (Path(config.streamer_source) / "streamer").is_dir():
-        raise BenchConfigError(f"bench setting streamer_source={config.streamer_source}: no streamer/ package there")
+    for name in ("streamer_source", "baseline_source"):
+        source = getattr(config, name)
+        if source is not None and not (Path(source) / "streamer").is_dir():
+            raise BenchConfigError(f"bench setting {name}={source}: no streamer/ package there")
     if not config.symbols or not config.streams:
         raise BenchConfigError("bench settings symbols and streams must not be empty")
     unknown = [s for s in config.streams if s not in ALL_STREAMS]

@@ -94,19 +94,23 @@ class Bench:
         create_topics(self.bootstrap, prefix, self.config.streams)
         return prefix
 
-    def streamer(self, name: str, prefix: str, instance: str = "blue", **extra: str) -> StreamerRun:
+    def streamer(self, name: str, prefix: str, instance: str = "blue", source: Path | None = None, /,
+                 **extra: str) -> StreamerRun:
+        """A streamer of this checkout (or config.streamer_source), or of the `streamer` package in `source`."""
         port = free_port()
         cpu = self.config.client_cpu if self.config.pin else None
         env = self.streamer_env(prefix, instance, port, extra)
         run = StreamerRun(name, env, port, self.log_dir / f"{name}.log", cpu=cpu)
-        if self.config.streamer_source is not None:
-            run.cwd = Path(self.config.streamer_source)
+        source = source or self.config.streamer_source
+        if source is not None:
+            run.cwd = Path(source)
             env["PYTHONPATH"] = str(run.cwd)
         return run
 
     @contextmanager
-    def running(self, name: str, prefix: str, instance: str = "blue", **extra: str) -> Iterator[StreamerRun]:
-        run = self.streamer(name, prefix, instance, **extra)
+    def running(self, name: str, prefix: str, instance: str = "blue", source: Path | None = None, /,
+                **extra: str) -> Iterator[StreamerRun]:
+        run = self.streamer(name, prefix, instance, source, **extra)
         try:
             yield run.start()
         finally:
@@ -128,12 +132,14 @@ def _sleep_until(deadline: float) -> None:
 
 
 def throughput(bench: Bench) -> dict[str, Any]:
-    """Per repeat: the floor client, then the streamer, at the same full-speed offer (ratios pair up)."""
+    """Per repeat: the floor client, then the streamer, at the same full-speed offer (ratios pair up); with
+    config.baseline_source also the baseline streamer in the same repeat."""
     config, sim = bench.config, bench.simulator
     cpu = config.client_cpu if config.pin else None
     url = sim.ws_base_url + "/stream?streams=" + "/".join(stream_keys(config.symbols, config.streams))
     floors: list[dict[str, Any]] = []
     e2es: list[dict[str, Any]] = []
+    baselines: list[dict[str, Any]] = []
     for repeat in range(config.repeats):
         bench.note_load(f"throughput {repeat + 1}")
         sim.call("set_rate", config.full_speed_trades_per_symbol)
@@ -150,45 +156,67 @@ def throughput(bench: Bench) -> dict[str, Any]:
         floor["simulator_cpu_share"] = (s1 - s0) / (w1 - w0)
         floors.append(floor)
         sim.call("set_rate", 0.0)
-        prefix = bench.new_prefix("e2e")
-        with bench.running(f"e2e-{repeat + 1}", prefix) as run:
-            sim.call("set_rate", config.full_speed_trades_per_symbol)
-            time.sleep(config.warmup_s)
-            m0, c0, th0, s0, t0 = run.metrics(), run.cpu_seconds(), run.thread_cpu(), sim.call("cpu_seconds"), \
-                time.monotonic()
-            time.sleep(config.window_s)
-            m1, c1, th1, s1, t1 = run.metrics(), run.cpu_seconds(), run.thread_cpu(), sim.call("cpu_seconds"), \
-                time.monotonic()
-            rss = run.process.memory_info().rss
-            sim.call("set_rate", 0.0)
-        elapsed = t1 - t0
-        received = m1["binance_messages_received_total"] - m0["binance_messages_received_total"]
-        acked = m1["kafka_messages_produced_total"] - m0["kafka_messages_produced_total"]
-        cpu_s = c1 - c0
-        e2e: dict[str, Any] = {
-            "received": received,
-            "acked": acked,
-            "elapsed_s": elapsed,
-            "msg_per_s": acked / elapsed,
-            "received_per_s": received / elapsed,
-            "cpu_s": cpu_s,
-            "cpu_us_per_msg": cpu_s / received * 1e6 if received else None,
-            "cpu_share": cpu_s / elapsed,
-            "simulator_cpu_share": (s1 - s0) / elapsed,
-            "rss_mb": rss / MB,
-            "backpressure": m1.get("streamer_backpressure_active", 0.0),
-            "produce_errors": m1.get("kafka_produce_errors_total", 0.0),
-            "thread_us_per_msg": {
-                k: (th1[k] - th0[k]) / received * 1e6 if received else None for k in th1
-            },
-        }
+        # With a baseline, the two streamers take turns going first, so neither always runs right after the floor.
+        baseline_first = config.baseline_source is not None and repeat % 2 == 1
+        base = _full_speed(bench, f"baseline-{repeat + 1}", config.baseline_source) if baseline_first else None
+        e2e = _full_speed(bench, f"e2e-{repeat + 1}")
+        if config.baseline_source is not None and base is None:
+            base = _full_speed(bench, f"baseline-{repeat + 1}", config.baseline_source)
         e2e["ratio_cpu_to_floor"] = stats.ratio(e2e["cpu_us_per_msg"], floor["cpu_us_per_msg"])
         e2e["ratio_rate_to_floor"] = stats.ratio(e2e["msg_per_s"], floor["msg_per_s"])
         e2e["one_core_capacity_msg_per_s"] = 1e6 / e2e["cpu_us_per_msg"] if e2e["cpu_us_per_msg"] else None
         e2es.append(e2e)
+        if base is not None:
+            base["ratio_cpu_to_floor"] = stats.ratio(base["cpu_us_per_msg"], floor["cpu_us_per_msg"])
+            base["ratio_cpu_to_this"] = stats.ratio(base["cpu_us_per_msg"], e2e["cpu_us_per_msg"])
+            baselines.append(base)
+            log.info("throughput %d: baseline %.0f msg/s %.1f us/msg", repeat + 1, base["msg_per_s"],
+                     base["cpu_us_per_msg"] or 0)
         log.info("throughput %d: floor %.0f msg/s %.1f us/msg; streamer %.0f msg/s %.1f us/msg", repeat + 1,
                  floor["msg_per_s"], floor["cpu_us_per_msg"] or 0, e2e["msg_per_s"], e2e["cpu_us_per_msg"] or 0)
-    return {"floor_runs": floors, "e2e_runs": e2es}
+    result: dict[str, Any] = {"floor_runs": floors, "e2e_runs": e2es}
+    if baselines:
+        result["baseline_runs"] = baselines
+    return result
+
+
+def _full_speed(bench: Bench, name: str, source: Path | None = None) -> dict[str, Any]:
+    """One streamer (this checkout's, or the package in `source`) at the simulator's full speed: its window's
+    rate, CPU per message (all threads and per thread group) and RSS."""
+    config, sim = bench.config, bench.simulator
+    prefix = bench.new_prefix("e2e")
+    with bench.running(name, prefix, "blue", source) as run:
+        sim.call("set_rate", config.full_speed_trades_per_symbol)
+        time.sleep(config.warmup_s)
+        m0, c0, th0, s0, t0 = run.metrics(), run.cpu_seconds(), run.thread_cpu(), sim.call("cpu_seconds"), \
+            time.monotonic()
+        time.sleep(config.window_s)
+        m1, c1, th1, s1, t1 = run.metrics(), run.cpu_seconds(), run.thread_cpu(), sim.call("cpu_seconds"), \
+            time.monotonic()
+        rss = run.process.memory_info().rss
+        sim.call("set_rate", 0.0)
+    elapsed = t1 - t0
+    received = m1["binance_messages_received_total"] - m0["binance_messages_received_total"]
+    acked = m1["kafka_messages_produced_total"] - m0["kafka_messages_produced_total"]
+    cpu_s = c1 - c0
+    e2e: dict[str, Any] = {
+        "received": received,
+        "acked": acked,
+        "elapsed_s": elapsed,
+        "msg_per_s": acked / elapsed,
+        "received_per_s": received / elapsed,
+        "cpu_s": cpu_s,
+        "cpu_us_per_msg": cpu_s / received * 1e6 if received else None,
+        "cpu_share": cpu_s / elapsed,
+        "simulator_cpu_share": (s1 - s0) / elapsed,
+        "rss_mb": rss / MB,
+        "backpressure": m1.get("streamer_backpressure_active", 0.0),
+        "produce_errors": m1.get("kafka_produce_errors_total", 0.0),
+        "thread_us_per_msg": {
+            k: (th1[k] - th0[k]) / received * 1e6 if received else None for k in th1
+        },
+    }
+    return e2e
 
 
 # The streamer under cProfile with the main thread's CPU clock as the profiler's timer (wall time would

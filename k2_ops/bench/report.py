@@ -44,7 +44,8 @@ def latency_runs(rates: Sequence[float], lingers_s: Sequence[float]) -> list[tup
 
 
 def figure_specs(
-    health_timeout_s: float, latency_rates: Sequence[float], latency_lingers_s: Sequence[float] = ()
+    health_timeout_s: float, latency_rates: Sequence[float], latency_lingers_s: Sequence[float] = (),
+    baseline: bool = False,
 ) -> list[Figure]:
     specs = [
         Figure("floor.msg_per_s", "Floor: bare websockets+json client, full speed", "msg/s", 0),
@@ -68,6 +69,14 @@ def figure_specs(
         Figure("e2e.thread_librdkafka_us", "Streamer CPU per msg: librdkafka threads", "µs", 2),
         Figure("e2e.rss_mb", "Streamer RSS at full speed", "MB", 1, "≤ 80", lambda v: v <= 80),
     ]
+    if baseline:  # --baseline-source: the other streamer package, measured in the same repeats
+        specs += [
+            Figure("baseline.cpu_us_per_msg", "Baseline streamer: CPU per message (same repeats)", "µs", 2),
+            Figure("baseline.ratio_cpu_to_floor", "Baseline / floor: CPU per message", "x", 2),
+            Figure("baseline.ratio_cpu_to_this", "Baseline / this streamer: CPU per message (same repeat)", "x", 2),
+            Figure("baseline.thread_event_loop_us", "Baseline CPU per msg: event-loop thread", "µs", 2),
+            Figure("baseline.msg_per_s", "Baseline streamer end to end, full speed", "msg/s", 0),
+        ]
     for key, rate, linger in latency_runs(latency_rates, latency_lingers_s):
         r = f"{rate:g} msg/s" + ("" if linger is None else f", linger {linger * 1000:g} ms")
         first = rate == min(latency_rates)
@@ -136,6 +145,11 @@ def collect_figures(raw: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         figures[f"e2e.{key}"] = summary(_values(tp["e2e_runs"], key))
     for group in ("event_loop", "python_threads", "librdkafka"):
         figures[f"e2e.thread_{group}_us"] = summary([r["thread_us_per_msg"].get(group) for r in tp["e2e_runs"]])
+    if "baseline_runs" in tp:
+        for key in ("cpu_us_per_msg", "ratio_cpu_to_floor", "ratio_cpu_to_this", "msg_per_s"):
+            figures[f"baseline.{key}"] = summary(_values(tp["baseline_runs"], key))
+        figures["baseline.thread_event_loop_us"] = summary(
+            [r["thread_us_per_msg"].get("event_loop") for r in tp["baseline_runs"]])
     for r, run in raw["latency"].items():
         windows = run["windows"]
         figures[f"latency.{r}.msg_per_s"] = summary([w["msg_per_s"] for w in windows])
@@ -194,7 +208,7 @@ def build_result(
     raw: Mapping[str, Any], machine: Mapping[str, Any], config: Mapping[str, Any], notes: Mapping[str, Any],
     started: float,
 ) -> dict[str, Any]:
-    specs = figure_specs(config["health_timeout_s"], config["latency_rates"], config["latency_lingers_s"])
+    specs = specs_for(config)
     figures = collect_figures(raw)
     return {
         "schema_version": SCHEMA_VERSION,
@@ -219,7 +233,7 @@ def render_table(result: Mapping[str, Any]) -> str:
     """The Markdown block: machine, how it ran, and one row per figure."""
     config = result["config"]
     machine = result["machine"]
-    specs = figure_specs(config["health_timeout_s"], config["latency_rates"], config["latency_lingers_s"])
+    specs = specs_for(config)
     figures = result["figures"]
     libs = machine.get("libraries", {})
     loads = result.get("notes", {}).get("load", [])
@@ -299,7 +313,12 @@ def write_json(path: Path, result: Mapping[str, Any]) -> None:
     path.write_text(json.dumps(result, indent=1, sort_keys=False, default=str) + "\n")
 
 
+def specs_for(config: Mapping[str, Any]) -> list[Figure]:
+    """The figures of a run with this (BenchConfig.as_dict()) configuration."""
+    return figure_specs(config["health_timeout_s"], config["latency_rates"], config["latency_lingers_s"],
+                        config.get("baseline_source") is not None)
+
+
 def required_figures(config: Mapping[str, Any]) -> list[str]:
     """Every figure key a result for this (BenchConfig.as_dict()) configuration must carry."""
-    specs = figure_specs(config["health_timeout_s"], config["latency_rates"], config["latency_lingers_s"])
-    return [spec.key for spec in specs]
+    return [spec.key for spec in specs_for(config)]

@@ -48,7 +48,7 @@ _RULES: tuple[tuple[Stage, tuple[str, ...], tuple[str, ...]], ...] = (
     (Stage.RECORD, ("streamer/payload.py", "streamer/parse.py", "streamer/kinds.py"), ()),
     (Stage.INTEGRITY, ("streamer/integrity.py",), ()),
     (Stage.METRICS, ("/prometheus_client/", "streamer/metrics.py", "streamer/latency.py"), ()),
-    (Stage.AVRO, ("/fastavro/", "streamer/serialize.py"), ()),
+    (Stage.AVRO, ("/fastavro/", "streamer/serialize.py", "streamer/avro.py"), ()),
     (Stage.AVRO, ("~",), ("fastavro",)),
     (Stage.PRODUCE, ("~",), ("'produce' of 'cimpl.Producer'", "'poll' of 'cimpl.Producer'")),
     (Stage.PRODUCE, ("streamer/sink.py",), ()),

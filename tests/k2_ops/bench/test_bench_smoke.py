@@ -17,6 +17,7 @@ import pytest
 from k2_ops.bench import report
 from k2_ops.bench.config import quick
 from k2_ops.bench.runner import run
+from k2_ops.paths import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -79,8 +80,9 @@ def test_quick_benchmark_writes_every_figure_and_the_table(tmp_path: Path) -> No
     markdown = tmp_path / "performance.md"
     markdown.write_text("# Performance\n\nHand-written method.\n\n" + report.BEGIN_MARK + "\nold\n"
                         + report.END_MARK + "\n\n## History\n\nkept\n")
+    # This checkout is also the baseline (--baseline-source): its figures are measured in the same repeats.
     config = quick(out_json=tmp_path / "performance.json", out_markdown=markdown, work_dir=tmp_path / "work",
-                   memory_s=4.0, pin=(os.cpu_count() or 1) >= 2)
+                   memory_s=4.0, pin=(os.cpu_count() or 1) >= 2, baseline_source=REPO_ROOT)
 
     result = run(config)
 
@@ -92,7 +94,7 @@ def test_quick_benchmark_writes_every_figure_and_the_table(tmp_path: Path) -> No
                if written["figures"].get(key, {}).get("median") is None]
     assert not missing, f"figures without a value: {missing}"
     units = {spec.key: spec.unit for spec in report.figure_specs(
-        config.health_timeout_s, config.latency_rates, config.latency_lingers_s)}
+        config.health_timeout_s, config.latency_rates, config.latency_lingers_s, baseline=True)}
     assert set(units) == set(report.required_figures(written["config"]))
     cores = int(written["machine"]["cores"])
     bad = implausible_figures(written["figures"], units, cores, config.rotations)
