@@ -15,8 +15,8 @@ a string is its UTF-8 length as a long, then the bytes; a boolean one byte; a un
 index as a long (0: null; 1: T, then the value); an array one block (count as a long, the items) then 0, an
 empty array only the 0.
 
-Invariant: records come from streamer/payload.py, which bounds every id and time to a non-negative Avro long;
-a long outside the signed 64-bit range raises ValueError rather than being written.
+Invariant: records come from streamer/payload.py, which bounds every id and time to a non-negative Avro long and
+checks every boolean; a long outside the signed 64-bit range raises ValueError rather than being written.
 """
 
 from __future__ import annotations
@@ -26,16 +26,8 @@ from typing import Any
 
 BodyEncoder = Callable[[bytes, dict[str, Any]], bytes]  # (header, record) -> header + Avro body
 
-_SMALL = [bytes(((n << 1) & 0xFF,)) if n < 64 else b"" for n in range(64)]  # 0..63 zig-zag into one byte
+_SMALL = [bytes((n << 1,)) for n in range(64)]  # 0..63: zig-zag fits one byte
 _LONG_MIN, _LONG_MAX = -(2**63), 2**63 - 1
-
-# Encoded strings and times, each bounded (emptied when full) so hostile input cannot grow them. Strings repeat:
-# the exchange, the symbol and the instance always, prices and quantities 72 % of the time in the real BTCUSDT
-# recording; the event, trade and receive times of a message are mostly the same few milliseconds.
-_STRINGS: dict[str, bytes] = {}
-_STRINGS_MAX = 8192
-_TIMES: dict[int, bytes] = {}
-_TIMES_MAX = 1024
 
 
 def long_bytes(n: int) -> bytes:
@@ -66,39 +58,40 @@ def long_bytes(n: int) -> bytes:
     return bytes(groups)
 
 
-def time_bytes(ms: int) -> bytes:
-    """A timestamp-millis long, through the bounded cache of recent times."""
-    encoded = _TIMES.get(ms)
-    if encoded is None:
-        encoded = long_bytes(ms)
-        if len(_TIMES) >= _TIMES_MAX:
-            _TIMES.clear()
-        _TIMES[ms] = encoded
-    return encoded
+class _Encodings(dict[Any, bytes]):
+    """value -> its Avro encoding, computed on a miss (`__missing__`, so a hit is one C-level lookup); emptied
+    when full, so hostile input cannot grow it."""
+
+    __slots__ = ("_encode", "max_size")
+
+    def __init__(self, encode: Callable[[Any], bytes], max_size: int) -> None:
+        super().__init__()
+        self._encode = encode
+        self.max_size = max_size
+
+    def __missing__(self, value: Any) -> bytes:
+        encoded = self._encode(value)
+        if len(self) >= self.max_size:
+            self.clear()
+        self[value] = encoded
+        return encoded
 
 
-def string_bytes(text: str) -> bytes:
-    """An Avro string, through the bounded cache of recent strings."""
-    encoded = _STRINGS.get(text)
-    if encoded is None:
-        utf8 = text.encode()
-        encoded = long_bytes(len(utf8)) + utf8
-        if len(_STRINGS) >= _STRINGS_MAX:
-            _STRINGS.clear()
-        _STRINGS[text] = encoded
-    return encoded
+def _string(text: str) -> bytes:
+    utf8 = text.encode()
+    return long_bytes(len(utf8)) + utf8
 
 
-def _boolean(value: bool) -> bytes:
-    return b"\x01" if value else b"\x00"
-
-
-def _optional_boolean(value: bool | None) -> bytes:
-    return b"\x00" if value is None else b"\x02\x01" if value else b"\x02\x00"
+# Strings repeat: the exchange, the symbol and the instance always, prices and quantities 72 % of the time in the
+# real BTCUSDT recording; the event, trade and receive times of a message are mostly the same few milliseconds.
+STRINGS = _Encodings(_string, 8192)
+TIMES = _Encodings(long_bytes, 1024)
+_BOOLEAN = {False: b"\x00", True: b"\x01"}
+_OPTIONAL_BOOLEAN = {None: b"\x00", False: b"\x02\x00", True: b"\x02\x01"}  # union ["null", "boolean"]
 
 
 def _optional_time(value: int | None) -> bytes:
-    return b"\x00" if value is None else b"\x02" + time_bytes(value)
+    return b"\x00" if value is None else b"\x02" + TIMES[value]
 
 
 def _levels(levels: list[dict[str, str]]) -> bytes:
@@ -106,45 +99,42 @@ def _levels(levels: list[dict[str, str]]) -> bytes:
         return b"\x00"
     parts = [long_bytes(len(levels))]
     for level in levels:
-        parts.append(string_bytes(level["price"]))
-        parts.append(string_bytes(level["quantity"]))
+        parts.append(STRINGS[level["price"]])
+        parts.append(STRINGS[level["quantity"]])
     parts.append(b"\x00")
     return b"".join(parts)
 
 
 def trade(header: bytes, r: dict[str, Any]) -> bytes:
     return b"".join((
-        header, string_bytes(r["exchange"]), string_bytes(r["symbol"]), long_bytes(r["trade_id"]),
-        string_bytes(r["price"]), string_bytes(r["quantity"]), time_bytes(r["event_time"]),
-        time_bytes(r["trade_time"]), _boolean(r["is_buyer_maker"]), _optional_boolean(r["is_best_match"]),
-        time_bytes(r["ingestion_time"]), string_bytes(r["instance"]),
+        header, STRINGS[r["exchange"]], STRINGS[r["symbol"]], long_bytes(r["trade_id"]), STRINGS[r["price"]],
+        STRINGS[r["quantity"]], TIMES[r["event_time"]], TIMES[r["trade_time"]], _BOOLEAN[r["is_buyer_maker"]],
+        _OPTIONAL_BOOLEAN[r["is_best_match"]], TIMES[r["ingestion_time"]], STRINGS[r["instance"]],
     ))
 
 
 def agg_trade(header: bytes, r: dict[str, Any]) -> bytes:
     return b"".join((
-        header, string_bytes(r["exchange"]), string_bytes(r["symbol"]), long_bytes(r["agg_trade_id"]),
-        string_bytes(r["price"]), string_bytes(r["quantity"]), long_bytes(r["first_trade_id"]),
-        long_bytes(r["last_trade_id"]), time_bytes(r["event_time"]), time_bytes(r["trade_time"]),
-        _boolean(r["is_buyer_maker"]), _optional_boolean(r["is_best_match"]), time_bytes(r["ingestion_time"]),
-        string_bytes(r["instance"]),
+        header, STRINGS[r["exchange"]], STRINGS[r["symbol"]], long_bytes(r["agg_trade_id"]), STRINGS[r["price"]],
+        STRINGS[r["quantity"]], long_bytes(r["first_trade_id"]), long_bytes(r["last_trade_id"]),
+        TIMES[r["event_time"]], TIMES[r["trade_time"]], _BOOLEAN[r["is_buyer_maker"]],
+        _OPTIONAL_BOOLEAN[r["is_best_match"]], TIMES[r["ingestion_time"]], STRINGS[r["instance"]],
     ))
 
 
 def book_ticker(header: bytes, r: dict[str, Any]) -> bytes:
     return b"".join((
-        header, string_bytes(r["exchange"]), string_bytes(r["symbol"]), long_bytes(r["update_id"]),
-        string_bytes(r["bid_price"]), string_bytes(r["bid_quantity"]), string_bytes(r["ask_price"]),
-        string_bytes(r["ask_quantity"]), _optional_time(r["event_time"]), time_bytes(r["ingestion_time"]),
-        string_bytes(r["instance"]),
+        header, STRINGS[r["exchange"]], STRINGS[r["symbol"]], long_bytes(r["update_id"]), STRINGS[r["bid_price"]],
+        STRINGS[r["bid_quantity"]], STRINGS[r["ask_price"]], STRINGS[r["ask_quantity"]],
+        _optional_time(r["event_time"]), TIMES[r["ingestion_time"]], STRINGS[r["instance"]],
     ))
 
 
 def depth(header: bytes, r: dict[str, Any]) -> bytes:
     return b"".join((
-        header, string_bytes(r["exchange"]), string_bytes(r["symbol"]), long_bytes(r["first_update_id"]),
-        long_bytes(r["final_update_id"]), time_bytes(r["event_time"]), _levels(r["bids"]), _levels(r["asks"]),
-        time_bytes(r["ingestion_time"]), string_bytes(r["instance"]),
+        header, STRINGS[r["exchange"]], STRINGS[r["symbol"]], long_bytes(r["first_update_id"]),
+        long_bytes(r["final_update_id"]), TIMES[r["event_time"]], _levels(r["bids"]), _levels(r["asks"]),
+        TIMES[r["ingestion_time"]], STRINGS[r["instance"]],
     ))
 
 

@@ -103,11 +103,10 @@ def test_a_long_outside_64_bits_is_refused() -> None:
 
 
 def test_the_caches_stay_bounded() -> None:
-    for i in range(3 * avro._STRINGS_MAX):
-        assert avro.string_bytes(f"{i}.5") == avro.long_bytes(len(f"{i}.5")) + f"{i}.5".encode()
-        avro.time_bytes(1_700_000_000_000 + i)
-    assert 0 < len(avro._STRINGS) <= avro._STRINGS_MAX
-    assert 0 < len(avro._TIMES) <= avro._TIMES_MAX
+    for i in range(3 * avro.STRINGS.max_size):
+        assert avro.STRINGS[f"{i}.5"] == avro.long_bytes(len(f"{i}.5")) + f"{i}.5".encode()
+        assert avro.TIMES[1_700_000_000_000 + i] == avro.long_bytes(1_700_000_000_000 + i)
+        assert 0 < len(avro.STRINGS) <= avro.STRINGS.max_size and 0 < len(avro.TIMES) <= avro.TIMES.max_size
 
 
 @pytest.mark.parametrize("stream", list(KINDS))
