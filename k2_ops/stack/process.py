@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -31,9 +32,35 @@ class ServiceError(RuntimeError):
     """A local service could not start, become ready, or stop."""
 
 
+# Listening ports are picked from here up to the start of the kernel's ephemeral range.
+LISTEN_PORT_FLOOR = 10_000
+
+
+def ephemeral_port_range() -> tuple[int, int]:
+    """The ports the kernel gives outgoing connections (net.ipv4.ip_local_port_range; Linux default)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32_768, 60_999
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port on loopback that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+    """A TCP port on loopback that nothing listens on right now, chosen below the kernel's ephemeral range.
+    A port the kernel chose (bind to port 0) could be handed to an outgoing connection (a Kafka client, a
+    broker's replica fetcher, a browser) between this choice and the service's own bind: that made a service
+    fail with 'address already in use' now and then. Below the range only another listener can take it."""
+    low, _ = ephemeral_port_range()
+    if low - LISTEN_PORT_FLOOR >= 1_000:
+        for _ in range(100):
+            port = random.randrange(LISTEN_PORT_FLOOR, low)
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                try:
+                    sock.bind((host, port))
+                except OSError:
+                    continue
+                return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:  # no room below the range: the kernel's pick
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
 
