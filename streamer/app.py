@@ -275,8 +275,8 @@ class Streamer:
 
         sink = self.sink = KafkaSink(
             config.kafka_bootstrap_servers, config.instance, self.metrics, config.kafka_compression,
-            config.max_buffered_messages, config.kafka_stats_interval_s, config.kafka_linger_s, config.kafka_client,
-            latency=self.metrics.ack_latency,
+            config.max_buffered_messages, config.kafka_stats_interval_s, linger_s=config.kafka_linger_s,
+            client=config.kafka_client, latency=self.metrics.ack_latency,
         )
         sink.start()
         registry = make_registry_client(config.schema_registry_url, config.schema_registry)

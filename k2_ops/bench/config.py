@@ -36,7 +36,7 @@ class BenchConfig:
     latency_rates: tuple[float, ...] = (1_000.0, 10_000.0)
     latency_window_s: float = 6.0
     # Extra latency runs per rate with K2_KAFKA_LINGER_SECONDS set to each of these (the default run uses the
-    # streamer's own default, 5 ms): the producer's batching delay is most of the latency at low rates.
+    # streamer's own default, 2 ms): the producer's batching delay is most of the latency at low rates.
     latency_lingers_s: tuple[float, ...] = (0.0,)
     # Memory: steady RSS at memory_rate over memory_s, sampled every memory_sample_s after memory_warmup_s.
     memory_rate: float = 1_000.0

@@ -44,7 +44,7 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 def test_default_is_plaintext_and_the_guarantees_are_set() -> None:
     client = load_config({}).kafka_client
     assert client.security_protocol is SecurityProtocol.PLAINTEXT
-    conf = producer_config("127.0.0.1:9", "blue", "lz4", 1000, 1.0, client=client)
+    conf = producer_config("127.0.0.1:9", "blue", "lz4", 1000, 1.0, 0.002, client=client)
     assert conf["security.protocol"] == "PLAINTEXT"
     assert (conf["enable.idempotence"], conf["acks"], conf["message.timeout.ms"]) == (True, "all", 0)
 
@@ -86,7 +86,7 @@ def test_pass_through_from_env_and_yaml(tmp_path: Path) -> None:
     client = load_kafka_client_config(env)
     assert dict(client.extra) == {"socket.keepalive.enable": "true", "reconnect.backoff.max.ms": "3000",
                                   "client.rack": "use1-az1"}  # the environment wins over the file
-    conf = producer_config("127.0.0.1:9", "blue", "lz4", 1000, 1.0, client=client)
+    conf = producer_config("127.0.0.1:9", "blue", "lz4", 1000, 1.0, 0.002, client=client)
     assert conf["socket.keepalive.enable"] == "true" and conf["client.rack"] == "use1-az1"
     # The producer's own reconnect settings stay last, the pass-through feeds everything else.
     assert load_config(env).kafka_client == client
