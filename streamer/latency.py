@@ -71,17 +71,25 @@ class AckLatency:
     def record(self, kind: str, event_ms: int | None, received_ms: int, acked_s: float) -> None:
         """One acknowledged message (called in the Kafka poll thread): times are this host's wall clock. An
         unknown kind is ignored (never raises in the poll thread)."""
+        # Histogram.observe written out twice: two Python calls less per acknowledgement.
         receive = self.receive_to_ack.get(kind)
         if receive is None:
             return
-        receive.observe(max(0.0, acked_s - received_ms / 1000))
+        latency = acked_s - received_ms / 1000
+        if latency < 0:
+            latency = 0.0
+        values = receive.values
+        values[bisect_left(BUCKETS, latency)] += 1
+        values[_SUM] += latency
         if event_ms is None:
             return
         latency = acked_s - event_ms / 1000
         if latency < 0:
             self.clock_ahead[kind] += 1
             latency = 0.0
-        self.event_to_ack[kind].observe(latency)
+        values = self.event_to_ack[kind].values
+        values[bisect_left(BUCKETS, latency)] += 1
+        values[_SUM] += latency
 
 
 class AckLatencyCollector:

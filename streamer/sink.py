@@ -112,15 +112,25 @@ class KafkaSink:
         )
         self.producer = Producer(config)
         self._produce = self.producer.produce
+        # Bound once: a bound method made per message costs the event loop ~0.05 µs.
+        self._timed = self._on_delivery_timed
+        self._record_latency = latency.record if latency is not None else None
         metrics.set_function(metrics.kafka_queue, self.buffered)
         metrics.set_function(metrics.kafka_reachable, lambda: 1.0 if self.reachable else 0.0)
 
     # ---- callbacks (poll thread) -------------------------------------------------------------------------
     def _on_delivery_timed(self, kind: str, event_ms: int | None, received_ms: int, err: KafkaError | None,
                            msg: Any) -> None:
-        self._on_delivery(err, msg)  # counting first: nothing below can keep a delivery from being counted
-        if err is None and self.latency is not None:
-            self.latency.record(kind, event_ms, received_ms, time.time())
+        if err is not None:
+            self._on_delivery(err, msg)
+            return
+        # _on_delivery's success path, written out (one Python call less per message in the poll thread). Counted
+        # first: nothing below can keep a delivery from being counted.
+        topic = msg.topic()
+        self._counts[topic] = self._counts.get(topic, 0) + 1
+        record = self._record_latency
+        if record is not None:
+            record(kind, event_ms, received_ms, time.time())
 
     def _on_delivery(self, err: KafkaError | None, msg: Any) -> None:
         if err is None:
@@ -214,7 +224,7 @@ class KafkaSink:
         """Hand one message to librdkafka (or, when its queue is full, to the overflow, in order). `kind`,
         `event_ms` (exchange event time) and `received_ms` (arrival here) feed the latency histograms."""
         on_delivery: DeliveryCallback = (
-            partial(self._on_delivery_timed, kind, event_ms, received_ms) if self.latency is not None
+            partial(self._timed, kind, event_ms, received_ms) if self._record_latency is not None
             else self._on_delivery)
         if self._overflow:
             self._overflow.append((topic, value, key, headers, on_delivery))
