@@ -1,7 +1,7 @@
 """Avro binary encoding of the streamer's four record schemas, written out per schema (pure: no I/O).
 
 fastavro's generic writer walks the parsed schema for every record (3.8 µs per trade record measured); the
-encoders here know their schema's field order and types and join precomputed pieces (about 2.3 µs; see
+encoders here know their schema's field order and types and join precomputed pieces (about 2.5 µs; see
 docs/performance.md). They produce exactly fastavro's bytes: the tests compare both on every record of the real
 recordings and on generated records.
 
