@@ -75,8 +75,9 @@ compose-up: setup
 compose-down: setup
 	$(PY) -m k2_ops.cli compose down
 
+# The full benchmark with the per-stage profile (docs/performance.md); about 9 minutes.
 bench: setup
-	$(PY) -m k2_ops.cli bench
+	$(PY) -m k2_ops.cli bench --profile
 
 clean:
 	rm -rf .run
