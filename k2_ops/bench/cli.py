@@ -48,7 +48,7 @@ def register(subparsers: Any) -> None:
                         help="benchmark the streamer/ package in DIR (e.g. a worktree of an older commit)")
     parser.add_argument("--baseline-source", type=Path, metavar="DIR",
                         help="also measure the streamer/ package in DIR at full speed in every throughput repeat, "
-                        "right after this one (before/after in one run)")
+                        "taking turns with this one (before/after in one run)")
     parser.add_argument("--json", type=Path, help="where the JSON goes (default docs/performance.json; --quick "
                         "or --streamer-source: <work dir>/quick|other-source/)")
     parser.add_argument("--markdown", type=Path, help="Markdown file to update (default docs/performance.md; "

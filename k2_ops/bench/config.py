@@ -71,8 +71,9 @@ class BenchConfig:
     # A directory holding another `streamer` package to benchmark instead of this checkout's (e.g. a git
     # worktree of an older commit, for before/after figures). None: this checkout.
     streamer_source: Path | None = None
-    # Another `streamer` package measured at full speed right after this one in every throughput repeat (the
-    # same floor, the same minute): before/after figures of a change from one run. None: no baseline.
+    # Another `streamer` package measured at full speed in every throughput repeat, taking turns with this one
+    # in going first (the same floor, the same minute): before/after figures of a change from one run. None: no
+    # baseline.
     baseline_source: Path | None = None
     out_json: Path = field(default_factory=lambda: REPO_ROOT / "docs" / "performance.json")
     out_markdown: Path = field(default_factory=lambda: REPO_ROOT / "docs" / "performance.md")
