@@ -27,14 +27,14 @@ from typing import Any
 BodyEncoder = Callable[[bytes, dict[str, Any]], bytes]  # (header, record) -> header + Avro body
 
 _SMALL = [bytes((n << 1,)) for n in range(64)]  # 0..63: zig-zag fits one byte
-_LONG_MIN, _LONG_MAX = -(2**63), 2**63 - 1
+LONG_MIN, LONG_MAX = -(2**63), 2**63 - 1  # an Avro long: signed 64 bits
 
 
 def long_bytes(n: int) -> bytes:
     """One Avro long: zig-zag, then 7 bits per byte, low group first, high bit set on all but the last."""
     if 0 <= n < 64:
         return _SMALL[n]
-    if not _LONG_MIN <= n <= _LONG_MAX:
+    if not LONG_MIN <= n <= LONG_MAX:
         raise ValueError(f"{n} does not fit an Avro long")
     z = n << 1 if n >= 0 else ((-n) << 1) - 1
     if z < 1 << 35:  # ids, counts: unrolled for the common lengths

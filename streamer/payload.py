@@ -13,6 +13,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from streamer.avro import LONG_MAX
+
 EXCHANGE = "binance"
 
 # Error types a payload can have (binance_message_errors_total{error_type}); the parser adds the others.
@@ -25,7 +27,6 @@ _AGG_KEYS = frozenset(["e", "E", "s", "a", "p", "q", "f", "l", "T", "m", "M"])
 _BOOK_KEYS = frozenset(["e", "E", "T", "u", "s", "b", "B", "a", "A"])
 _DEPTH_KEYS = frozenset(["e", "E", "s", "U", "u", "b", "a"])
 
-_LONG_MAX = 2**63 - 1  # Avro long (signed 64 bits)
 
 # An exact non-negative decimal as Binance prints it ("61837.63000000"). 30+30 digits covers any magnitude.
 _DECIMAL = re.compile(r"[0-9]{1,30}(?:\.[0-9]{1,30})?\Z")
@@ -65,7 +66,7 @@ def _int(data: dict[str, Any], field: str) -> int:
     # bool is an int subclass in Python; JSON true/false is never a valid id or time. Ids and times are Avro
     # longs: a larger one could not be produced, and once recorded as a stream's last id it would make every
     # real id after it look like a duplicate.
-    if type(value) is not int or not 0 <= value <= _LONG_MAX:
+    if type(value) is not int or not 0 <= value <= LONG_MAX:
         raise InvalidPayload(INVALID_VALUE, field)
     return value
 
@@ -99,7 +100,7 @@ def _opt_bool(data: dict[str, Any], field: str) -> bool | None:
 
 def _opt_int(data: dict[str, Any], field: str) -> int | None:
     value = data.get(field)
-    if value is not None and (type(value) is not int or not 0 <= value <= _LONG_MAX):
+    if value is not None and (type(value) is not int or not 0 <= value <= LONG_MAX):
         raise InvalidPayload(INVALID_VALUE, field)
     return value
 
