@@ -22,18 +22,20 @@ from collections import deque
 from collections.abc import Callable
 from urllib.parse import urlsplit
 
-from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidHandshake, InvalidStatus
 
 from streamer.config import ATTEMPT_WINDOW_S as ATTEMPT_WINDOW_S  # re-exported: the budget's defaults
 from streamer.config import MAX_ATTEMPTS_PER_WINDOW as MAX_ATTEMPTS_PER_WINDOW
 from streamer.config import StreamerConfig
 from streamer.metrics import StreamerMetrics
+from streamer.wsclient import WebSocket, open_connection
 
 log = logging.getLogger(__name__)
 
 # How long a close handshake (ours or the server's) may take before the connection is dropped.
 CLOSE_TIMEOUT_S = 5.0
+# Messages read and not yet taken by a connection's reader before reading pauses (TCP holds the rest).
+MAX_QUEUE = 1024
 
 
 def make_ssl_context(verify: bool, ca_file: str | None) -> ssl.SSLContext:
@@ -75,7 +77,7 @@ def classify_connect_error(exc: BaseException) -> str:
 
 def max_message_bytes(max_frame_bytes: int) -> int:
     """Frames up to 4 x K2_MAX_FRAME_BYTES are read (then counted and skipped by the parser); bigger ones are
-    refused unread by websockets, which closes the connection with 1009."""
+    refused unread (streamer/wsframes.py), and the connection closes with 1009."""
     return min(64 << 20, max_frame_bytes * 4)
 
 
@@ -128,7 +130,7 @@ class Dialer:
         """A connection delivers data again: the next reconnect starts without delay."""
         self.failed_attempts = 0
 
-    async def open(self, stopping: Callable[[], bool]) -> ClientConnection | None:
+    async def open(self, stopping: Callable[[], bool]) -> WebSocket | None:
         """Dial until a connection opens; None when `stopping()` turns true first."""
         config = self.config
         while not stopping():
@@ -145,7 +147,7 @@ class Dialer:
                 return ws
         return None
 
-    async def _attempt(self) -> ClientConnection | None:
+    async def _attempt(self) -> WebSocket | None:
         self.budget.record(self._clock())
         self.metrics.c_attempts.inc()
         if self.ssl_context is None:
@@ -160,18 +162,14 @@ class Dialer:
             )
         began = self._clock()
         try:
-            ws = await connect(
+            ws = await open_connection(
                 self.url,
                 ssl=self.ssl_context,
-                ping_interval=None,  # our own pinger (streamer/heartbeat.py)
-                ping_timeout=None,
-                close_timeout=CLOSE_TIMEOUT_S,
-                open_timeout=max(5.0, self.config.health_timeout_s),
+                open_timeout_s=max(5.0, self.config.health_timeout_s),
                 max_size=max_message_bytes(self.config.max_frame_bytes),
-                max_queue=256,
-                compression=None,  # Binance sends plain frames; no deflate CPU on either side
-                proxy=None,
-                user_agent_header="k2-streamer/2.0",
+                max_queue=MAX_QUEUE,
+                close_timeout_s=CLOSE_TIMEOUT_S,
+                user_agent="k2-streamer/2.0",
             )
         except Exception as exc:
             reason = classify_connect_error(exc)

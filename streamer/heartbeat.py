@@ -1,9 +1,9 @@
 """Heartbeat of a connection slot: client pings on a fixed grid, pong deadlines, the data watchdog, and the
 budget of frames we send on one connection.
 
-websockets' own keepalive is off (ping_interval=None, streamer/connect.py): it would close the connection
-itself and hide the cause; websockets still answers the server's pings with a pong echoing the payload, as
-Binance requires.
+The connection (streamer/wsclient.py) has no keepalive of its own: the pings are all here, so a missed pong
+is counted and replaces the connection with its cause named. It answers the server's pings with a pong
+echoing the payload at once, as Binance requires.
 
 - Pings: every K2_PING_INTERVAL_SECONDS on one grid per connection slot (`PingSchedule`), shared by the slot's
   successive connections, so a rotation neither skips a ping nor sends two in one slot; each ping has its own
@@ -12,7 +12,7 @@ Binance requires.
   exactly until the deadline, so detection takes the timeout plus a few milliseconds.
 - Back-pressure (reads paused on purpose) suspends both: a pong or data that cannot be read proves nothing.
 - Frames: Binance allows 5 incoming messages per second per connection; we keep our own to 4 per 1.1 s
-  (`FrameBudget`), leaving room for websockets' automatic pongs and arrival jitter.
+  (`FrameBudget`), leaving room for the automatic pongs and arrival jitter.
 
 `PingSchedule` and `FrameBudget.wait` are pure (time is a parameter); the `Heartbeat` coroutines are asyncio.
 """
@@ -27,10 +27,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Protocol
 
-from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosed
-
 from streamer.metrics import StreamerMetrics
+from streamer.wsclient import ConnectionClosed, WebSocket
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +36,7 @@ log = logging.getLogger(__name__)
 # We keep our own frames at 4/s.
 CLIENT_FRAMES_PER_SECOND = 4
 # Our 4 frames must fit in any second *as the exchange sees them*: arrival jitter can bring two of our frames
-# closer than we sent them, and websockets' automatic pongs to the server's pings (outside the budget) take
+# closer than we sent them, and the automatic pongs to the server's pings (outside the budget) take
 # the fifth place. So the budget's window is a bit longer than a second. With fixed-rate pings at the
 # 0.25 s minimum interval this costs ~9 % of the slots (skipped, never bursted); at 0.5 s and above nothing.
 FRAME_WINDOW_S = 1.1
@@ -134,7 +132,7 @@ class Heartbeat:
         self._clock = clock
 
     async def pinger(
-        self, name: str, ws: ClientConnection, budget: FrameBudget, may_ping: Callable[[], bool],
+        self, name: str, ws: WebSocket, budget: FrameBudget, may_ping: Callable[[], bool],
         paused: Callable[[], bool],
     ) -> bool:
         """Ping `ws` on the slot's schedule while `may_ping()`; True on a missed pong (replace the
@@ -159,7 +157,7 @@ class Heartbeat:
         try:
             while True:
                 now = clock()
-                # websockets acknowledges pings in order, so pongs complete oldest first.
+                # A pong acknowledges its ping and every earlier one, so pongs complete oldest first.
                 while waiting and waiting[0][1].done():
                     _, pong = waiting.popleft()
                     if pong.cancelled() or pong.exception() is not None:
@@ -177,7 +175,7 @@ class Heartbeat:
                     # Paused: not reading, a pong could not be seen either; the slot passes unused.
                     if may_ping() and not paused() and schedule.claim(slot):
                         await budget.acquire()
-                        pong = asyncio.ensure_future(await ws.ping())
+                        pong = ws.ping()
                         m.c_pings_sent.inc()
                         waiting.append((clock() + timeout, pong))
                     # The next slot still ahead: slots missed while the loop was late are skipped, not sent

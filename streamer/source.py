@@ -32,14 +32,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-
-from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosed
-from websockets.frames import CloseCode
-from websockets.protocol import State
 
 from streamer.backpressure import BackPressure
 from streamer.config import StreamerConfig
@@ -64,6 +58,8 @@ from streamer.routing import (
     ShutdownAnnounced,
 )
 from streamer.slots import Method, batches, reply, request
+from streamer.wsclient import ConnectionClosed, State, WebSocket
+from streamer.wsframes import CloseCode
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +75,7 @@ class Connection:
 
     number: int
     name: str
-    ws: ClientConnection
+    ws: WebSocket
     # Monotonic time of the last market-data message (the open before the first; the watchdog restarts it while
     # reads are paused on purpose).
     last_data: float
@@ -223,7 +219,7 @@ class Source:
         """Send one SUBSCRIBE/UNSUBSCRIBE within the connection's frame budget; returns its id."""
         self._request_ids += 1
         await conn.budget.acquire()
-        await conn.ws.send(request(method, keys, self._request_ids))
+        conn.ws.send(request(method, keys, self._request_ids))
         return self._request_ids
 
     async def _subscribe_all(self, conn: Connection) -> None:
@@ -270,7 +266,7 @@ class Source:
 
     def _start_tasks(self, number: int) -> None:
         """Started only once the router has made the connection active or pending: frames read before would
-        have no owner. Until then websockets queues them (and TCP holds the rest): nothing is lost."""
+        have no owner. Until then the connection queues them (and TCP holds the rest): nothing is lost."""
         conn = self.connections[number]
         conn.last_data = time.monotonic()
         conn.tasks = [
@@ -281,7 +277,7 @@ class Source:
 
     # ---- per-connection tasks -----------------------------------------------------------------------
     async def _reader(self, conn: Connection) -> None:
-        recv = conn.ws.recv
+        recv_batch = conn.ws.recv_batch
         parse = self.parser.parse
         deliver = self.deliver
         router = self.router
@@ -289,38 +285,40 @@ class Source:
         backlog = self.backpressure.backlog
         limit = self.backpressure.limit
         reason = Failure.SERVER_CLOSE
-        early = deque(conn.early)
+        batch: Iterable[str | bytes] = conn.early
         conn.early = []
         try:
             while True:
-                if backlog() >= limit:
-                    await self.backpressure.wait_until_drained()
-                raw = early.popleft() if early else await recv()
-                now = time.time()
-                event = parse(raw, int(now * 1000))
-                if type(event) is Event:
-                    conn.last_data = time.monotonic()
-                    conn.messages += 1
-                    if conn.messages == 1:
-                        self.dialer.data_flows()
-                    self.last_message_wall = now
-                    if event.unknown_fields:
-                        self.metrics.unknown_fields.labels(self.metrics.instance, event.stream).inc(
-                            event.unknown_fields)
-                    if router.sole == number:
-                        deliver(event)  # the fast path: this connection owns every stream key
+                # One batch: every message of the connection's last reads (streamer/wsclient.py).
+                for raw in batch:
+                    if backlog() >= limit:
+                        await self.backpressure.wait_until_drained()
+                    now = time.time()
+                    event = parse(raw, int(now * 1000))
+                    if type(event) is Event:
+                        conn.last_data = time.monotonic()
+                        conn.messages += 1
+                        if conn.messages == 1:
+                            self.dialer.data_flows()
+                        self.last_message_wall = now
+                        if event.unknown_fields:
+                            self.metrics.unknown_fields.labels(self.metrics.instance, event.stream).inc(
+                                event.unknown_fields)
+                        if router.sole == number:
+                            deliver(event)  # the fast path: this connection owns every stream key
+                        else:
+                            router.route(number, event, conn.last_data)
+                            if router.actions:
+                                self._events.put_nowait(Wake())
                     else:
-                        router.route(number, event, conn.last_data)
-                        if router.actions:
-                            self._events.put_nowait(Wake())
-                else:
-                    assert isinstance(event, Notice)
-                    self._on_notice(conn, event)
+                        assert isinstance(event, Notice)
+                        self._on_notice(conn, event)
+                batch = await recv_batch()
         except ConnectionClosed as exc:
             code = exc.rcvd.code if exc.rcvd is not None else None
             if exc.sent is not None and exc.sent.code == CloseCode.MESSAGE_TOO_BIG:
-                # websockets refused a frame over max_size (4 x K2_MAX_FRAME_BYTES) without reading it and
-                # closed with 1009: an oversized frame, and our side ended the connection.
+                # A message over max_size (4 x K2_MAX_FRAME_BYTES) was refused from its header, unread, and the
+                # connection closed with 1009: an oversized frame, and our side ended the connection.
                 reason = Failure.ERROR
                 self.metrics.message_errors.labels(self.metrics.instance, OVERSIZED).inc()
                 log.error("%s: a frame over %d bytes closed the connection (1009); counted as oversized",
