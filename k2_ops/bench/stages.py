@@ -22,7 +22,7 @@ from typing import Any
 
 
 class Stage(Enum):
-    RECEIVE = "frame receive (websockets, TLS, asyncio)"
+    RECEIVE = "frame receive (WebSocket frames, TLS, asyncio)"
     JSON = "JSON decode"
     DECIMAL = "decimal validation"
     RECORD = "payload checks, record dict, Event"
@@ -54,7 +54,7 @@ _RULES: tuple[tuple[Stage, tuple[str, ...], tuple[str, ...]], ...] = (
     (Stage.PRODUCE, ("streamer/sink.py",), ()),
     (Stage.PIPELINE, ("streamer/pipeline.py", "streamer/routing.py", "streamer/source.py",
                       "streamer/backpressure.py"), ()),
-    (Stage.RECEIVE, ("/websockets/", "/asyncio/", "/ssl.py"), ()),
+    (Stage.RECEIVE, ("/websockets/", "streamer/wsclient.py", "streamer/wsframes.py", "/asyncio/", "/ssl.py"), ()),
     (Stage.RECEIVE, ("~",), ("_ssl.", "'recv", "'send", "_asyncio.", "_overlapped", "'utf_8_decode'")),
 )
 

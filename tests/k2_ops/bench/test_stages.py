@@ -59,6 +59,8 @@ def test_builtin_and_library_functions_are_attributed() -> None:
     assert stage_of(("~", 0, "<method 'produce' of 'cimpl.Producer' objects>")) is Stage.PRODUCE
     assert stage_of(("~", 0, "<method 'read' of '_ssl._SSLSocket' objects>")) is Stage.RECEIVE
     assert stage_of(("/v/lib/python3.11/site-packages/websockets/frames.py", 1, "parse")) is Stage.RECEIVE
+    assert stage_of(("/w/streamer/wsframes.py", 99, "feed")) is Stage.RECEIVE
+    assert stage_of(("/w/streamer/wsclient.py", 1, "data_received")) is Stage.RECEIVE
     assert stage_of(("/v/site-packages/prometheus_client/metrics.py", 1, "inc")) is Stage.METRICS
     assert stage_of(("/w/streamer/payload.py", 73, "_dec")) is Stage.DECIMAL
     assert stage_of(("/w/streamer/payload.py", 133, "trade")) is Stage.RECORD
