@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import Any
 
 from k2_ops.bench.config import BenchConfig, BenchConfigError, quick
 from k2_ops.paths import run_dir
+from k2_ops.stack.process import signals_interrupt
 
 
 def register(subparsers: Any) -> None:
@@ -116,9 +118,15 @@ def main(args: argparse.Namespace) -> int:
         return 2
     from k2_ops.bench.runner import run, run_market_only
 
+    # SIGTERM as Ctrl-C: the runners' `finally` stops the Kafka, simulator and streamers they started.
+    try:
+        with signals_interrupt(signal.SIGINT, signal.SIGTERM):
+            result = run_market_only(config) if args.market_only else run(config)
+    except KeyboardInterrupt:
+        print("k2 bench: interrupted; what it started is stopped", file=sys.stderr)
+        return 130
     if args.market_only:
-        raw = run_market_only(config)
-        market, memory = raw["whole_market"], raw["memory"]
+        market, memory = result["whole_market"], result["memory"]
         print(f"k2 bench --market-only: {market['streams']} streams over {market['connections']:.0f} connections, "
               f"pool open in {market['pool_open_s']} s; {market['rate_msg_per_s']:.0f} msg/s: "
               f"{market['cpu_us_per_msg']:.1f} µs/msg (8 streams at the same rate: "
@@ -126,7 +134,6 @@ def main(args: argparse.Namespace) -> int:
               f"ratio {market['ratio_cpu_to_8_streams']:.2f}); steady RSS {market['steady_rss_mb']:.1f} MB "
               f"(8 streams: {memory['steady_rss_mb']:.1f} MB); missing {market['missing']:.0f}")
         return 0
-    result = run(config)
     missed = [t for t in result["targets"] if t["met"] is False]
     print(f"k2 bench: wrote {config.out_json} and the table in {config.out_markdown}")
     for target in result["targets"]:
