@@ -22,10 +22,10 @@ from websockets.exceptions import InvalidMessage, InvalidStatus
 from websockets.frames import Frame
 from websockets.frames import Opcode as WsOpcode
 from websockets.http11 import Request, Response
-from websockets.streams import StreamReader
 
 from streamer.wsclient import ConnectionClosed, State, WebSocket, open_connection
 from streamer.wsframes import Close, CloseCode
+from tests.streamer.test_wsframes import parse_client_frame
 
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
@@ -106,15 +106,7 @@ async def client_frame(reader: asyncio.StreamReader) -> Frame:
         extra = await reader.readexactly(8)
         length = struct.unpack("!Q", extra)[0]
     rest = await reader.readexactly(4 + length)
-    parsing = StreamReader()
-    parsing.feed_data(head + extra + rest)
-    parser = Frame.parse(parsing.read_exact, mask=True)
-    try:
-        next(parser)
-    except StopIteration as done:
-        parsed: Frame = done.value
-        return parsed
-    raise AssertionError("websockets wanted more bytes than the frame has")
+    return parse_client_frame(head + extra + rest)
 
 
 def run(coroutine: Awaitable[None]) -> None:
