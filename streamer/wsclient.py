@@ -26,6 +26,7 @@ import os
 import ssl as ssl_module
 from collections import deque
 from enum import Enum
+from typing import cast
 
 from websockets.client import ClientProtocol
 from websockets.exceptions import InvalidMessage
@@ -166,11 +167,12 @@ class WebSocket(asyncio.Protocol):
     # ---- asyncio.Protocol ------------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # A stream transport (read and write); not isinstance-checked: other event loops' transports (uvloop's)
+        # implement the interface without subclassing asyncio.Transport.
+        self.transport = cast(asyncio.Transport, transport)
         assert self._handshake is not None
         for data in self._handshake.data_to_send():
-            transport.write(data)
+            self.transport.write(data)
 
     def data_received(self, data: bytes) -> None:
         if self.state is State.CONNECTING:
