@@ -107,6 +107,11 @@ class WebSocket(asyncio.Protocol):
             finally:
                 self._waiter = None
 
+    def _wake_reader(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
     def _resume_if_drained(self) -> None:
         if self._paused and len(self._pending) < self.max_queue and self.transport is not None:
             self._paused = False
@@ -182,9 +187,7 @@ class WebSocket(asyncio.Protocol):
         messages = reader.feed(data)
         if messages:
             self._pending.extend(messages)
-            waiter = self._waiter
-            if waiter is not None and not waiter.done():
-                waiter.set_result(None)
+            self._wake_reader()
             if len(self._pending) >= self.max_queue and not self._paused and self.transport is not None:
                 self._paused = True
                 self.transport.pause_reading()
@@ -202,9 +205,7 @@ class WebSocket(asyncio.Protocol):
         for pong, _ in self._pings.values():
             pong.cancel()
         self._pings.clear()
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        self._wake_reader()
         if not self._lost.done():
             self._lost.set_result(None)
 
@@ -269,7 +270,7 @@ class WebSocket(asyncio.Protocol):
 
     def _handshake_done(self, handshake: ClientProtocol) -> bool:
         """True once the connection is open (False: more is needed, or the opening failed)."""
-        if not any(isinstance(event, Response) for event in handshake.events_received()):
+        if not _response_arrived(handshake):
             return False
         if handshake.handshake_exc is not None:
             self._fail_opening(handshake.handshake_exc)
@@ -284,7 +285,7 @@ class WebSocket(asyncio.Protocol):
         handshake = self._handshake
         if handshake is not None and not self._head_only:
             handshake.receive_eof()
-            if any(isinstance(event, Response) for event in handshake.events_received()):
+            if _response_arrived(handshake):
                 exc = handshake.handshake_exc or exc
         if not self._opened.done():
             self._opened.set_exception(exc or InvalidMessage("connection closed during the opening handshake"))
@@ -294,6 +295,10 @@ class WebSocket(asyncio.Protocol):
             self._opened.set_exception(exc)
         assert self.transport is not None
         self.transport.abort()
+
+
+def _response_arrived(handshake: ClientProtocol) -> bool:
+    return any(isinstance(event, Response) for event in handshake.events_received())
 
 
 async def open_connection(
@@ -310,7 +315,7 @@ async def open_connection(
     `open_timeout_s`. Raises what fails: ssl.SSLCertVerificationError, OSError, TimeoutError, websockets'
     InvalidHandshake (InvalidStatus for a refusal)."""
     uri = parse_uri(url)
-    handshake = ClientProtocol(uri, max_size=max_size)
+    handshake = ClientProtocol(uri)  # the handshake only: frames (and max_size) are FrameReader's
     request = handshake.connect()
     request.headers["User-Agent"] = user_agent
     handshake.send_request(request)
