@@ -18,7 +18,8 @@ DESCRIPTION = (
     "Binance -> Kafka market-data streamer. Configured by K2_* environment variables and an optional YAML file "
     "named by K2_CONFIG_FILE (environment wins); every setting, its default and range: docs/configuration.md or "
     "`k2 config-reference`. Runs until SIGTERM or Ctrl-C, then flushes Kafka and exits 0. Exit 2: a setting is "
-    "invalid (the message names it and its allowed range)."
+    "invalid (the message names it and its allowed range). Exit 1: it could not start serving (its HTTP port is taken: "
+    "the log says which)."
 )
 
 

@@ -261,7 +261,12 @@ class Streamer:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._request_stop, sig)
-        await self.health.start()
+        try:
+            await self.health.start()
+        except OSError as exc:  # e.g. the port is taken: said plainly, not as a traceback
+            log.error("cannot listen on %s:%d (K2_METRICS_HOST, K2_METRICS_PORT): %s", config.metrics_host,
+                      config.metrics_port, exc.strerror or exc)
+            return 1
         mode = ("NO TLS" if config.ws_url.startswith("ws://")
                 else "TLS verified" if config.ssl_verify else "TLS NOT VERIFIED")
         source_kind = "live Binance" if "binance.com" in config.ws_url else "not Binance: a simulator?"

@@ -19,7 +19,6 @@ from k2_ops.bench.config import BenchConfig
 from k2_ops.bench.kafka_io import Rec, create_topics, read_records
 from k2_ops.bench.machine import load_average
 from k2_ops.bench.procs import SimulatorProxy, StreamerRun, poll, run_floor_client
-from k2_ops.stack import free_port
 from streamer.kinds import stream_key, stream_keys
 from streamer.memory import theil_sen
 from streamer.summary import summary_from_log
@@ -68,7 +67,8 @@ class Bench:
         self.loads.append({"phase": phase, "time": round(time.time(), 1), "load_average": load_average()})
 
     # ---- streamer ----------------------------------------------------------------------------------
-    def streamer_env(self, prefix: str, instance: str, port: int, extra: dict[str, str]) -> dict[str, str]:
+    def streamer_env(self, prefix: str, instance: str, extra: dict[str, str]) -> dict[str, str]:
+        """Its environment but for K2_METRICS_PORT, which StreamerRun.start sets to the port it gets."""
         config = self.config
         env = {k: v for k, v in os.environ.items() if not k.startswith("K2_")}
         env.update({
@@ -80,7 +80,6 @@ class Bench:
             "K2_KAFKA_TOPIC_PREFIX": prefix,
             # The in-process registry: the cache is warmed at start-up, so no registry call per message.
             "K2_SCHEMA_REGISTRY_URL": "mock://k2-bench",
-            "K2_METRICS_PORT": str(port),
             "K2_INSTANCE": instance,
             "K2_LOG_LEVEL": "INFO",
             "K2_HANDOVER_TOKEN": self.handover_token,
@@ -97,10 +96,9 @@ class Bench:
     def streamer(self, name: str, prefix: str, instance: str = "blue", source: Path | None = None, /,
                  **extra: str) -> StreamerRun:
         """A streamer of this checkout (or config.streamer_source), or of the `streamer` package in `source`."""
-        port = free_port()
         cpu = self.config.client_cpu if self.config.pin else None
-        env = self.streamer_env(prefix, instance, port, extra)
-        run = StreamerRun(name, env, port, self.log_dir / f"{name}.log", cpu=cpu)
+        env = self.streamer_env(prefix, instance, extra)
+        run = StreamerRun(name, env, self.log_dir / f"{name}.log", cpu=cpu)
         source = source or self.config.streamer_source
         if source is not None:
             run.cwd = Path(source)

@@ -27,7 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from k2_ops.paths import REPO_ROOT
 from k2_ops.polling import poll_until
-from k2_ops.stack.process import terminate
+from k2_ops.stack.process import launch_on_port, terminate
 
 SPAWN = mp.get_context("spawn")
 
@@ -238,13 +238,14 @@ class StreamerRun:
 
     name: str
     env: dict[str, str]
-    port: int
     log_path: Path
     cpu: int | None = None
+    port: int = 0  # 0: one from the port ledger at start
     command: list[str] = field(default_factory=lambda: [sys.executable, "-m", "streamer"])
     # Where `python -m streamer` runs: its directory comes first on sys.path, so its streamer/ is the one run.
     cwd: Path = REPO_ROOT
     proc: subprocess.Popen[bytes] | None = None
+    _log_offset: int = field(default=0, repr=False)
 
     @property
     def base_url(self) -> str:
@@ -253,9 +254,16 @@ class StreamerRun:
     def start(self, ready_timeout_s: float = 90.0) -> StreamerRun:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         cpu = self.cpu
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(self.command, cwd=self.cwd, env=self.env, stdout=log, stderr=log,
-                                         stdin=subprocess.DEVNULL, preexec_fn=lambda: pin_self(cpu))
+
+        def launch(port: int) -> tuple[int, Callable[[], str | None]]:
+            self.env["K2_METRICS_PORT"] = str(port)
+            with self.log_path.open("ab") as log:
+                self._log_offset = log.tell()
+                self.proc = subprocess.Popen(self.command, cwd=self.cwd, env=self.env, stdout=log, stderr=log,
+                                             stdin=subprocess.DEVNULL, preexec_fn=lambda: pin_self(cpu))
+            return self.proc.pid, self.exit_reason
+
+        self.port = launch_on_port(f"streamer {self.name}", launch, self.port, timeout_s=ready_timeout_s)
         poll(self._ready, ready_timeout_s, f"streamer {self.name} ready on {self.base_url}", interval_s=0.1)
         return self
 
@@ -276,10 +284,15 @@ class StreamerRun:
         except (ValueError, KeyError, TypeError):
             return False
 
+    def exit_reason(self) -> str | None:
+        if self.proc is not None and self.proc.poll() is None:
+            return None
+        code = None if self.proc is None else self.proc.returncode
+        return f"streamer {self.name} exited ({code}); log tail:\n{self.log_tail()}"
+
     def assert_running(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            code = None if self.proc is None else self.proc.returncode
-            raise BenchError(f"streamer {self.name} exited ({code}); log tail:\n{self.log_tail()}")
+        if (reason := self.exit_reason()) is not None:
+            raise BenchError(reason)
 
     @property
     def process(self) -> psutil.Process:
@@ -313,7 +326,12 @@ class StreamerRun:
         return groups
 
     def log_text(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        """What this start of the streamer logged (the file is appended to across starts)."""
+        if not self.log_path.exists():
+            return ""
+        with self.log_path.open("rb") as log:
+            log.seek(self._log_offset)
+            return log.read().decode(errors="replace")
 
     def log_tail(self, lines: int = 30) -> str:
         return "\n".join(self.log_text().splitlines()[-lines:])

@@ -13,12 +13,12 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from k2_ops.deploy.backend import DeploymentBackend, InstanceInfo
 from k2_ops.deploy.model import COLORS, instance_name
-from k2_ops.stack.process import ManagedProcess, free_port
+from k2_ops.stack.process import ManagedProcess, launch_on_port
 from k2_ops.stack.prometheus import remove_scrape_target, scrape_targets_dir, write_scrape_target
 from streamer.config import env_name
 from streamer.shards import WHOLE_MARKET, Shard
@@ -99,10 +99,13 @@ class ProcessBackend(DeploymentBackend):
     def start(self, color: str, image: str, *, standby: bool, env: Mapping[str, str] | None = None) -> InstanceInfo:
         if self.is_running(color):
             raise RuntimeError(f"{color} is already running; stop it first")
-        port = self.ports[color] or free_port()
-        process = self._process(color, streamer_env(self.common_env, color, port, standby=standby, overrides=env,
-                                                    shard=self.shard))
-        process.start()
+        def launch(port: int) -> tuple[int, Callable[[], str | None]]:
+            process = self._process(color, streamer_env(self.common_env, color, port, standby=standby,
+                                                        overrides=env, shard=self.shard))
+            return process.start(), process.exit_reason
+
+        port = launch_on_port(self._name(color), launch, self.ports[color])
+        process = self._process(color)
         info = InstanceInfo(color, f"http://127.0.0.1:{port}", image, standby, time.time())
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self._state_path(color).write_text(

@@ -20,6 +20,8 @@ validates every value at start-up:
 a bad value stops the process with exit code 2 and a message naming the setting and its allowed range.
 Every interval is a float in seconds, so a test can run a "4 h" rotation every 2 s.
 The command line takes only `--help` and `--version`; any other argument exits 2 instead of being ignored.
+When the HTTP port (`K2_METRICS_HOST`:`K2_METRICS_PORT`) cannot be listened on (taken), the process logs
+`cannot listen on ...` and exits 1.
 """
 
 

@@ -2,7 +2,8 @@
 
 from k2_ops.stack.kafka import KafkaService
 from k2_ops.stack.local import LocalStack, StackAlreadyRunning
-from k2_ops.stack.process import ManagedProcess, ServiceError, free_port, wait_until
+from k2_ops.stack.ports import allocate_port
+from k2_ops.stack.process import ManagedProcess, ServiceError, wait_until
 from k2_ops.stack.prometheus import AlertmanagerService, PrometheusService
 
 __all__ = [
@@ -13,6 +14,6 @@ __all__ = [
     "PrometheusService",
     "ServiceError",
     "StackAlreadyRunning",
-    "free_port",
+    "allocate_port",
     "wait_until",
 ]

@@ -13,7 +13,7 @@ import yaml
 
 from k2_ops.paths import home_dir
 from k2_ops.stack.http import http_ok
-from k2_ops.stack.process import SupervisedService, free_port, port_is_open
+from k2_ops.stack.process import SupervisedService, port_is_open
 
 # The code location the local `dagster dev` serves, named as the root workspace.yaml names it (a test checks).
 LOCAL_WORKSPACE = {"load_from": [{"python_module": {"module_name": "dagster_project.definitions",
@@ -38,8 +38,7 @@ class SimulatorProcess(SupervisedService):
     name: str = "simulator"
 
     def __post_init__(self) -> None:
-        self.port = self.port or free_port()
-        self.control_port = self.control_port or free_port()
+        self._allocate_ports("port", "control_port")
 
     @property
     def workdir(self) -> Path:
@@ -64,12 +63,11 @@ class SimulatorProcess(SupervisedService):
 
     def start(self) -> float:
         began = time.monotonic()
-        command = [
+        self._launch(lambda: [
             sys.executable, "-m", "k2_ops.simulator",
             "--symbols", self.symbols, "--rate", f"{self.rate_per_symbol:g}",
             "--port", str(self.port), "--control-port", str(self.control_port), "--workdir", str(self.workdir),
-        ]
-        self._launch(command, cwd=self.run_dir, interval_s=0.1)
+        ], cwd=self.run_dir, interval_s=0.1)
         return time.monotonic() - began
 
     def is_ready(self) -> bool:
@@ -87,7 +85,7 @@ class DagsterProcess(SupervisedService):
     name: str = "dagster"
 
     def __post_init__(self) -> None:
-        self.port = self.port or free_port()
+        self._allocate_ports("port")
 
     @property
     def dagster_home(self) -> Path:
@@ -108,10 +106,10 @@ class DagsterProcess(SupervisedService):
         workspace = self.dagster_home / "workspace.yaml"
         workspace.write_text(yaml.safe_dump(LOCAL_WORKSPACE, sort_keys=False))
         dagster = Path(sys.executable).with_name("dagster")
-        command = [str(dagster), "dev", "-w", str(workspace), "-h", "127.0.0.1", "-p", str(self.port)]
         env = {"DAGSTER_HOME": str(self.dagster_home), "PATH": f"{dagster.parent}{os.pathsep}{os.environ['PATH']}",
                **self.env}
-        self._launch(command, cwd=self.run_dir, env=env, stop_grace_s=30, interval_s=0.5)
+        self._launch(lambda: [str(dagster), "dev", "-w", str(workspace), "-h", "127.0.0.1", "-p", str(self.port)],
+                     cwd=self.run_dir, env=env, stop_grace_s=30, interval_s=0.5)
         return time.monotonic() - began
 
     def is_ready(self) -> bool:

@@ -17,6 +17,7 @@ names files (K2_KAFKA_SASL_PASSWORD_FILE), never the password itself.
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
 import os
 import secrets
@@ -29,11 +30,11 @@ from enum import StrEnum
 from pathlib import Path
 
 from k2_ops.paths import KAFKA_VERSION, kafka_libs_dir
+from k2_ops.stack.ports import allocate_port, port_in_use, start_on_fresh_ports
 from k2_ops.stack.process import (
     ManagedProcess,
     ServiceError,
     SupervisedService,
-    free_port,
     port_is_open,
     wait_until,
 )
@@ -185,22 +186,31 @@ class KafkaService(SupervisedService):
     timings: ClusterTimings = field(default_factory=ClusterTimings)
     start_seconds: float | None = field(default=None, init=False)
     nodes: list[KafkaNode] = field(default_factory=list, init=False, repr=False)
+    _given_ports: tuple[int, int] = field(default=(0, 0), init=False, repr=False)
 
     def __post_init__(self) -> None:
         if not 1 <= self.brokers <= 9:
             raise ValueError(f"brokers: {self.brokers}; allowed: 1 .. 9")
         self.security = KafkaSecurity(self.security)
-        self.port = self.port or free_port()
-        self.controller_port = self.controller_port or free_port()
+        # Ports the caller gave (the first node's) are kept; the rest come from the ledger and may be chosen
+        # again when one is taken before its broker binds it.
+        self._given_ports = (self.port, self.controller_port)
         for index in range(self.brokers):
             if self.brokers == 1:  # the single node keeps the historic layout: <run>/<name>, process <name>
-                home, name, port, controller = self.home, self.name, self.port, self.controller_port
+                home, name = self.home, self.name
             else:
-                name = f"{self.name}-{index + 1}"
-                home = self.home / f"node-{index + 1}"
-                port = self.port if index == 0 else free_port()
-                controller = self.controller_port if index == 0 else free_port()
-            self.nodes.append(KafkaNode(home, name, index + 1, port, controller))
+                name, home = f"{self.name}-{index + 1}", self.home / f"node-{index + 1}"
+            self.nodes.append(KafkaNode(home, name, index + 1, 0, 0))
+        self._choose_ports()
+
+    def _choose_ports(self) -> bool:
+        """Ports from the ledger for every node port the caller did not give; False when all were given."""
+        given_port, given_controller = self._given_ports
+        for index, node in enumerate(self.nodes):
+            node.port = given_port if index == 0 and given_port else allocate_port()
+            node.controller_port = given_controller if index == 0 and given_controller else allocate_port()
+        self.port, self.controller_port = self.nodes[0].port, self.nodes[0].controller_port
+        return not (given_port and given_controller and self.brokers == 1)
 
     # ---- addresses and client settings -------------------------------------------------------------------
     @property
@@ -370,9 +380,27 @@ class KafkaService(SupervisedService):
         return configs
 
     def start(self) -> float:
-        """Start every node and wait until all brokers are listed; returns the start time in seconds."""
+        """Start every node and wait until all brokers are listed; returns the start time in seconds. When a
+        broker finds one of its ports taken, the cluster starts again on fresh ports (the ledger's)."""
         began = time.monotonic()
+        fresh = not any((node.home / "data" / "meta.properties").exists() for node in self.nodes)
+
+        def choose_again() -> bool:
+            if fresh:  # formatted by this start for the old addresses: formatted again for the new ones
+                for node in self.nodes:
+                    shutil.rmtree(node.home / "data", ignore_errors=True)
+            return self._choose_ports()
+
+        start_on_fresh_ports(self.name, self._start_nodes, choose_again)
+        self.start_seconds = time.monotonic() - began
+        log.info("Kafka ready on %s (%d node(s), %s) in %.1f s", self.bootstrap_servers, self.brokers,
+                 self.security.value, self.start_seconds)
+        return self.start_seconds
+
+    def _start_nodes(self) -> None:
         configs = self._prepare()
+        logs = [node.home / "server.log" for node in self.nodes]
+        offsets = [path.stat().st_size if path.exists() else 0 for path in logs]
         for node, config in zip(self.nodes, configs, strict=True):
             node.process = ManagedProcess(node.name, self._java_command(node, "kafka.Kafka", str(config)),
                                           self.run_dir)
@@ -383,12 +411,19 @@ class KafkaService(SupervisedService):
             reasons = [f"{n.name} {r}" for n in self.nodes if n.process and (r := n.process.exit_reason())]
             return "; ".join(reasons) or None
 
-        wait_until(self.is_ready, self.ready_timeout_s, f"{self.name} on {self.bootstrap_servers}", interval_s=0.2,
-                   abort=exited)
-        self.start_seconds = time.monotonic() - began
-        log.info("Kafka ready on %s (%d node(s), %s) in %.1f s", self.bootstrap_servers, self.brokers,
-                 self.security.value, self.start_seconds)
-        return self.start_seconds
+        try:
+            wait_until(self.is_ready, self.ready_timeout_s, f"{self.name} on {self.bootstrap_servers}",
+                       interval_s=0.2, abort=exited)
+        except ServiceError as exc:
+            self.stop()
+            # Brokers log to server.log (log4j), not to the process log: a bind failure is found there.
+            for node, path, offset in zip(self.nodes, logs, offsets, strict=True):
+                with contextlib.suppress(OSError), path.open("rb") as server_log:
+                    server_log.seek(offset)
+                    text = server_log.read().decode(errors="replace")
+                    if port_in_use(text):
+                        raise ServiceError(f"{exc}; {node.name} could not listen: address already in use") from exc
+            raise
 
     def stop(self) -> None:
         # All at once: a node stopped after the others would wait for a quorum that is already gone.

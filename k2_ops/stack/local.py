@@ -64,7 +64,6 @@ class LocalStack:
             self.run_dir,
             scrape_interval_s=self.scrape_interval_s,
             evaluation_interval_s=self.scrape_interval_s,
-            alertmanager_address=self.alertmanager.address,
         )
 
     def services(self) -> dict[str, Service]:
@@ -89,6 +88,8 @@ class LocalStack:
         try:
             for name, service in self.services().items():
                 starting = service
+                if service is self.prometheus:  # Alertmanager's port is final once it listens (a retry moves it)
+                    self.prometheus.alertmanager_address = self.alertmanager.address
                 self.start_seconds[name] = service.start()
                 started[name] = service
                 starting = None

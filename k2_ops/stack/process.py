@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import random
 import signal
 import socket
 import subprocess
@@ -24,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from k2_ops.polling import poll_until
+from k2_ops.stack.ports import allocate_port, port_in_use, start_on_fresh_ports
 
 log = logging.getLogger(__name__)
 
@@ -32,45 +32,58 @@ class ServiceError(RuntimeError):
     """A local service could not start, become ready, or stop."""
 
 
-# Listening ports are picked from here up to the start of the kernel's ephemeral range.
-LISTEN_PORT_FLOOR = 10_000
-
-
-def ephemeral_port_range() -> tuple[int, int]:
-    """The ports the kernel gives outgoing connections (net.ipv4.ip_local_port_range; Linux default)."""
-    try:
-        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
-        return int(low), int(high)
-    except (OSError, ValueError):
-        return 32_768, 60_999
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port on loopback that nothing listens on right now, chosen below the kernel's ephemeral range.
-    A port the kernel chose (bind to port 0) could be handed to an outgoing connection (a Kafka client, a
-    broker's replica fetcher, a browser) between this choice and the service's own bind: that made a service
-    fail with 'address already in use' now and then. Below the range only another listener can take it."""
-    low, _ = ephemeral_port_range()
-    if low - LISTEN_PORT_FLOOR >= 1_000:
-        for _ in range(100):
-            port = random.randrange(LISTEN_PORT_FLOOR, low)
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-                try:
-                    sock.bind((host, port))
-                except OSError:
-                    continue
-                return port
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:  # no room below the range: the kernel's pick
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
 def port_is_open(host: str, port: int, timeout_s: float = 0.5) -> bool:
     try:
         with socket.create_connection((host, port), timeout=timeout_s):
             return True
     except OSError:
         return False
+
+
+def listens_on(pid: int, port: int) -> bool:
+    """Whether process `pid` itself listens on TCP `port` (not some other process that took the port)."""
+    import psutil
+
+    try:
+        connections = psutil.Process(pid).net_connections("tcp")
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return False
+    return any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port for c in connections)
+
+
+def wait_listening(name: str, pid: int, port: int, exit_reason: Callable[[], str | None],
+                   timeout_s: float = 60.0) -> None:
+    """Until the process `pid` we started listens on `port`; ServiceError with its exit reason when it exits
+    first (a port taken before it bound says "address already in use" there)."""
+    wait_until(lambda: listens_on(pid, port), timeout_s, f"{name} listening on port {port}", interval_s=0.05,
+               abort=exit_reason)
+
+
+def launch_on_port(name: str, launch: Callable[[int], tuple[int, Callable[[], str | None]]], port: int = 0,
+                   timeout_s: float = 60.0) -> int:
+    """Start a program of ours that listens on one port, and return that port: `launch(port)` starts it and
+    returns (pid, its exit reason). `port` 0 means one from the ledger, chosen again (and the program started
+    again) when it exits because the port was taken meanwhile; a given port is kept. Any other failure (a
+    bad setting, a slow start) is left to the caller's own readiness wait, as if this had only started it."""
+    chosen = port or allocate_port()
+
+    def start_once() -> None:
+        pid, exit_reason = launch(chosen)
+        try:
+            wait_listening(name, pid, chosen, exit_reason, timeout_s)
+        except ServiceError as exc:
+            if port_in_use(str(exc)):
+                raise
+
+    def choose_again() -> bool:
+        nonlocal chosen
+        if port:
+            return False
+        chosen = allocate_port()
+        return True
+
+    start_on_fresh_ports(name, start_once, choose_again)
+    return chosen
 
 
 def wait_until(
@@ -171,6 +184,7 @@ class ManagedProcess:
     # What the log shows instead of `command` when the command line carries a secret.
     shown_command: Sequence[str] | None = None
     _proc: subprocess.Popen[bytes] | None = field(default=None, init=False, repr=False)
+    _log_offset: int = field(default=0, init=False, repr=False)
 
     @property
     def log_path(self) -> Path:
@@ -197,6 +211,7 @@ class ManagedProcess:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, **(self.env or {})}
         log_file = self.log_path.open("ab")
+        self._log_offset = log_file.tell()  # the log is appended to across starts: this run's part begins here
         shown = self.command if self.shown_command is None else self.shown_command
         log.info("starting %s: %s (log %s)", self.name, " ".join(shown), self.log_path)
         try:
@@ -235,10 +250,14 @@ class ManagedProcess:
         return f"exited with code {self._proc.returncode}; last log lines:\n{self.log_tail()}"
 
     def log_tail(self, lines: int = 15) -> str:
+        """The last lines this run of the process wrote (the whole log for one we did not start)."""
         try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+            with self.log_path.open("rb") as log_file:
+                log_file.seek(self._log_offset)
+                text = log_file.read().decode(errors="replace")
         except FileNotFoundError:
             return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
 
     def request_stop(self) -> None:
         """SIGTERM without waiting (stop several services at once, then `stop()` each to wait)."""
@@ -293,12 +312,18 @@ def _signal_group(pid: int, signum: int, only_if_leader_gone: bool = False) -> N
 class SupervisedService:
     """What every service of the stack shares: one `ManagedProcess`, readiness polled with a deadline,
     stop by PID, and a status row. A service sets `name`, `run_dir`, `ready_timeout_s`, and defines `url`,
-    `health_url`, `is_ready()` and `start()` (which calls `_launch`)."""
+    `health_url`, `is_ready()` and `start()` (which calls `_launch`).
+
+    Ports: `_allocate_ports("port", ...)` in `__post_init__` gives each named attribute left at 0 a port from
+    the machine's ledger (k2_ops.stack.ports) and remembers it; when the process then exits because such a
+    port was taken after all, `_launch` chooses those ports again and starts it anew. A port the caller gave
+    is never changed: its conflict is the caller's error to see."""
 
     name: str
     run_dir: Path
     ready_timeout_s: float
     _process: ManagedProcess | None = None
+    _allocated: tuple[str, ...] = ()
 
     @property
     def url(self) -> str:
@@ -307,19 +332,51 @@ class SupervisedService:
     def is_ready(self) -> bool:
         raise NotImplementedError
 
+    def _allocate_ports(self, *attributes: str) -> None:
+        for attribute in attributes:
+            if not getattr(self, attribute):
+                setattr(self, attribute, allocate_port())
+                self._allocated = (*self._allocated, attribute)
+
+    def _allocate_again(self) -> bool:
+        """New ports for the attributes this object allocated; False when it allocated none."""
+        for attribute in self._allocated:
+            setattr(self, attribute, allocate_port())
+        return bool(self._allocated)
+
     def _launch(
         self,
-        command: Sequence[str],
+        command: Callable[[], Sequence[str]],
         *,
         cwd: Path | None = None,
         env: dict[str, str] | None = None,
         stop_grace_s: float = 15.0,
         interval_s: float = 0.2,
     ) -> None:
-        self._process = ManagedProcess(self.name, command, self.run_dir, env=env, cwd=cwd, stop_grace_s=stop_grace_s)
-        self._process.start()
-        wait_until(self.is_ready, self.ready_timeout_s, f"{self.name} on {self.url}", interval_s=interval_s,
-                   abort=self._process.exit_reason)
+        """Start `command()` (built for the current ports) and wait until ready; again on fresh ports when a
+        port was taken before the service bound it."""
+
+        def start_once() -> None:
+            process = self._process = ManagedProcess(self.name, command(), self.run_dir, env=env, cwd=cwd,
+                                                     stop_grace_s=stop_grace_s)
+            process.start()
+
+            def failed() -> str | None:
+                # Some programs keep running when one of their listeners could not bind (`dagster dev`
+                # when its webserver's port is taken): their log says so, and waiting longer would not help.
+                if (reason := process.exit_reason()) is not None:
+                    return reason
+                tail = process.log_tail()
+                return f"a port was taken; last log lines:\n{tail}" if port_in_use(tail) else None
+
+            try:
+                wait_until(self.is_ready, self.ready_timeout_s, f"{self.name} on {self.url}", interval_s=interval_s,
+                           abort=failed)
+            except ServiceError:
+                process.stop()  # exited, or never ready: whatever is left of it goes before a new start
+                raise
+
+        start_on_fresh_ports(self.name, start_once, self._allocate_again)
 
     def is_running(self) -> bool:
         return self._process is not None and self._process.is_running()

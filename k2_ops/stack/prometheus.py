@@ -19,7 +19,7 @@ import yaml
 from k2_ops.http_endpoint import Endpoint
 from k2_ops.paths import rules_dir
 from k2_ops.stack.http import http_json, http_ok
-from k2_ops.stack.process import ServiceError, SupervisedService, free_port
+from k2_ops.stack.process import ServiceError, SupervisedService
 
 STREAMER_JOB = "k2-streamer"
 
@@ -130,7 +130,7 @@ class AlertmanagerService(SupervisedService):
     start_seconds: float | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
-        self.port = self.port or free_port()
+        self._allocate_ports("port")
 
     @property
     def address(self) -> str:
@@ -151,16 +151,17 @@ class AlertmanagerService(SupervisedService):
         (home / "data").mkdir(parents=True, exist_ok=True)
         config_path = home / "alertmanager.yml"
         config_path.write_text(yaml.safe_dump(alertmanager_config(self.webhook_url)))
-        command = [
-            _binary("prometheus-alertmanager", "alertmanager"),
+        binary = _binary("prometheus-alertmanager", "alertmanager")
+        web_config = _web_config_args(self.web_config, home)
+        self._launch(lambda: [
+            binary,
             f"--config.file={config_path}",
             f"--storage.path={home / 'data'}",
             f"--web.listen-address={self.address}",
             # An empty cluster address turns gossip off, so nothing listens beyond our loopback port.
             "--cluster.listen-address=",
-        ]
-        command += _web_config_args(self.web_config, home)
-        self._launch(command, interval_s=0.1)
+            *web_config,
+        ], interval_s=0.1)
         self.start_seconds = time.monotonic() - began
         return self.start_seconds
 
@@ -189,7 +190,7 @@ class PrometheusService(SupervisedService):
     start_seconds: float | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
-        self.port = self.port or free_port()
+        self._allocate_ports("port")
 
     @property
     def home(self) -> Path:
@@ -226,8 +227,10 @@ class PrometheusService(SupervisedService):
         began = time.monotonic()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.write_config()
-        command = [
-            _binary("prometheus"),
+        binary = _binary("prometheus")
+        web_config = _web_config_args(self.web_config, self.home)
+        self._launch(lambda: [
+            binary,
             f"--config.file={self.config_path}",
             f"--storage.tsdb.path={self.data_dir}",
             f"--storage.tsdb.retention.time={self.retention}",
@@ -236,9 +239,8 @@ class PrometheusService(SupervisedService):
             # Firing alerts are re-sent at this period; the default (1 m) would hide, for a minute, any alert
             # that first fired before Alertmanager discovery settled (it takes ~5 s after start).
             f"--rules.alert.resend-delay={self.evaluation_interval_s:g}s",
-        ]
-        command += _web_config_args(self.web_config, self.home)
-        self._launch(command, interval_s=0.1)
+            *web_config,
+        ], interval_s=0.1)
         self.start_seconds = time.monotonic() - began
         return self.start_seconds
 

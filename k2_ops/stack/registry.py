@@ -18,7 +18,7 @@ from pathlib import Path
 
 from k2_ops.paths import APICURIO_VERSION, registry_home
 from k2_ops.stack.http import http_json, http_ok
-from k2_ops.stack.process import ServiceError, SupervisedService, free_port, port_is_open
+from k2_ops.stack.process import ServiceError, SupervisedService, port_is_open
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ class SchemaRegistryService(SupervisedService):
             )
         if self.heap_mb < 64:
             raise ValueError(f"heap_mb: {self.heap_mb} MB is too small for the registry (64 MB at least)")
-        self.port = self.port or free_port()
+        self._allocate_ports("port")
 
     @property
     def base_url(self) -> str:
@@ -100,7 +100,7 @@ class SchemaRegistryService(SupervisedService):
         """Start and wait until the Confluent API lists subjects; returns the start time in seconds."""
         began = time.monotonic()
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        self._launch(self._command(), cwd=self.work_dir)
+        self._launch(self._command, cwd=self.work_dir)
         if self.default_compatibility is not None:
             http_json(self.url + "/config", method="PUT", body={"compatibility": self.default_compatibility})
         self.start_seconds = time.monotonic() - began

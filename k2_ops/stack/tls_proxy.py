@@ -17,7 +17,7 @@ from pathlib import Path
 import trustme
 
 from k2_ops.http_endpoint import Endpoint
-from k2_ops.stack.process import ServiceError, SupervisedService, free_port
+from k2_ops.stack.process import ServiceError, SupervisedService
 
 NGINX_CONFIG = """\
 {user}
@@ -64,7 +64,7 @@ class TlsProxyService(SupervisedService):
     ca_file: Path = field(init=False)
 
     def __post_init__(self) -> None:
-        self.port = self.port or free_port()
+        self._allocate_ports("port")
         self.ca = self.ca or trustme.CA(organization_name="K2 proxy test CA")
         self.ca_file = self.home / "ca.pem"
 
@@ -106,8 +106,9 @@ class TlsProxyService(SupervisedService):
         nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists() else None)
         if nginx is None:
             raise ServiceError("nginx not found (apt-get install nginx-light; `make setup` does it)")
-        config = self._write_files()
-        self._launch([nginx, "-p", str(self.home), "-c", str(config), "-g", "daemon off;"], stop_grace_s=5.0)
+        # The port is in the config file: written again for each start (a retry on a fresh port).
+        self._launch(lambda: [nginx, "-p", str(self.home), "-c", str(self._write_files()), "-g", "daemon off;"],
+                     stop_grace_s=5.0)
         return 0.0
 
     def _write_htpasswd(self) -> None:

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from k2_ops.stack.process import free_port, terminate
+from k2_ops.stack.process import launch_on_port, terminate
 from k2_ops.validation import criteria, memory_profile
 from k2_ops.validation.checks import CheckResult
 from k2_ops.validation.profiles import ValidationProfile
@@ -148,14 +148,16 @@ class StreamerProcess:
         self.env = {**inherited, **kafka_client_environment(os.environ), **env}
         self.log_path = log_path
         self._proc: subprocess.Popen[bytes] | None = None
+        self._log_offset = 0  # the log is appended to across starts: this start's part begins here
 
     @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc else None
 
-    def start(self) -> None:
+    def start(self) -> int:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log_file:
+            self._log_offset = log_file.tell()
             self._proc = subprocess.Popen(
                 self.command,
                 env=self.env,
@@ -165,9 +167,14 @@ class StreamerProcess:
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
             )
+        return self._proc.pid
 
     def exit_code(self) -> int | None:
         return None if self._proc is None else self._proc.poll()
+
+    def exit_reason(self) -> str | None:
+        code = self.exit_code()
+        return None if code is None else f"exited with code {code}; last log lines:\n{self.log_tail()}"
 
     def stop(self, timeout: float) -> int | None:
         if self._proc is None:
@@ -180,10 +187,14 @@ class StreamerProcess:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def log_tail(self, lines: int = 20) -> str:
+        """The last lines this start of the streamer wrote."""
         try:
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+            with self.log_path.open("rb") as log_file:
+                log_file.seek(self._log_offset)
+                text = log_file.read().decode(errors="replace")
         except FileNotFoundError:
             return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
 
 
 class SoakRunner:
@@ -211,20 +222,24 @@ class SoakRunner:
 
     def _spawn(self) -> str:
         config = self.config
-        port = free_port()
-        self.spawn_env = {
-            **config.streamer_env,
-            **config.profile.streamer_env(),
-            "K2_INSTANCE": config.instance,
-            "K2_METRICS_HOST": "127.0.0.1",
-            "K2_METRICS_PORT": str(port),
-        }
-        if config.leak_bytes_per_second:
-            self.spawn_env["K2_TEST_LEAK_BYTES_PER_SECOND"] = repr(float(config.leak_bytes_per_second))
-        self.process = StreamerProcess(
-            [config.python, "-P", "-m", "streamer"], self.spawn_env, config.out_dir / "streamer.log"
-        )
-        self.process.start()
+
+        def launch(port: int) -> tuple[int, Callable[[], str | None]]:
+            self.spawn_env = {
+                **config.streamer_env,
+                **config.profile.streamer_env(),
+                "K2_INSTANCE": config.instance,
+                "K2_METRICS_HOST": "127.0.0.1",
+                "K2_METRICS_PORT": str(port),
+            }
+            if config.leak_bytes_per_second:
+                self.spawn_env["K2_TEST_LEAK_BYTES_PER_SECOND"] = repr(float(config.leak_bytes_per_second))
+            self.process = StreamerProcess(
+                [config.python, "-P", "-m", "streamer"], self.spawn_env, config.out_dir / "streamer.log"
+            )
+            return self.process.start(), self.process.exit_reason
+
+        port = launch_on_port("soak streamer", launch, timeout_s=config.ready_timeout_seconds)
+        assert self.process is not None
         base = f"http://127.0.0.1:{port}"
         self.progress(
             f"soak: started streamer (pid {self.process.pid}) metrics {base}/metrics, log {self.process.log_path}"

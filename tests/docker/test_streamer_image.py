@@ -18,7 +18,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -33,6 +32,7 @@ from packaging.markers import default_environment
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from k2_ops.stack.ports import allocate_port
 from streamer.config import describe_settings
 
 REQUIREMENTS_SCRIPT = Path("docker/pyproject_requirements.py")
@@ -287,12 +287,6 @@ def test_every_streamer_import_resolves_in_the_image_environment(image_venv: Pat
     assert probe.returncode != 0, "the emulated image must not see this virtualenv's packages"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def run_check(argv: list[str], env: dict[str, str]) -> int:
     return subprocess.run(argv, env=env, capture_output=True, timeout=30, check=False).returncode
 
@@ -304,14 +298,14 @@ def test_streamer_passes_its_healthcheck_and_stops_cleanly_on_sigterm(
     """The ENTRYPOINT in the image's environment, against the real local Kafka, with no exchange reachable:
     alive (/healthz, the image HEALTHCHECK passes) but not ready (/readyz, compose's healthcheck fails);
     SIGTERM -> exit 0; afterwards the HEALTHCHECK fails."""
-    port = free_port()
+    port = allocate_port()
     env = image_env(
         image_venv, streamer_dockerfile,
         K2_METRICS_PORT=str(port),
         K2_KAFKA_BOOTSTRAP_SERVERS=kafka.bootstrap_servers,
         K2_KAFKA_TOPIC_PREFIX=f"k2test.docker.{uuid.uuid4().hex[:8]}",
         K2_SCHEMA_REGISTRY_URL="mock://docker-image-test",
-        K2_BINANCE_WS_URL=f"wss://127.0.0.1:{free_port()}/stream",  # nothing listens: reconnects with backoff
+        K2_BINANCE_WS_URL=f"wss://127.0.0.1:{allocate_port()}/stream",  # nothing listens: reconnects with backoff
         K2_SHUTDOWN_FLUSH_TIMEOUT_SECONDS="5",
         K2_INSTANCE="blue",
     )

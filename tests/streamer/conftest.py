@@ -25,8 +25,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from k2_ops.polling import poll_until
 from k2_ops.simulator import BackgroundSimulator, SimulatorConfig
-from k2_ops.stack import KafkaService, free_port
-from k2_ops.stack.process import terminate
+from k2_ops.stack import KafkaService
+from k2_ops.stack.process import launch_on_port, terminate
 from streamer.serialize import load_schema, split_wire
 from streamer.summary import summary_from_log
 
@@ -66,7 +66,7 @@ class Metrics:
 class StreamerProcess:
     env: dict[str, str]
     log_path: Path
-    port: int
+    port: int = 0  # 0: one from the port ledger at start (chosen again if it is taken before the bind)
     proc: subprocess.Popen[bytes] | None = None
     _log: Any = field(default=None, repr=False)
 
@@ -75,11 +75,26 @@ class StreamerProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> StreamerProcess:
-        self._log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streamer"], cwd=REPO_ROOT, env=self.env, stdout=self._log, stderr=self._log
-        )
+        """Started and listening on its port (or exited: a test of a failing start sees why)."""
+
+        def launch(port: int) -> tuple[int, Callable[[], str | None]]:
+            self.port = port
+            self.env["K2_METRICS_PORT"] = str(port)
+            if self._log is not None:
+                self._log.close()
+            self._log = self.log_path.open("ab")
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "streamer"], cwd=REPO_ROOT, env=self.env, stdout=self._log, stderr=self._log
+            )
+            return self.proc.pid, self.exit_reason
+
+        launch_on_port("streamer", launch, self.port)
         return self
+
+    def exit_reason(self) -> str | None:
+        if self.proc is None or self.proc.poll() is None:
+            return None
+        return f"exited with {self.proc.returncode}; log:\n{self.log_tail()}"
 
     def get(self, path: str) -> tuple[int, Any]:
         try:
@@ -265,14 +280,12 @@ def make_streamer(tmp_path: Path) -> Iterator[Callable[..., StreamerProcess]]:
     started: list[StreamerProcess] = []
 
     def make(sim: BackgroundSimulator | None, bootstrap: str, start: bool = True, **env: Any) -> StreamerProcess:
-        port = free_port()
         settings = {
             "K2_BINANCE_SYMBOLS": "btcusdt,ethusdt",
             "K2_BINANCE_STREAMS": "trade",
             "K2_KAFKA_BOOTSTRAP_SERVERS": bootstrap,
             "K2_KAFKA_TOPIC_PREFIX": f"test.{uuid.uuid4().hex[:10]}",
             "K2_SCHEMA_REGISTRY_URL": f"mock://{uuid.uuid4().hex[:8]}",
-            "K2_METRICS_PORT": str(port),
             "K2_INSTANCE": "blue",
             "K2_PING_INTERVAL_SECONDS": "5",
             "K2_PING_TIMEOUT_SECONDS": "2",
@@ -289,7 +302,7 @@ def make_streamer(tmp_path: Path) -> Iterator[Callable[..., StreamerProcess]]:
         settings.update({k: str(v) for k, v in env.items()})
         environ = {k: v for k, v in os.environ.items() if not k.startswith("K2_")}
         environ.update(settings)
-        process = StreamerProcess(environ, tmp_path / f"streamer-{len(started)}.log", port)
+        process = StreamerProcess(environ, tmp_path / f"streamer-{len(started)}.log")
         started.append(process)
         return process.start() if start else process
 

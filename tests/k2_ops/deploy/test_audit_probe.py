@@ -121,9 +121,9 @@ def test_wait_ready_stops_early_when_the_process_is_gone(readyz_server: str) -> 
 
 
 def test_unreachable_instance() -> None:
-    from k2_ops.stack.process import free_port
+    from k2_ops.stack.ports import allocate_port
 
-    readiness = probe.read_readiness(f"http://127.0.0.1:{free_port()}")
+    readiness = probe.read_readiness(f"http://127.0.0.1:{allocate_port()}")
     assert not readiness.ready
     assert readiness.status is None
     assert "unreachable" in readiness.reason()

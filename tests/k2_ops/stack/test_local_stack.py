@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import uuid
@@ -20,11 +19,11 @@ from k2_ops.stack import (
     LocalStack,
     PrometheusService,
     StackAlreadyRunning,
-    free_port,
+    allocate_port,
     wait_until,
 )
 from k2_ops.stack.local import running_services, status_report
-from k2_ops.stack.process import LISTEN_PORT_FLOOR, ephemeral_port_range, pid_alive, read_pid_file
+from k2_ops.stack.process import pid_alive, read_pid_file
 
 
 def test_kafka_round_trip_and_high_watermarks(kafka: KafkaService) -> None:
@@ -57,22 +56,11 @@ def test_kafka_round_trip_and_high_watermarks(kafka: KafkaService) -> None:
     assert [low for low, _ in watermarks] == [0, 0]
 
 
-def test_free_ports_lie_below_the_kernels_ephemeral_range_and_can_be_bound() -> None:
-    """Outgoing connections take ports from the ephemeral range: a listener's port chosen below it cannot be
-    taken by one between its choice and the service's bind."""
-    low, _ = ephemeral_port_range()
-    ports = {free_port() for _ in range(50)}
-    assert len(ports) > 40 and all(LISTEN_PORT_FLOOR <= port < low for port in ports), sorted(ports)
-    for port in ports:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind(("127.0.0.1", port))
-
-
 def test_prometheus_scrapes_a_file_sd_target_and_answers_a_query(prometheus: PrometheusService) -> None:
     registry = CollectorRegistry()
     gauge = Gauge("k2_stack_probe_value", "test gauge", registry=registry)
     gauge.set(42.5)
-    port = free_port()
+    port = allocate_port()
     server, _thread = start_http_server(port, addr="127.0.0.1", registry=registry)
     try:
         prometheus.add_scrape_target("probe", f"127.0.0.1:{port}", {"instance": "probe"})

@@ -9,7 +9,7 @@ import pytest
 
 from k2_ops.cli import main
 from k2_ops.deploy.history import DeploymentHistory
-from k2_ops.stack import free_port
+from k2_ops.stack import allocate_port
 from k2_ops.validation.synthetic import WeekScenario
 
 from .conftest import MONTH_SCRAPE_SECONDS, WEEK_SCRAPE_SECONDS, DeploymentWeeksPrometheus, HistoryPrometheus
@@ -91,7 +91,7 @@ def test_validate_daily_and_monthly(history_prometheus: HistoryPrometheus, tmp_p
 
 
 def test_validate_against_an_unreachable_prometheus_says_so(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    url = f"http://127.0.0.1:{free_port()}"
+    url = f"http://127.0.0.1:{allocate_port()}"
     assert main(["validate", "daily", "--prometheus", url, "--start", "2026-01-01", "--out", str(tmp_path)]) == 2
     assert f"Prometheus at {url} is unreachable" in capsys.readouterr().err
 
@@ -101,7 +101,7 @@ def test_soak_refuses_bad_input_plainly(capsys: pytest.CaptureFixture[str], tmp_
     assert "unknown profile 'weekly'" in capsys.readouterr().err
     assert main(["soak", "--profile", "ci", "--run-dir", str(tmp_path)]) == 2  # no stack there: no Kafka
     assert "no Kafka" in capsys.readouterr().err
-    url = f"http://127.0.0.1:{free_port()}"
+    url = f"http://127.0.0.1:{allocate_port()}"
     assert main(["soak", "--profile", "ci", "--attach", url, "--out", str(tmp_path / "attach")]) == 2
     assert "cannot scrape the streamer to attach to" in capsys.readouterr().err
     assert (

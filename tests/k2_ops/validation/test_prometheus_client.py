@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from k2_ops.stack import AlertmanagerService, free_port, wait_until
+from k2_ops.stack import AlertmanagerService, allocate_port, wait_until
 from k2_ops.validation.prometheus import (
     PROMETHEUS_MAX_POINTS,
     AlertmanagerClient,
@@ -44,7 +44,7 @@ def test_choose_step_refuses_an_empty_range() -> None:
 
 
 def test_unreachable_prometheus_is_named_plainly() -> None:
-    url = f"http://127.0.0.1:{free_port()}"
+    url = f"http://127.0.0.1:{allocate_port()}"
     with pytest.raises(PrometheusUnreachable, match=f"Prometheus at {url} is unreachable"):
         PrometheusClient(url, timeout_seconds=2).query("up")
     assert not PrometheusClient(url, timeout_seconds=2).ready()
@@ -128,7 +128,7 @@ def test_alertmanager_client_lists_firing_alerts(own_alertmanager: AlertmanagerS
 
 
 def test_unreachable_alertmanager_is_named_plainly() -> None:
-    url = f"http://127.0.0.1:{free_port()}"
+    url = f"http://127.0.0.1:{allocate_port()}"
     with pytest.raises(AlertmanagerUnreachable, match=f"Alertmanager at {url} is unreachable"):
         AlertmanagerClient(url, timeout_seconds=2).firing()
     assert not AlertmanagerClient(url, timeout_seconds=2).ready()
@@ -139,4 +139,4 @@ def test_scrape_interval_comes_from_the_prometheus_config(history_prometheus: Hi
     assert history_prometheus.client.scrape_interval() == configured
     assert history_prometheus.client.scrape_interval(job="no-such-job") == configured  # the global one
     with pytest.raises(PrometheusUnreachable):
-        PrometheusClient(f"http://127.0.0.1:{free_port()}", timeout_seconds=2).scrape_interval()
+        PrometheusClient(f"http://127.0.0.1:{allocate_port()}", timeout_seconds=2).scrape_interval()
