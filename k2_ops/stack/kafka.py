@@ -20,6 +20,7 @@ import base64
 import contextlib
 import logging
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -57,6 +58,8 @@ logger.apache.level = WARN
 """
 
 SCRAM_MECHANISM = "SCRAM-SHA-512"
+# How long a node may still take to shut down once the controller quorum is gone (see KafkaService.stop).
+QUORUM_LOST_GRACE_S = 5.0
 BROKER_USER = "admin"
 CLIENT_USER = "k2-streamer"
 
@@ -156,6 +159,47 @@ def _node_properties(
     return "\n".join(lines) + "\n"
 
 
+def node_process_name(service_name: str, node_id: int, brokers: int) -> str:
+    """The process (log, PID file) name of a node: `<service>` alone, `<service>-<node id>` in a cluster."""
+    return service_name if brokers == 1 else f"{service_name}-{node_id}"
+
+
+def is_node_process(process_name: str, service_name: str = "kafka") -> bool:
+    """Whether `process_name` is a node of KafkaService(name=service_name) (see node_process_name)."""
+    return re.fullmatch(rf"{re.escape(service_name)}(-\d+)?", process_name) is not None
+
+
+def stop_nodes(processes: list[ManagedProcess], grace_s: float = 15.0) -> None:
+    """Stop the nodes of one cluster: SIGTERM to all at once, all within one `grace_s`.
+
+    A broker's controlled shutdown waits for the controller quorum to approve it (Kafka waits up to 5
+    minutes). Nodes stopped one after the other leave the last without a quorum; even at once, a node slower
+    than the others can find the quorum gone when it asks. Once fewer than a majority of the nodes run, the
+    rest can no longer be approved: they get QUORUM_LOST_GRACE_S to finish a shutdown already under way, then
+    SIGKILL. Their data is in the page cache, and the next start recovers the log.
+    """
+    for process in processes:
+        process.request_stop()
+    majority = len(processes) // 2 + 1
+    deadline = time.monotonic() + grace_s
+    quorum_lost_at: float | None = None
+    while running := [process for process in processes if process.is_running()]:
+        now = time.monotonic()
+        if len(running) < majority and quorum_lost_at is None:
+            quorum_lost_at = now
+        quorum_gone = quorum_lost_at is not None and now - quorum_lost_at >= QUORUM_LOST_GRACE_S
+        if now >= deadline or quorum_gone:
+            reason = ("no controller quorum is left to approve its shutdown" if quorum_gone
+                      else f"still running {grace_s:.0f} s after SIGTERM")
+            for process in running:
+                log.warning("%s: %s; sending SIGKILL", process.name, reason)
+                process.kill()
+            break
+        time.sleep(0.05)
+    for process in processes:
+        process.stop()  # reaps our child and removes the PID file
+
+
 def _cluster_id() -> str:
     # Kafka cluster ids are 16 random bytes, URL-safe base64 without padding (what `random-uuid` prints).
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
@@ -196,11 +240,9 @@ class KafkaService(SupervisedService):
         # again when one is taken before its broker binds it.
         self._given_ports = (self.port, self.controller_port)
         for index in range(self.brokers):
-            if self.brokers == 1:  # the single node keeps the historic layout: <run>/<name>, process <name>
-                home, name = self.home, self.name
-            else:
-                name, home = f"{self.name}-{index + 1}", self.home / f"node-{index + 1}"
-            self.nodes.append(KafkaNode(home, name, index + 1, 0, 0))
+            # The single node keeps the historic layout: <run>/<name>, process <name>.
+            home = self.home if self.brokers == 1 else self.home / f"node-{index + 1}"
+            self.nodes.append(KafkaNode(home, node_process_name(self.name, index + 1, self.brokers), index + 1, 0, 0))
         self._choose_ports()
 
     def _choose_ports(self) -> bool:
@@ -425,12 +467,10 @@ class KafkaService(SupervisedService):
                         raise ServiceError(f"{exc}; {node.name} could not listen: address already in use") from exc
             raise
 
-    def stop(self) -> None:
-        # All at once: a node stopped after the others would wait for a quorum that is already gone.
+    def stop(self, grace_s: float = 15.0) -> None:
+        """Every node at once, within one `grace_s` (`stop_nodes`)."""
+        stop_nodes([self._node_process(node) for node in self.nodes], grace_s)
         for node in self.nodes:
-            self._node_process(node).request_stop()
-        for node in reversed(self.nodes):
-            self._node_process(node).stop()
             node.process = None
 
     def is_running(self) -> bool:
@@ -463,10 +503,9 @@ class KafkaService(SupervisedService):
     def kill_node(self, node_id: int) -> None:
         """SIGKILL (kill -9) one node: no shutdown, no flush."""
         node = self.node(node_id)
+        self.node_pid(node_id)  # raises when it is not running
         process = self._node_process(node)
-        os.kill(self.node_pid(node_id), signal.SIGKILL)
-        if process._proc is not None:
-            process._proc.wait(timeout=30)
+        process.kill()
         process.pid_path.unlink(missing_ok=True)
         node.process = None
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from k2_ops.stack.http import http_ok
-from k2_ops.stack.kafka import KafkaSecurity, KafkaService
+from k2_ops.stack.kafka import KafkaSecurity, KafkaService, is_node_process, stop_nodes
 from k2_ops.stack.process import ManagedProcess, ServiceError, pid_alive, port_is_open, read_pid_file
 from k2_ops.stack.prometheus import AlertmanagerService, PrometheusService
 from k2_ops.stack.registry import SchemaRegistryService
@@ -149,12 +149,17 @@ def crashed_services(run_dir: Path) -> set[str]:
 
 
 def stop_all(run_dir: Path, grace_s: float = 15.0) -> list[str]:
-    """Stop every service recorded in the run folder (from any shell), newest first; returns their names."""
+    """Stop every service recorded in the run folder (from any shell), newest first, the Kafka nodes last
+    and together (a cluster's nodes stopped one by one leave the last without a quorum); returns their names."""
     stopped = []
     pid_files = sorted(run_dir.glob("*.pid"), key=lambda path: path.stat().st_mtime, reverse=True)
+    kafka_nodes = [path for path in pid_files if is_node_process(path.stem)]
     for pid_file in pid_files:
-        ManagedProcess(pid_file.stem, [], run_dir, stop_grace_s=grace_s).stop()
-        stopped.append(pid_file.stem)
+        if pid_file not in kafka_nodes:
+            ManagedProcess(pid_file.stem, [], run_dir, stop_grace_s=grace_s).stop()
+            stopped.append(pid_file.stem)
+    stop_nodes([ManagedProcess(path.stem, [], run_dir, stop_grace_s=grace_s) for path in kafka_nodes], grace_s)
+    stopped += [path.stem for path in kafka_nodes]
     (run_dir / STATE_FILE).unlink(missing_ok=True)
     return stopped
 

@@ -265,6 +265,17 @@ class ManagedProcess:
         if pid is not None and self.is_running():
             _signal_group(pid, signal.SIGTERM)
 
+    def kill(self) -> None:
+        """SIGKILL to the service's process group at once, and wait until the process is gone."""
+        pid = self._proc.pid if self._proc is not None else self.recorded_pid()
+        if pid is None or not self.is_running():
+            return
+        _signal_group(pid, signal.SIGKILL)
+        if self._proc is not None:
+            self._proc.wait(timeout=10)
+        else:
+            wait_until(lambda: not self.is_running(), 10, f"{self.name} gone after SIGKILL", interval_s=0.05)
+
     def stop(self) -> None:
         """SIGTERM to the service's process group (it leads one: start_new_session), SIGKILL after the grace."""
         pid = self._proc.pid if self._proc is not None else self.recorded_pid()

@@ -6,6 +6,7 @@ node (tests/k2_ops/stack/test_local_stack.py)."""
 from __future__ import annotations
 
 import json
+import logging
 import stat
 import subprocess
 import sys
@@ -87,7 +88,12 @@ def test_stack_up_with_a_sasl_ssl_quorum_of_three_streams_into_replicated_topics
     assert password not in logs
 
 
-def test_mtls_cluster_requires_a_client_certificate(tmp_path: Path) -> None:
+def test_mtls_cluster_requires_a_client_certificate_and_its_last_node_stops_without_a_quorum(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """mTLS on every broker. Then the stop of a cluster that lost its quorum (two nodes killed): the last
+    node's controlled shutdown can never be approved (Kafka would wait 5 minutes), so it gets SIGKILL once
+    the quorum-lost grace is over instead of holding the stop for the whole grace."""
     kafka = KafkaService(tmp_path, brokers=3, security=KafkaSecurity.MTLS)
     try:
         kafka.start()
@@ -97,6 +103,10 @@ def test_mtls_cluster_requires_a_client_certificate(tmp_path: Path) -> None:
         without_cert = {k: v for k, v in conf.items() if k not in ("ssl.certificate.location", "ssl.key.location")}
         with pytest.raises(KafkaException):
             _admin(without_cert).list_topics(timeout=3)
+        kafka.kill_node(1)
+        kafka.kill_node(2)
+        caplog.set_level(logging.WARNING, logger="k2_ops.stack.kafka")
     finally:
-        kafka.stop()
-    assert not kafka.is_running()
+        kafka.stop(grace_s=120)
+    assert not kafka.is_running() and not list(tmp_path.glob("*.pid"))
+    assert "kafka-3: no controller quorum is left to approve its shutdown; sending SIGKILL" in caplog.text
