@@ -7,7 +7,7 @@ Alertmanager.
   validation criteria (scaled to its duration).
 - The same with a leak injected (K2_TEST_LEAK_BYTES_PER_SECOND) fails exactly the memory criteria, and
   BinanceMemoryLeakDetected fires in a real Prometheus (rules scaled to the compressed clock) and reaches
-  the real Alertmanager.
+  the real Alertmanager. The two soaks run side by side (each with its own simulator and streamer).
 """
 
 from __future__ import annotations
@@ -71,6 +71,7 @@ class CiSoak:
 
 @pytest.fixture(scope="module")
 def ci_soak(
+    leak_soak: LeakSoak,  # started first, it runs meanwhile (see LeakSoak)
     simulator: BackgroundSimulator,
     kafka: KafkaService,
     prometheus: PrometheusService,
@@ -210,20 +211,38 @@ def test_a_soak_attached_to_a_running_streamer(ci_soak: CiSoak) -> None:
     assert attached.exit_code is None  # nothing was started, nothing stopped
 
 
-def test_leak_soak_fails_memory_criteria_and_the_leak_alert_reaches_alertmanager(
-    simulator: BackgroundSimulator, kafka: KafkaService, alertmanager: AlertmanagerService, tmp_path: Path
-) -> None:
+@dataclass
+class LeakSoak:
+    """The leak soak, run in a thread beside the compressed 24 h soak (they share nothing but Kafka and
+    Alertmanager: its own simulator and Prometheus), so the module takes the longer of the two, not the sum."""
+
+    result: list[SoakResult]
+    alert: list[dict[str, object]]
+    alert_seen_after: list[float]
+    alert_names: set[str]
+    thread: threading.Thread
+
+    def wait(self) -> SoakResult:
+        self.thread.join(timeout=600)
+        assert not self.thread.is_alive(), "the leak soak did not end within 600 s"
+        assert self.result, "the leak soak raised (see the captured log)"
+        return self.result[0]
+
+
+@pytest.fixture(scope="module")
+def leak_soak(
+    kafka: KafkaService, alertmanager: AlertmanagerService, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[LeakSoak]:
+    tmp_path = tmp_path_factory.mktemp("leak-soak")
     instance = f"leak-{uuid.uuid4().hex[:6]}"
     rules = write_rules(scale_rules(PROFILE.scale, min_range_seconds=4.0), tmp_path / "rules" / "k2_alerts_ci.yml")
-    own_prometheus = PrometheusService(
-        tmp_path / "prometheus",
-        scrape_interval_s=1.0,
-        evaluation_interval_s=1.0,
-        alertmanager_address=alertmanager.address,
-        rule_files=[rules],
-    )
-    own_prometheus.start()
-    try:
+    simulator = BackgroundSimulator(SimulatorConfig(symbols=("btcusdt", "ethusdt"), rate_per_symbol=50.0,
+                                                    workdir=tmp_path / "simulator"))
+    own_prometheus = PrometheusService(tmp_path / "prometheus", scrape_interval_s=1.0, evaluation_interval_s=1.0,
+                                       alertmanager_address=alertmanager.address, rule_files=[rules])
+    leak = LeakSoak([], [], [], set(), threading.Thread())
+
+    def run() -> None:
         config = SoakConfig(
             LEAK_PROFILE,
             tmp_path / "soak",
@@ -233,41 +252,51 @@ def test_leak_soak_fails_memory_criteria_and_the_leak_alert_reaches_alertmanager
             leak_bytes_per_second=LEAK_BYTES_PER_SECOND,
             prometheus_url=own_prometheus.url,
         )
-        outcome: list[SoakResult] = []
         runner = SoakRunner(
             config,
             progress=lambda _: None,
             on_ready=lambda hp: own_prometheus.add_scrape_target(instance, hp, {"instance": instance}),
         )
-        thread = threading.Thread(target=lambda: outcome.append(runner.run()))
-        thread.start()
+        soak = threading.Thread(target=lambda: leak.result.append(runner.run()))
+        soak.start()
         manager = AlertmanagerClient(alertmanager.url)
-        fired: list[dict[str, object]] = []
         began = time.monotonic()
-        while thread.is_alive() and not fired:
-            fired = manager.firing("BinanceMemoryLeakDetected", instance=instance)
+        while soak.is_alive() and not leak.alert:
+            leak.alert.extend(manager.firing("BinanceMemoryLeakDetected", instance=instance))
             time.sleep(0.5)
-        alert_seen_after = time.monotonic() - began
-        thread.join(timeout=300)
-        if not fired:  # the soak ended first: one last look
-            fired = manager.firing("BinanceMemoryLeakDetected", instance=instance)
-        result = outcome[0]
-        alert_names = PrometheusClient(own_prometheus.url).firing_alert_names(
-            result.profile_path.stat().st_mtime - 600, time.time(), matchers={"instance": instance}
-        )
+        leak.alert_seen_after.append(time.monotonic() - began)
+        soak.join(timeout=300)
+        if not leak.alert:  # the soak ended first: one last look
+            leak.alert.extend(manager.firing("BinanceMemoryLeakDetected", instance=instance))
+        if leak.result:
+            leak.alert_names.update(PrometheusClient(own_prometheus.url).firing_alert_names(
+                leak.result[0].profile_path.stat().st_mtime - 600, time.time(), matchers={"instance": instance}))
+
+    simulator.start()
+    try:
+        own_prometheus.start()
+        leak.thread = threading.Thread(target=run)
+        leak.thread.start()
+        yield leak
+        leak.thread.join(timeout=600)
     finally:
         own_prometheus.stop()
+        simulator.stop()
 
+
+def test_leak_soak_fails_memory_criteria_and_the_leak_alert_reaches_alertmanager(leak_soak: LeakSoak) -> None:
+    result = leak_soak.wait()
+    fired = leak_soak.alert
     growth = next(check for check in result.checks if check.name == "memory_growth")
     print(
         f"leak soak measured: growth {growth.observed:.1f} MB, max leak score {result.summary['max_leak_score']:.2f}, "
-        f"alert in Alertmanager {alert_seen_after:.0f} s after the soak started"
+        f"alert in Alertmanager {leak_soak.alert_seen_after[0]:.0f} s after the soak started"
         if fired
         else "no alert"
     )
     assert fired, "BinanceMemoryLeakDetected never reached Alertmanager"
     assert fired[0]["labels"]["severity"] == "critical"
-    assert "BinanceMemoryLeakDetected" in alert_names
+    assert "BinanceMemoryLeakDetected" in leak_soak.alert_names
     failed = set(result.failed())
     assert failed == {"memory_growth", "prometheus_memory_growth"}, [(c.name, c.evidence) for c in result.checks]
     assert growth.observed >= 50
