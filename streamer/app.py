@@ -291,7 +291,8 @@ class Streamer:
         created = await _retry_until(
             self.stop_event, f"creating Kafka topics on {config.kafka_bootstrap_servers}",
             lambda: ensure_topics(config.kafka_bootstrap_servers, topics, config.kafka_topic_partitions,
-                                  config.kafka_replication_factor, client=config.kafka_client,
+                                  config.kafka_replication_factor, config.kafka_admin_timeout_s,
+                                  client=config.kafka_client,
                                   config=topic_config(config.kafka_topic_min_insync_replicas,
                                                       config.kafka_topic_retention_hours)),
         )

@@ -258,6 +258,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("kafka_stats_interval_s", "K2_KAFKA_STATS_INTERVAL_SECONDS", 1.0, "float", "0.1 .. 60 seconds",
             "how often the producer reports broker state (Kafka reachability for /readyz)",
             _positive(0.1, 60.0)),
+    Setting("kafka_admin_timeout_s", "K2_KAFKA_ADMIN_TIMEOUT_SECONDS", 10.0, "float", "0.5 .. 300 seconds",
+            "how long one check or creation of the topics at start may take before it is retried (with the "
+            "reconnect backoff) and the failure logged", _positive(0.5, 300.0)),
     Setting("kafka_linger_s", "K2_KAFKA_LINGER_SECONDS", 0.002, "float", "0 .. 1 seconds",
             "how long the producer waits to batch messages: longer costs latency, shorter costs CPU per "
             "message at high rates; 2 ms keeps event -> ack p99 at 5 ms at low rates for 4 % more CPU at full "
@@ -361,6 +364,7 @@ class StreamerConfig:
     kafka_replication_factor: int
     kafka_compression: str
     kafka_stats_interval_s: float
+    kafka_admin_timeout_s: float
     kafka_linger_s: float
     kafka_topic_min_insync_replicas: int
     kafka_topic_retention_hours: float

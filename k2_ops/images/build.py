@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -247,8 +248,11 @@ def build_all(docker: Docker, compose_plugin: Path, log: Log = print) -> BuildRe
     """Every local base and service image; the streamer and Dagster images are built by compose (`--build`)
     with the bases from compose_env()."""
     report = BuildReport()
-    for name in BASES:
-        report.seconds[BASES[name].tag] = build_base(docker, name, log)
+    # The bases at once: mmdebstrap mostly waits for downloads and dpkg's disk writes (measured on 2 cores,
+    # four fresh bases: 140 s one after the other, 82 s together).
+    with ThreadPoolExecutor(max_workers=len(BASES)) as pool:
+        seconds = dict(zip(BASES, pool.map(lambda name: build_base(docker, name, log), BASES), strict=True))
+    report.seconds.update({BASES[name].tag: taken for name, taken in seconds.items()})
     began = time.monotonic()
     build_docker_cli_image(docker, compose_plugin, log)
     report.seconds[DOCKER_CLI_TAG] = time.monotonic() - began

@@ -231,7 +231,9 @@ def test_wrong_password_is_reported_retried_and_nothing_is_lost_after_the_fix(
     remember_secret(wrong)
     wrong_file = tmp_path / "wrong-password"
     wrong_file.write_text(wrong + "\n")
-    sim, streamer = _start(make_simulator, make_streamer, cluster, K2_KAFKA_SASL_PASSWORD_FILE=str(wrong_file))
+    # A short topic-check timeout: each failed attempt takes that long, and the test waits for two.
+    sim, streamer = _start(make_simulator, make_streamer, cluster, K2_KAFKA_SASL_PASSWORD_FILE=str(wrong_file),
+                           K2_KAFKA_ADMIN_TIMEOUT_SECONDS=2)
 
     def reported() -> dict[str, Any] | None:
         status, body = streamer.get("/readyz")
@@ -263,7 +265,8 @@ def test_untrusted_broker_certificate_is_reported_and_retried(
 ) -> None:
     stranger = tmp_path / "other-ca.pem"
     trustme.CA(organization_name="not the cluster's CA").cert_pem.write_to_path(str(stranger))
-    sim, streamer = _start(make_simulator, make_streamer, cluster, K2_KAFKA_SSL_CA_LOCATION=str(stranger))
+    sim, streamer = _start(make_simulator, make_streamer, cluster, K2_KAFKA_SSL_CA_LOCATION=str(stranger),
+                           K2_KAFKA_ADMIN_TIMEOUT_SECONDS=2)
 
     def reported() -> str | None:
         status, body = streamer.get("/readyz")
