@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -48,13 +49,40 @@ def files_containing_secrets(roots: list[Path]) -> list[str]:
     return found
 
 
+# A test that takes longer than this (setup, call and teardown together) says why in its docstring.
+LONG_TEST_SECONDS = 60.0
+_seconds_per_test: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    _seconds_per_test[report.nodeid] = _seconds_per_test.get(report.nodeid, 0.0) + report.duration
+
+
+def long_tests_without_a_reason(items: list[pytest.Item], seconds: dict[str, float]) -> list[str]:
+    """'<test> (<n> s)' for every test over LONG_TEST_SECONDS whose function has no docstring."""
+    return [f"{item.nodeid} ({seconds[item.nodeid]:.0f} s)" for item in items
+            if seconds.get(item.nodeid, 0.0) > LONG_TEST_SECONDS
+            and not (getattr(getattr(item, "function", None), "__doc__", None) or "").strip()]
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    unexplained = long_tests_without_a_reason(session.items, _seconds_per_test)
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if unexplained:
+        message = (f"TESTS OVER {LONG_TEST_SECONDS:.0f} s WITHOUT A DOCSTRING SAYING WHY: " + "; ".join(unexplained))
+        if reporter is not None:
+            reporter.write_line("")
+            reporter.write_line(message, red=True)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    _check_secrets(session, reporter)
+
+
+def _check_secrets(session: pytest.Session, reporter: Any) -> None:
     if not USED_SECRETS:
         return
     roots = [session.config._tmp_path_factory.getbasetemp(), REPO_ROOT / "test-artifacts"]  # type: ignore[attr-defined]
     found = files_containing_secrets(roots)
     if found:
-        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
         message = "SECRET IN A LOG: " + "; ".join(found)
         if reporter is not None:
             reporter.write_line(message, red=True)

@@ -45,6 +45,8 @@ def screenshot(url: str, path: Path, profile: Path) -> None:
 
 
 def test_ui_shows_catalog_daily_report_and_deploy_run(dagster_ui, week_prometheus, artifacts_dir, tmp_path) -> None:
+    """A real `dagster dev` and headless Chromium (~70 s with the module's set-up): a daily report and a
+    blue-green deploy run through the UI's own run launcher before the pages are looked at."""
     ui, deployment = dagster_ui
     deployment.orchestrator().ensure_running("blue", DeployConfig(ready_timeout_seconds=60.0))
     day = week_prometheus.day(1)  # the bad week's day with 5 rotations

@@ -23,6 +23,8 @@ DONE = ("SUCCESS", "FAILURE", "CANCELED")
 
 
 def test_a_second_deploy_waits_in_the_queue_until_the_first_ends(dagster_ui) -> None:
+    """Two real blue-green deploys through `dagster dev`'s run queue, one after the other (~30 s): the
+    queueing is observed by polling both runs, not assumed."""
     ui, deployment = dagster_ui
     deployment.orchestrator().ensure_running("blue", DeployConfig(ready_timeout_seconds=60.0))
     runs = [

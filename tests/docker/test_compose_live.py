@@ -126,6 +126,8 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveStack]:
 
 
 def test_every_service_is_healthy(live: LiveStack) -> None:
+    """Runs first, so it carries the module's stack: dockerd, the Debian-built images (fresh: ~4 min of
+    mmdebstrap, docker builds and pip installs inside images) and `compose up --wait` of ten services."""
     containers = {str(c["Service"]): c for c in live.compose.containers()}
     assert set(SERVICES) <= set(containers), sorted(containers)
     unhealthy = {name: (c.get("State"), c.get("Health"), live.engine.docker.run(

@@ -42,6 +42,8 @@ def run_k2(args: list[str], cwd: Path, env: dict[str, str], timeout_s: float = 3
 
 @pytest.mark.slow
 def test_k2_runs_the_stack_from_a_wheel_with_its_state_in_the_current_directory(tmp_path: Path) -> None:
+    """Builds and installs the wheel (~15 s), then starts a whole stack from it (~25 s): only a real
+    install outside the checkout shows what the package lacks."""
     source = tmp_path / "source"
     shutil.copytree(REPO_ROOT, source, ignore=not_copied)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path / "dist"),

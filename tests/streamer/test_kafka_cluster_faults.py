@@ -150,6 +150,8 @@ def test_kill_9_of_the_busiest_partitions_leader(
 def test_rolling_restart_of_all_three_brokers_under_load(
     make_simulator: Any, make_streamer: Any, cluster: KafkaService, fault_report: dict[str, Any]
 ) -> None:
+    """Each broker in turn: a controlled stop, 100 deliveries without it, its restart, and every replica back
+    in sync before the next (~25 s for three, plus the cluster's start and stop)."""
     sim, streamer = _start(make_simulator, make_streamer, cluster)
     streamer.wait_ready()
     wait_for(lambda: streamer.metric("kafka_messages_produced_total") >= 200, 30, "deliveries before the restarts")
@@ -227,6 +229,8 @@ def test_sigstop_of_a_leader_longer_than_the_session_timeout(
 def test_wrong_password_is_reported_retried_and_nothing_is_lost_after_the_fix(
     make_simulator: Any, make_streamer: Any, cluster: KafkaService, tmp_path: Path, fault_report: dict[str, Any]
 ) -> None:
+    """Two failed topic checks (2 s each), the fix on the cluster, then librdkafka's reconnect and a settle
+    against the ground truth (~25 s, plus the three-broker cluster's start and stop)."""
     wrong = f"wrong-{uuid.uuid4().hex[:12]}"
     remember_secret(wrong)
     wrong_file = tmp_path / "wrong-password"

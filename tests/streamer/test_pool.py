@@ -105,6 +105,8 @@ def audit(streamer: StreamerProcess, sim: BackgroundSimulator, bootstrap: str, s
 def test_whole_market_over_20_connections_rotates_follows_listings_and_loses_nothing(
     make_simulator: Any, make_streamer: Any, kafka: Any, fault_report: dict[str, Any]
 ) -> None:
+    """4,000 streams over 20 connections with an 8 s lifetime: every connection rotates at least once and a
+    listing is followed before the settle (~30 s)."""
     lifetime_s = 8.0
     sim = pool_simulator(make_simulator, MARKET)
     began = time.monotonic()

@@ -57,6 +57,8 @@ def settle_and_compare(
 def test_rotation_every_two_seconds_loses_and_duplicates_nothing(
     make_simulator: Any, make_streamer: Any, kafka: Any, fault_report: dict[str, Any]
 ) -> None:
+    """30 s of streaming with at least 10 scheduled rotations: fewer would not show a rotation overlapping
+    the previous one's close."""
     sim = make_simulator()
     streamer = make_streamer(sim, kafka.bootstrap_servers, K2_CONNECTION_MAX_LIFETIME_SECONDS=2)
     streamer.wait_ready()

@@ -127,6 +127,8 @@ def measure(url: str, ca_file: str) -> dict[str, object]:
 
 
 def test_rss_stays_flat_over_two_hundred_rotations(simulator_process: tuple[str, str], tmp_path: Path) -> None:
+    """200 real rotations (0.5 s each, ~100 s): RSS warm-up alone takes ~50 rotations, and the bound compares
+    the medians of rotations 100..120 and 180..200 (module docstring)."""
     # A fresh process: in pytest's, memory freed by earlier tests would absorb a leak without raising RSS.
     out = tmp_path / "measured.json"
     code = ("import json, sys; from tests.streamer.test_rotation_memory import measure; "

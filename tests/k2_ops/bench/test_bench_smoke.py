@@ -77,6 +77,8 @@ def assert_counted_without_loss(accounting: dict[str, Any], keys: set[str], what
 
 
 def test_quick_benchmark_writes_every_figure_and_the_table(tmp_path: Path) -> None:
+    """`k2 bench --quick` end to end (~70 s): its own Kafka and simulator, every phase (throughput with the
+    baseline taking turns, latency, rotations, handover, memory) at its shortest, so every figure is real."""
     markdown = tmp_path / "performance.md"
     markdown.write_text("# Performance\n\nHand-written method.\n\n" + report.BEGIN_MARK + "\nold\n"
                         + report.END_MARK + "\n\n## History\n\nkept\n")

@@ -43,6 +43,8 @@ def _admin(conf: dict[str, str]) -> AdminClient:
 
 
 def test_stack_up_with_a_sasl_ssl_quorum_of_three_streams_into_replicated_topics(run_dir: Path) -> None:
+    """`k2 stack up` with three SASL_SSL brokers and `k2 stack down` as a user runs them (~30 s: three JVMs
+    formatted and started, the stack's streamer creating replicated topics)."""
     up = _k2("stack", "up", "--run-dir", str(run_dir), "--no-dagster", "--scrape-interval", "1",
              "--kafka-brokers", "3", "--kafka-security", "sasl_ssl")
     assert up.returncode == 0, up.stdout + up.stderr

@@ -29,6 +29,8 @@ def run_dir(tmp_path: Path) -> Iterator[Path]:
 
 @pytest.mark.slow
 def test_run_prints_urls_and_ctrl_c_leaves_no_process(run_dir: Path) -> None:
+    """`k2 run` as a user runs it: the whole stack (Kafka, registry, Prometheus, Alertmanager, simulator,
+    streamer, Dagster: ~25 s to start), then Ctrl-C and a check that every process is gone."""
     process = subprocess.Popen(
         [sys.executable, "-m", "k2_ops.cli", "run", "--run-dir", str(run_dir), "--scrape-interval", "1"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

@@ -144,6 +144,8 @@ def ci_soak(
 
 
 def test_compressed_24h_soak_passes_every_criterion(ci_soak: CiSoak) -> None:
+    """Runs first, so it carries the module's soak: a compressed day is 240 s (6 rotations and 480 pings at
+    production's ratios, with the pong deadline kept above a real round trip), the leak soak beside it."""
     result = ci_soak.result
     assert result.passed, [(c.name, c.evidence) for c in result.checks if not c.passed]
     names = {check.name for check in result.checks}
