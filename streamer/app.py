@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,16 +24,19 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from streamer.backpressure import BackPressure
 from streamer.config import StreamerConfig
-from streamer.connect import AttemptBudget
+from streamer.connect import AttemptBudget, make_ssl_context
 from streamer.discovery import Discovery
 from streamer.health import Guard, HealthServer, json_response
 from streamer.integrity import SequenceTracker
+from streamer.kinds import KINDS
 from streamer.memory import MemoryMonitor
 from streamer.metrics import ErrorCountingHandler, StreamerMetrics
 from streamer.parse import FrameParser
 from streamer.pipeline import Pipeline
 from streamer.pool import Pool
 from streamer.redact import mask_credentials
+from streamer.repair import Repairer, parse_handed_over
+from streamer.rest import RestClient, WeightBudget
 from streamer.serialize import (
     RecordSerializer,
     SerializerCache,
@@ -106,13 +110,13 @@ def standby_check(standby_seconds: float | None, limit_s: float) -> dict[str, An
 
 
 async def _retry_until(
-    stop: asyncio.Event, what: str, action: Any, cap_s: float = 30.0
+    stop: asyncio.Event, what: str, action: Callable[[], Awaitable[Any]], cap_s: float = 30.0
 ) -> Any:
-    """Run a blocking action in a thread until it succeeds, saying plainly why it failed; None if stopped."""
+    """Await `action()` until it succeeds, saying plainly why it failed; None if stopped."""
     delay = 1.0
     while not stop.is_set():
         try:
-            return await asyncio.to_thread(action)
+            return await action()
         except Exception as exc:
             log.warning("%s failed: %s; retrying in %.0f s", what, mask_credentials(str(exc)), delay)
         with contextlib.suppress(TimeoutError):
@@ -142,6 +146,13 @@ class Streamer:
             reference_mb_per_hour=config.leak_reference_mb_per_hour,
         )
         self.health = HealthServer(config.metrics_host, config.metrics_port)
+        # Binance's REST API, one weight budget for discovery, gap repairs and depth snapshots.
+        self.rest = RestClient(
+            config.rest_url,
+            WeightBudget(max(1, int(config.rest_weight_limit * config.rest_weight_share)), config.rest_weight_window_s),
+            make_ssl_context(config.ssl_verify, config.ssl_ca_file) if config.rest_url.startswith("https://") else None,
+            config.rest_timeout_s, config.binance_api_key, self.metrics)
+        self.repairer: Repairer | None = None
         self._register_routes()
 
     # ---- HTTP ----------------------------------------------------------------------------------------------
@@ -239,14 +250,16 @@ class Streamer:
         if self.pipeline is None:
             return json_response(503, {"error": "not streaming yet"})
         try:
-            after = self._json_body(body).get("after") or {}
+            request = self._json_body(body)
+            after = request.get("after") or {}
             if not isinstance(after, dict) or not all(
                 isinstance(k, str) and type(v) is int for k, v in after.items()
             ):
                 raise ValueError('"after" must map stream keys ("btcusdt@trade") to integer ids')
+            repairs = parse_handed_over(request.get("repairs"))
         except ValueError as exc:
             return json_response(400, {"error": f"bad request: {exc}"})
-        report = self.pipeline.release(after)
+        report = self.pipeline.release(after, repairs)
         record_mode(self.config.handover_mode_file, "active")
         return json_response(200, {"instance": self.config.instance, **report})
 
@@ -290,11 +303,10 @@ class Streamer:
         topics = [serializer.topics[s] for s in config.streams]
         created = await _retry_until(
             self.stop_event, f"creating Kafka topics on {config.kafka_bootstrap_servers}",
-            lambda: ensure_topics(config.kafka_bootstrap_servers, topics, config.kafka_topic_partitions,
-                                  config.kafka_replication_factor, config.kafka_admin_timeout_s,
-                                  client=config.kafka_client,
-                                  config=topic_config(config.kafka_topic_min_insync_replicas,
-                                                      config.kafka_topic_retention_hours)),
+            lambda: asyncio.to_thread(
+                ensure_topics, config.kafka_bootstrap_servers, topics, config.kafka_topic_partitions,
+                config.kafka_replication_factor, config.kafka_admin_timeout_s, client=config.kafka_client,
+                config=topic_config(config.kafka_topic_min_insync_replicas, config.kafka_topic_retention_hours)),
         )
         if created:
             log.info("created Kafka topics %s", created)
@@ -305,7 +317,8 @@ class Streamer:
                 raise RuntimeError(registry_failure(exc, config.schema_registry_url)) from None
 
         await _retry_until(
-            self.stop_event, f"registering Avro schemas at {mask_credentials(config.schema_registry_url)}", register
+            self.stop_event, f"registering Avro schemas at {mask_credentials(config.schema_registry_url)}",
+            lambda: asyncio.to_thread(register),
         )
         tasks: list[asyncio.Task[Any]] = [asyncio.create_task(self.memory.run(), name="memory")]
         if config.test_leak_bytes_per_s > 0:
@@ -315,7 +328,7 @@ class Streamer:
         discovery: Discovery | None = None
         symbols: list[str] | None = select((), selector, config.shard) if isinstance(selector, Explicit) else None
         if symbols is None:
-            discovery = Discovery(config, selector)
+            discovery = Discovery(config, selector, self.rest)
             symbols = await _retry_until(
                 self.stop_event, f"reading the symbol list from {mask_credentials(discovery.url)}", discovery.first
             )
@@ -329,7 +342,10 @@ class Streamer:
                 self.tracker, serializer, sink, standby=mode == "standby",
                 standby_buffer_max=config.handover_buffer_messages,
                 expected_keys=len(symbols) * len(config.streams), metrics=self.metrics,
+                hold_s=config.gap_repair_hold_s,
             )
+            if config.gap_repair and any(KINDS[stream].history is not None for stream in config.streams):
+                tasks.append(asyncio.create_task(self._start_repairs(self.pipeline).run(), name="gap-repair"))
             parser = FrameParser(config.instance, config.max_frame_bytes)
             self.source = Pool(config, parser, self.tracker, self.pipeline.deliver, self.metrics,
                                BackPressure(sink.buffered, config.max_buffered_messages, self.metrics),
@@ -344,13 +360,24 @@ class Streamer:
         await self.stop_event.wait()
         return await self._shutdown(tasks)
 
+    def _start_repairs(self, pipeline: Pipeline) -> Repairer:
+        config = self.config
+        repairer = self.repairer = Repairer(
+            self.rest, pipeline.produce_repaired, pipeline.release_held, self.tracker.last_id, config.instance,
+            config.gap_repair_deadline_s, config.gap_repair_retry_s, metrics=self.metrics)
+        repairer.paused = pipeline.standby  # a standby instance learns at its release what is its to repair
+        pipeline.attach_repairer(repairer)
+        self.metrics.set_function(self.metrics.gap_repair_pending, repairer.pending)
+        return repairer
+
     def _request_stop(self, sig: signal.Signals) -> None:
         if not self.stop_event.is_set():
             log.info("%s received: stopping", sig.name)
             self.stop_event.set()
 
     async def _report_gaps(self) -> None:
-        """Log sequence gaps as they appear (the counters carry them too); a gap is lost data: ERROR."""
+        """Log sequence gaps as they appear (the counters carry them too). A gap nobody repairs is lost data:
+        ERROR; one under repair is a WARNING (the repairer reports at ERROR what it cannot repair)."""
         seen = (0, 0)
         while True:
             await asyncio.sleep(1.0)
@@ -358,9 +385,12 @@ class Streamer:
             now = (totals["gaps"], totals["missing"])
             if now != seen and self.tracker.last_gap is not None:
                 key, first, count = self.tracker.last_gap
-                log.error(
-                    "sequence gap: %d gap(s), %d message(s) missing in total; latest %s from id %d (%d)",
-                    now[0], now[1], key, first, count,
+                stream = self.tracker.states[key].stream
+                repaired = self.repairer is not None and self.repairer.can_repair(stream)
+                log.log(
+                    logging.WARNING if repaired else logging.ERROR,
+                    "sequence gap: %d gap(s), %d message(s) missing in total; latest %s from id %d (%d)%s",
+                    now[0], now[1], key, first, count, " (under repair)" if repaired else "",
                 )
             seen = now
 
@@ -372,6 +402,9 @@ class Streamer:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self.repairer is not None:
+            self.repairer.give_up_all("the streamer stopped before they were repaired")
+        await self.rest.close()
         flushed = True
         if self.sink is not None:
             flushed = await self.sink.wait_delivered(config.shutdown_flush_timeout_s)
@@ -385,6 +418,8 @@ class Streamer:
             "duplicates_dropped": totals["duplicates"],
             "gaps": totals["gaps"],
             "missing": totals["missing"],
+            "repaired": self.repairer.repaired if self.repairer else 0,
+            "unrepaired": self.repairer.unrepaired if self.repairer else 0,
             "produced": self.pipeline.produced if self.pipeline else 0,
             "delivered": self.sink.delivered if self.sink else 0,
             "produce_errors": self.sink.errors if self.sink else 0,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import re
+import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from enum import StrEnum
@@ -27,6 +28,7 @@ from typing import Any
 import yaml
 
 from streamer.kinds import STREAM_KINDS
+from streamer.rest import BINANCE_WEIGHT_PER_MINUTE
 from streamer.shards import MAX_SHARDS, Shard
 from streamer.symbols import Explicit, Selector, parse_selector, select
 
@@ -176,13 +178,44 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("streams", "K2_BINANCE_STREAMS", ("trade",), "list",
             "comma list of " + ", ".join(STREAM_KINDS), "streams per symbol",
             lambda v: len(v) >= 1 and all(s in STREAM_KINDS for s in v) and len(set(v)) == len(v)),
-    Setting("rest_url", "K2_BINANCE_REST_URL", "https://api.binance.com", "str",
-            "an https:// URL (http:// only with K2_SSL_VERIFY=false)",
-            "Binance REST base URL: GET /api/v3/exchangeInfo for a quote: selector (same TLS settings as the "
-            "WebSocket)", lambda v: v.startswith(("https://", "http://"))),
+    Setting("rest_url", "K2_BINANCE_REST_URL", None, "str",
+            "unset, or an https:// URL (http:// only with K2_SSL_VERIFY=false)",
+            "Binance REST base URL: exchangeInfo for a quote: selector, the history gap repairs read (same TLS "
+            "settings as the WebSocket). Unset: https://api.binance.com for a binance.com WebSocket, else the "
+            "WebSocket's own host and port (an exchange simulator serves both)",
+            lambda v: v is None or v.startswith(("https://", "http://"))),
     Setting("symbol_refresh_s", "K2_SYMBOL_REFRESH_SECONDS", 300.0, "float", "0.1 .. 86400 seconds",
             "how often a quote: selector re-reads exchangeInfo (new listings subscribed, delistings "
             "unsubscribed)", _positive(0.1, 86_400.0)),
+    Setting("binance_api_key", "K2_BINANCE_API_KEY", None, "str", "unset or 1..256 characters (never logged)",
+            "Binance API key, sent as X-MBX-APIKEY with REST requests (historicalTrades needs one on the real "
+            "exchange); prefer the _FILE form", lambda v: v is None or 1 <= len(v) <= 256, secret=True),
+    Setting("binance_api_key_file", "K2_BINANCE_API_KEY_FILE", None, "path", "unset or a readable file",
+            "the Binance API key from a file (a Docker or Kubernetes secret)", _optional_file),
+    Setting("rest_weight_limit", "K2_BINANCE_REST_WEIGHT_LIMIT", BINANCE_WEIGHT_PER_MINUTE, "int", "1 .. 1000000",
+            "the exchange's request-weight limit per window (Binance spot: REQUEST_WEIGHT 6,000 per minute, "
+            "listed by exchangeInfo)", _positive(1, 1_000_000)),
+    Setting("rest_weight_share", "K2_BINANCE_REST_WEIGHT_SHARE", 0.5, "float", "0.01 .. 1",
+            "the share of that limit this process may spend (discovery, gap repairs and depth snapshots "
+            "together); with N processes on one IP, at most 1/N each", _positive(0.01, 1.0)),
+    Setting("rest_weight_window_s", "K2_BINANCE_REST_WEIGHT_WINDOW_SECONDS", 60.0, "float",
+            "0.1 .. 3600 seconds", "the window of K2_BINANCE_REST_WEIGHT_LIMIT (Binance: the minute)",
+            _positive(0.1, 3600.0)),
+    Setting("rest_timeout_s", "K2_BINANCE_REST_TIMEOUT_SECONDS", 10.0, "float", "0.1 .. 300 seconds",
+            "how long one REST request may take (connect, send, answer)", _positive(0.1, 300.0)),
+    Setting("gap_repair", "K2_GAP_REPAIR", True, "bool", "true or false",
+            "repair trade and aggTrade gaps from Binance's REST history (historicalTrades, aggTrades); the "
+            "repaired records carry the Kafka header k2-source: rest"),
+    Setting("gap_repair_deadline_s", "K2_GAP_REPAIR_DEADLINE_SECONDS", 600.0, "float", "1 .. 86400 seconds",
+            "ids still missing this long after their gap was seen are given up and reported unrepaired",
+            _positive(1.0, 86_400.0)),
+    Setting("gap_repair_hold_s", "K2_GAP_REPAIR_HOLD_SECONDS", 2.0, "float", "0 .. 300 seconds (0 = no hold)",
+            "while a stream has a gap under repair its newer live records wait this long at most, so the "
+            "repaired ids reach Kafka first (ids in order per key); a slower repair lands out of order",
+            _positive(0.0, 300.0)),
+    Setting("gap_repair_retry_s", "K2_GAP_REPAIR_RETRY_SECONDS", 1.0, "float", "0.01 .. 60 seconds",
+            "the first wait after a failed repair request (REST error, bad answer); it doubles up to 30 s",
+            _positive(0.01, 60.0)),
     Setting("streams_per_connection", "K2_STREAMS_PER_CONNECTION", 200, "int",
             f"1 .. {BINANCE_MAX_STREAMS_PER_CONNECTION} (Binance's limit per connection)",
             "streams per connection of the pool: symbols x streams are spread over connections of at most "
@@ -337,6 +370,15 @@ class StreamerConfig:
     streams: tuple[str, ...]
     rest_url: str
     symbol_refresh_s: float
+    binance_api_key: str | None = field(repr=False)  # K2_BINANCE_API_KEY or its _FILE; never logged
+    rest_weight_limit: int
+    rest_weight_share: float
+    rest_weight_window_s: float
+    rest_timeout_s: float
+    gap_repair: bool
+    gap_repair_deadline_s: float
+    gap_repair_hold_s: float
+    gap_repair_retry_s: float
     streams_per_connection: int
     connection_attempts_per_window: int
     connection_attempt_window_s: float
@@ -382,7 +424,7 @@ class StreamerConfig:
     handover_buffer_messages: int
     handover_standby_max_s: float
     handover_mode_file: str | None
-    handover_token: str | None  # from K2_HANDOVER_TOKEN or K2_HANDOVER_TOKEN_FILE; never logged
+    handover_token: str | None = field(repr=False)  # K2_HANDOVER_TOKEN or its _FILE; never logged
     log_level: str
 
     @property
@@ -598,6 +640,9 @@ def load_config(environ: Mapping[str, str] | None = None) -> StreamerConfig:
     values["kafka_client"] = _kafka_client_config(env, from_file)
     values["schema_registry"] = _registry_auth(values)
     values["handover_token"] = _handover_token(values)
+    values["rest_url"] = values["rest_url"] or default_rest_url(values["ws_url"])
+    values["binance_api_key"] = _one_secret(values.pop("binance_api_key"), values.pop("binance_api_key_file"),
+                                            "K2_BINANCE_API_KEY")
     config = StreamerConfig(**values)
     _check_relations(config)
     return config
@@ -748,6 +793,17 @@ RELATIONS: tuple[str, ...] = (
 )
 
 
+def default_rest_url(ws_url: str) -> str:
+    """The REST API of the exchange a WebSocket URL belongs to: Binance's for binance.com (stream.binance.com
+    and api.binance.com are different hosts), else the same host and port (one endpoint serves both)."""
+    parts = urllib.parse.urlsplit(ws_url)
+    host = parts.hostname or ""
+    if host == "binance.com" or host.endswith(".binance.com"):
+        return "https://api.binance.com"
+    scheme = "https" if parts.scheme == "wss" else "http"
+    return f"{scheme}://{parts.netloc}"
+
+
 def _check_relations(config: StreamerConfig) -> None:
     if config.shard_index >= config.shard_count:
         raise ConfigError(
@@ -770,6 +826,12 @@ def _check_relations(config: StreamerConfig) -> None:
                 f"K2_STREAMS_PER_CONNECTION={config.streams_per_connection}; allowed: at most "
                 f"K2_CONNECTION_ATTEMPTS_PER_WINDOW={config.connection_attempts_per_window} connections"
             )
+    if config.ws_url.startswith("ws://") and config.ssl_verify:
+        # Never a silent downgrade: plaintext has to be asked for as loudly as an unverified certificate.
+        raise ConfigError(
+            f"K2_BINANCE_WS_URL={config.ws_url} is not encrypted; allowed: a wss:// URL, or ws:// together with "
+            "K2_SSL_VERIFY=false (tests only)"
+        )
     if config.rest_url.startswith("http://") and config.ssl_verify:
         raise ConfigError(
             f"K2_BINANCE_REST_URL={config.rest_url} is not encrypted; allowed: an https:// URL, or http:// "
@@ -779,12 +841,6 @@ def _check_relations(config: StreamerConfig) -> None:
         raise ConfigError(
             f"K2_BACKOFF_INITIAL_SECONDS={config.backoff_initial_s} is above K2_BACKOFF_MAX_SECONDS="
             f"{config.backoff_max_s}; allowed: initial <= max"
-        )
-    if config.ws_url.startswith("ws://") and config.ssl_verify:
-        # Never a silent downgrade: plaintext has to be asked for as loudly as an unverified certificate.
-        raise ConfigError(
-            f"K2_BINANCE_WS_URL={config.ws_url} is not encrypted; allowed: a wss:// URL, or ws:// together with "
-            "K2_SSL_VERIFY=false (tests only)"
         )
     if config.kafka_topic_min_insync_replicas > config.kafka_replication_factor:
         raise ConfigError(

@@ -15,20 +15,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import ssl
-import urllib.request
 from collections.abc import Awaitable, Callable
 
 from streamer.config import StreamerConfig
-from streamer.connect import make_ssl_context
 from streamer.redact import mask_credentials
+from streamer.rest import Endpoint, RestClient
 from streamer.symbols import Listing, Selector, select
 
 log = logging.getLogger(__name__)
-
-EXCHANGE_INFO_PATH = "/api/v3/exchangeInfo"
-FETCH_TIMEOUT_S = 30.0
-MAX_BODY_BYTES = 64 << 20
 
 
 def parse_exchange_info(body: bytes) -> list[Listing] | str:
@@ -54,30 +48,21 @@ class Discovery:
         self,
         config: StreamerConfig,
         selector: Selector,
+        rest: RestClient,
         apply: Callable[[list[str], list[str]], Awaitable[None]] | None = None,
     ) -> None:
-        self.url = config.rest_url.rstrip("/") + EXCHANGE_INFO_PATH
+        self.url = config.rest_url.rstrip("/") + Endpoint.EXCHANGE_INFO.path
         self.selector = selector
         self.shard = config.shard
         self.refresh_s = config.symbol_refresh_s
+        self.rest = rest  # shared with gap repairs and depth snapshots: one weight budget
         self.apply = apply  # the pool's change(listed, delisted)
-        self.ssl_context: ssl.SSLContext | None = (
-            make_ssl_context(config.ssl_verify, config.ssl_ca_file) if self.url.startswith("https://") else None
-        )
         self.symbols: list[str] = []  # the discovered set: changed here only
         self.failures = 0  # consecutive failed reads
 
-    def _fetch(self) -> bytes:
-        request = urllib.request.Request(self.url, headers={"User-Agent": "k2-streamer"})
-        with urllib.request.urlopen(request, timeout=FETCH_TIMEOUT_S, context=self.ssl_context) as response:
-            body: bytes = response.read(MAX_BODY_BYTES + 1)
-        if len(body) > MAX_BODY_BYTES:
-            raise ValueError(f"answer larger than {MAX_BODY_BYTES} bytes")
-        return body
-
-    def read(self) -> list[str]:
-        """Fetch exchangeInfo and select (blocking: run in a thread). Raises with a plain reason on failure."""
-        parsed = parse_exchange_info(self._fetch())
+    async def read(self) -> list[str]:
+        """Fetch exchangeInfo and select. Raises with a plain reason on failure."""
+        parsed = parse_exchange_info(await self.rest.get(Endpoint.EXCHANGE_INFO, {}))
         if isinstance(parsed, str):
             raise ValueError(f"exchangeInfo unusable: {parsed}")
         selected = select(parsed, self.selector, self.shard)
@@ -86,9 +71,9 @@ class Discovery:
             raise ValueError(f"exchangeInfo lists no symbol for {self.selector.describe()}{of_shard}")
         return selected
 
-    def first(self) -> list[str]:
+    async def first(self) -> list[str]:
         """The first read (start-up retries it until it succeeds); sets the discovered set."""
-        self.symbols = self.read()
+        self.symbols = await self.read()
         log.info("exchangeInfo at %s: %d symbols for %s", mask_credentials(self.url), len(self.symbols),
                  self.selector.describe())
         return self.symbols
@@ -96,7 +81,7 @@ class Discovery:
     async def refresh(self) -> tuple[list[str], list[str]] | None:
         """One refresh: (listed, delisted) applied to the pool, or None when the REST API failed."""
         try:
-            selected = await asyncio.to_thread(self.read)
+            selected = await self.read()
         except Exception as exc:
             self.failures += 1
             log.warning("exchangeInfo at %s unreachable or unusable (%s: %s); still streaming the last known %d "

@@ -10,10 +10,12 @@ deliver the same messages for a while; everything at or below the last accepted 
 
 The tracker owns all gap accounting: the pipeline, the connection routing and the blue-green handover call
 its methods (`accept`, `handover_gap`, `skip_to`) and read its answers; nothing else writes a StreamState.
+Whoever repairs gaps (streamer/repair.py) is told of each one as it is counted (`on_gap`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from streamer.kinds import KINDS, stream_key
@@ -38,10 +40,15 @@ class StreamState:
     missing: int = 0
 
 
+# Told of every gap as it is counted: the stream's state, the first missing id and how many are missing.
+GapListener = Callable[[StreamState, int, int], None]
+
+
 class SequenceTracker:
     def __init__(self) -> None:
         self.states: dict[str, StreamState] = {}
         self.last_gap: tuple[str, int, int] | None = None  # stream key, first missing id, count (for logs)
+        self.on_gap: GapListener | None = None
 
     def state(self, key: str, symbol: str, stream: str) -> StreamState:
         state = self.states.get(key)
@@ -107,6 +114,8 @@ class SequenceTracker:
         state.gaps += 1
         state.missing += missing
         self.last_gap = (state.key, first_missing, missing)
+        if self.on_gap is not None:
+            self.on_gap(state, first_missing, missing)
 
     def totals(self) -> dict[str, int]:
         return {

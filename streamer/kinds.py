@@ -4,7 +4,8 @@ Per kind: its name (as configured in K2_BINANCE_STREAMS and labelled `stream` in
 Binance stream name, the payload's event type, the payload parser, the Avro schema file, the Kafka topic suffix,
 the record field carrying the id that sequences the stream (also the Kafka header consumers dedupe on), and
 whether those ids are contiguous (trade `t`, aggTrade `a`, depth `U..u`: a jump is lost data) or only increase
-(bookTicker `u` shares the order book's update-id space: never a gap).
+(bookTicker `u` shares the order book's update-id space: never a gap), and where missed ids can be fetched again
+(`history`: Binance's REST history for trades and aggTrades; a depth gap is healed by a new snapshot instead).
 
 A *stream key* is the unit of subscription, routing and sequence tracking: `<symbol>@<suffix>`, e.g.
 "btcusdt@trade" or "btcusdt@depth@100ms", exactly Binance's stream name. `stream_key` is the only place that
@@ -18,8 +19,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from streamer import payload
+from streamer.rest import Endpoint
 
 PayloadParser = Callable[[dict[str, Any], int, str], payload.Parsed]
+# One item of a REST history answer, the symbol asked for, the time it arrived, the instance -> a record.
+HistoryParser = Callable[[dict[str, Any], str, int, str], payload.Parsed]
+
+
+@dataclass(frozen=True)
+class History:
+    """Where a stream's missed ids are fetched again: a REST endpoint paged by `fromId`, and its item parser."""
+
+    endpoint: Endpoint
+    parse: HistoryParser
 
 
 @dataclass(frozen=True, eq=False)  # compared by identity: one object per kind
@@ -32,6 +44,7 @@ class StreamKind:
     topic_suffix: str  # topic "<K2_KAFKA_TOPIC_PREFIX>.<topic_suffix>"
     id_field: str  # the record field of the (last) id, also the name of the Kafka header that carries it
     contiguous: bool  # ids follow each other without holes (a jump is a gap) or only increase
+    history: History | None = None  # gaps are repaired from here (streamer/repair.py)
 
     def key(self, symbol: str) -> str:
         return f"{symbol}@{self.suffix}"
@@ -40,9 +53,10 @@ class StreamKind:
 KINDS: dict[str, StreamKind] = {
     kind.name: kind
     for kind in (
-        StreamKind("trade", "trade", "trade", payload.trade, "trade.avsc", "trades", "trade_id", True),
+        StreamKind("trade", "trade", "trade", payload.trade, "trade.avsc", "trades", "trade_id", True,
+                   History(Endpoint.HISTORICAL_TRADES, payload.rest_trade)),
         StreamKind("aggTrade", "aggTrade", "aggTrade", payload.agg_trade, "agg_trade.avsc", "aggtrades",
-                   "agg_trade_id", True),
+                   "agg_trade_id", True, History(Endpoint.AGG_TRADES, payload.rest_agg_trade)),
         StreamKind("bookTicker", "bookTicker", "bookTicker", payload.book_ticker, "book_ticker.avsc",
                    "bookticker", "update_id", False),
         StreamKind("depth", "depth@100ms", "depthUpdate", payload.depth, "depth.avsc", "depth",

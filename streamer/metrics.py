@@ -18,6 +18,7 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
+    Histogram,
     generate_latest,
 )
 from prometheus_client.core import CounterMetricFamily, Metric
@@ -29,6 +30,7 @@ from streamer.integrity import SequenceTracker
 from streamer.kinds import STREAM_KINDS
 from streamer.latency import AckLatency, AckLatencyCollector
 from streamer.parse import MESSAGE_ERROR_TYPES
+from streamer.rest import Endpoint
 from streamer.routing import Failure, Rotation
 
 ROTATION_REASONS = tuple(reason.value for reason in Rotation)
@@ -67,7 +69,18 @@ CONTRACT_METRICS: dict[str, str] = {
     "streamer_backpressure_active": "gauge",
     "binance_event_to_ack_seconds": "histogram",
     "binance_receive_to_ack_seconds": "histogram",
+    "binance_gap_repaired_messages_total": "counter",
+    "binance_gap_unrepaired_messages_total": "counter",
+    "binance_gap_repair_seconds": "histogram",
+    "binance_gap_repair_pending_messages": "gauge",
+    "binance_rest_requests_total": "counter",
+    "binance_rest_weight_used": "gauge",
+    "binance_rest_banned": "gauge",
+    "binance_rest_bad_answers_total": "counter",
 }
+# Gap repair latency (gap seen -> last repaired id acknowledged): a REST round trip at best, the deadline at worst.
+REPAIR_SECONDS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+REST_ENDPOINTS = tuple(endpoint.label for endpoint in Endpoint)
 
 
 class _TrackerCollector:
@@ -192,6 +205,25 @@ class StreamerMetrics:
         self.log_errors = counter("streamer_log_errors", "Log records at ERROR or CRITICAL", ("level",))
         self.backpressure = gauge("streamer_backpressure_active", "1 while reads pause: Kafka buffer full")
         self.handover_standby = gauge("streamer_handover_standby", "1 while buffering without producing")
+        self.gap_repaired = counter(
+            "binance_gap_repaired_messages", "Missed ids fetched from Binance's REST history and produced", ("stream",))
+        self.gap_unrepaired = counter(
+            "binance_gap_unrepaired_messages",
+            "Missed ids given up: no longer served by the REST history, or not repaired by the deadline", ("stream",))
+        self.gap_repair_seconds = Histogram(
+            "binance_gap_repair_seconds", "From a gap seen to its last repaired id acknowledged by Kafka", i,
+            buckets=REPAIR_SECONDS_BUCKETS, registry=r)
+        self.gap_repair_pending = gauge("binance_gap_repair_pending_messages", "Missed ids still under repair")
+        self.rest_requests = counter(
+            "binance_rest_requests", "REST requests to Binance, by endpoint and HTTP status ('error': no answer)",
+            ("endpoint", "code"))
+        self.rest_weight_used = gauge(
+            "binance_rest_weight_used",
+            "Request weight counted in the current window: ours, or Binance's X-MBX-USED-WEIGHT-1M when higher")
+        self.rest_banned = gauge("binance_rest_banned", "1 while Binance bans this IP (HTTP 418): no REST request")
+        self.rest_bad_answers = counter(
+            "binance_rest_bad_answers", "REST answers that could not be used (not JSON, not the ids asked for)",
+            ("endpoint",))
         registry.register(_TrackerCollector(instance, tracker))
         # Event -> ack and receive -> ack per stream kind, recorded by the Kafka sink at each acknowledgement.
         self.ack_latency = AckLatency(STREAM_KINDS)
@@ -215,17 +247,24 @@ class StreamerMetrics:
             self.ssl_verify_enabled, self.connection_lifetime, self.last_pong, self.connection_status,
             self.connections_open, self.connection_slots, self.connection_age_oldest, self.connection_age_youngest,
             self.last_message, self.serializer_cache_size, self.kafka_queue, self.kafka_reachable, self.rss,
-            self.leak_score, self.leak_slope, self.backpressure, self.handover_standby,
+            self.leak_score, self.leak_slope, self.backpressure, self.handover_standby, self.gap_repair_pending,
+            self.rest_weight_used, self.rest_banned,
         ):
             gauge_metric.labels(instance)
         for error_type in MESSAGE_ERROR_TYPES:
             self.message_errors.labels(instance, error_type)
+        self.gap_repair_seconds.labels(instance)
+        for endpoint in REST_ENDPOINTS:
+            self.rest_requests.labels(instance, endpoint, "200")
+            self.rest_bad_answers.labels(instance, endpoint)
 
     def prime_streams(self, streams: Iterable[str], topics: Iterable[str]) -> None:
         """Zero series for the configured streams and their topics, so rate() works before the first event."""
         for stream in streams:
             self.unknown_fields.labels(self.instance, stream)
             self.ack_latency.export(stream)
+            self.gap_repaired.labels(self.instance, stream)
+            self.gap_unrepaired.labels(self.instance, stream)
         for topic in topics:
             self.kafka_produced.labels(self.instance, topic)
 
@@ -240,6 +279,26 @@ class StreamerMetrics:
         self.g(self.serializer_cache_size).set(size)
         if evicted:
             self.c_evictions.inc(evicted)
+
+    # ---- gap repair and the REST budget (streamer/repair.py, streamer/rest.py) --------------------------------
+    def on_gap_repaired(self, stream: str, count: int) -> None:
+        self.gap_repaired.labels(self.instance, stream).inc(count)
+
+    def on_gap_unrepaired(self, stream: str, count: int) -> None:
+        self.gap_unrepaired.labels(self.instance, stream).inc(count)
+
+    def on_gap_repair_seconds(self, seconds: float) -> None:
+        self.gap_repair_seconds.labels(self.instance).observe(seconds)
+
+    def on_rest_request(self, endpoint: str, code: str) -> None:
+        self.rest_requests.labels(self.instance, endpoint, code).inc()
+
+    def on_rest_bad_answer(self, endpoint: str) -> None:
+        self.rest_bad_answers.labels(self.instance, endpoint).inc()
+
+    def on_rest_budget(self, used: int, banned: bool) -> None:
+        self.g(self.rest_weight_used).set(used)
+        self.g(self.rest_banned).set(1 if banned else 0)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -217,3 +217,58 @@ def depth(data: dict[str, Any], received_ms: int, instance: str) -> Parsed:
     }
     unknown = 0 if len(data) == 7 else _unknown(data, _DEPTH_KEYS)
     return first_id, last_id, record, unknown
+
+
+# ---- REST history (GET /api/v3/historicalTrades, /api/v3/aggTrades): the records a gap repair produces --------
+# An answer item carries no symbol and no event time: the symbol is the one asked for, and the event time is the
+# trade time (the exchange's event time of the missed WebSocket message is not served by REST).
+_REST_TRADE_KEYS = frozenset(["id", "price", "qty", "quoteQty", "time", "isBuyerMaker", "isBestMatch"])
+_REST_AGG_KEYS = frozenset(["a", "p", "q", "f", "l", "T", "m", "M"])
+
+
+def rest_trade(item: dict[str, Any], symbol: str, received_ms: int, instance: str) -> Parsed:
+    """`{"id":..,"price":dec,"qty":dec,"quoteQty":dec,"time":ms,"isBuyerMaker":bool,"isBestMatch":bool}` ->
+    the Trade record the WebSocket message with that id would have given (event_time = trade time)."""
+    trade_id = _int(item, "id")
+    trade_time = _int(item, "time")
+    record = {
+        "exchange": EXCHANGE,
+        "symbol": symbol,
+        "trade_id": trade_id,
+        "price": _dec(item, "price"),
+        "quantity": _dec(item, "qty"),
+        "event_time": trade_time,
+        "trade_time": trade_time,
+        "is_buyer_maker": _bool(item, "isBuyerMaker"),
+        "is_best_match": _opt_bool(item, "isBestMatch"),
+        "ingestion_time": received_ms,
+        "instance": instance,
+    }
+    return trade_id, trade_id, record, _unknown(item, _REST_TRADE_KEYS)
+
+
+def rest_agg_trade(item: dict[str, Any], symbol: str, received_ms: int, instance: str) -> Parsed:
+    """`{"a":..,"p":dec,"q":dec,"f":..,"l":..,"T":ms,"m":bool,"M":bool}` -> the AggTrade record
+    (event_time = trade time)."""
+    agg_id = _int(item, "a")
+    first_trade, last_trade = _int(item, "f"), _int(item, "l")
+    if last_trade < first_trade:
+        raise InvalidPayload(INVALID_VALUE, "l")
+    trade_time = _int(item, "T")
+    record = {
+        "exchange": EXCHANGE,
+        "symbol": symbol,
+        "agg_trade_id": agg_id,
+        "price": _dec(item, "p"),
+        "quantity": _dec(item, "q"),
+        "first_trade_id": first_trade,
+        "last_trade_id": last_trade,
+        "event_time": trade_time,
+        "trade_time": trade_time,
+        "is_buyer_maker": _bool(item, "m"),
+        "is_best_match": _opt_bool(item, "M"),
+        "ingestion_time": received_ms,
+        "instance": instance,
+    }
+    return agg_id, agg_id, record, _unknown(item, _REST_AGG_KEYS)
+

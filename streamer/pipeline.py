@@ -3,6 +3,12 @@
 `deliver(event)` is called by the source for every market-data event of the connection that owns its stream.
 Duplicates are dropped by the sequence tracker; accepted events are serialized and handed to the sink.
 
+Gap repair (streamer/repair.py): the tracker tells the pipeline of every gap; a trade or aggTrade gap is
+opened in the repairer, which hands the missed ids back (`produce_repaired`: header `k2-source: rest`).
+Ordering: while a stream has a gap under repair, its newer live events are held (at most `hold_s` seconds and
+HOLD_MAX_EVENTS events), so the repaired ids reach Kafka before them and ids stay in order per key; a repair
+slower than that releases them, and the repaired ids land later, out of order.
+
 Handover (blue-green, issue 5): in *standby* an instance connects, tracks sequences and keeps the newest
 events per stream in a bounded buffer without producing. `standby()` on a producing instance stops producing,
 waits until Kafka has acknowledged everything and returns the last produced id per stream ("positions").
@@ -12,18 +18,27 @@ and goes on producing: per stream, one instance stops after id N and the other s
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
-from streamer.integrity import SequenceTracker
+from streamer.integrity import SequenceTracker, StreamState
 from streamer.kinds import KINDS
 from streamer.parse import Event
+from streamer.repair import Repairer
 from streamer.serialize import RecordSerializer
 from streamer.sink import KafkaSink
 
 log = logging.getLogger(__name__)
+
+# The Kafka header (and its value) a record repaired from Binance's REST history carries; live ones carry none.
+SOURCE_HEADER = "k2-source"
+REST_SOURCE = b"rest"
+# At most this many live events of one stream wait for its repair; more release them at once.
+HOLD_MAX_EVENTS = 10_000
 
 
 class Pipeline:
@@ -36,6 +51,7 @@ class Pipeline:
         standby_buffer_max: int = 200_000,
         expected_keys: int = 1,
         metrics: Any = None,
+        hold_s: float = 0.0,
     ) -> None:
         self.tracker = tracker
         self.serializer = serializer
@@ -49,7 +65,15 @@ class Pipeline:
         self._per_key_buffer = max(100, standby_buffer_max // max(1, expected_keys))
         self._standby_buffers: dict[str, deque[Event]] = {}
         self._keys: dict[str, bytes] = {}
+        self.repairer: Repairer | None = None  # set by attach_repairer
+        self.hold_s = hold_s
+        self._held: dict[str, deque[Event]] = {}  # stream key -> live events waiting for its repair
         self._set_standby_gauge()
+
+    def attach_repairer(self, repairer: Repairer) -> None:
+        """Repair gaps from now on: the tracker reports each gap here as it counts it."""
+        self.repairer = repairer
+        self.tracker.on_gap = self._gap_opened
 
     def _set_standby_gauge(self) -> None:
         if self.metrics is not None:
@@ -60,8 +84,59 @@ class Pipeline:
             return  # duplicate
         if self.standby:
             self._buffer(event)
+        elif self._held and event.key in self._held:
+            self._hold(event)
         else:
             self._produce(event)
+
+    # ---- gap repair -------------------------------------------------------------------------------------
+    def _gap_opened(self, state: StreamState, first: int, count: int) -> None:
+        repairer = self.repairer
+        if repairer is None or not repairer.can_repair(state.stream):
+            return
+        repairer.open(state, first, count)
+        if self.hold_s > 0 and not self.standby and state.key not in self._held:
+            held: deque[Event] = deque()
+            self._held[state.key] = held
+            asyncio.get_running_loop().call_later(self.hold_s, self._hold_expired, state.key, held)
+
+    def _hold(self, event: Event) -> None:
+        held = self._held[event.key]
+        held.append(event)
+        if len(held) >= HOLD_MAX_EVENTS:
+            log.warning("%s: %d live events waited for its repair; releasing them (repaired ids will follow out "
+                        "of order)", event.key, len(held))
+            self.release_held(event.key)
+
+    def _hold_expired(self, key: str, held: deque[Event]) -> None:
+        if self._held.get(key) is held:
+            log.warning("%s: its repair took longer than the hold (%.1f s); releasing %d live events (repaired ids "
+                        "will follow out of order)", key, self.hold_s, len(held))
+            self.release_held(key)
+
+    def release_held(self, key: str) -> None:
+        """Produce the live events of `key` that waited for its repair (the repaired ids went first)."""
+        held = self._held.pop(key, None)
+        while held:
+            self._produce(held.popleft())
+
+    def produce_repaired(self, event: Event, on_acked: Callable[[bool], None]) -> None:
+        """A missed id fetched from REST: same topic, key, schema and id header, plus `k2-source: rest`."""
+        stream = event.stream
+        self.sink.produce(
+            self.serializer.topics[stream],
+            self.serializer.encode(stream, event.record),
+            self._key(event.record["symbol"]),
+            [(KINDS[stream].id_field, str(event.last_id).encode()), (SOURCE_HEADER, REST_SOURCE)],
+            on_acked=on_acked,
+        )
+        self.produced += 1
+
+    def _key(self, symbol: str) -> bytes:
+        key = self._keys.get(symbol)
+        if key is None:
+            key = self._keys[symbol] = symbol.encode()
+        return key
 
     def _buffer(self, event: Event) -> None:
         buffer = self._standby_buffers.get(event.key)
@@ -88,7 +163,10 @@ class Pipeline:
 
     # ---- handover -----------------------------------------------------------------------------------
     async def enter_standby(self, flush_timeout_s: float) -> dict[str, Any]:
-        """Stop producing; wait until Kafka has it all; report the last produced id per stream."""
+        """Stop producing; wait until Kafka has it all; report the last produced id per stream, and the gaps
+        still under repair (`repairs`), which the instance taking over repairs instead of this one."""
+        # Held live events go out now (this instance produced up to them); open repairs are handed over.
+        repairs = self.repairer.hand_over() if self.repairer is not None else {}
         was_standby = self.standby
         self.standby = True
         if not was_standby:
@@ -107,11 +185,19 @@ class Pipeline:
             "unacknowledged": self.sink.buffered(),
             "produce_errors": self.sink.errors,
             "positions": dict(self.produced_last),
+            "repairs": repairs,
         }
 
-    def release(self, after: dict[str, int] | None) -> dict[str, Any]:
-        """Produce buffered events newer than `after` (per stream key) and go on producing."""
+    def release(self, after: dict[str, int] | None, repairs: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+        """Produce buffered events newer than `after` (per stream key) and go on producing; repair the gaps the
+        other instance handed over (`repairs`, as its standby report gives them)."""
         after = after or {}
+        if self.repairer is not None:
+            for key, last in after.items():  # the other instance produced these: not missing here
+                self.repairer.forget_through(key, last)
+            for key, item in (repairs or {}).items():
+                self.repairer.adopt(key, item["symbol"], item["stream"], [(a, b) for a, b in item["ranges"]])
+            self.repairer.resume()
         report: dict[str, Any] = {}
         for key, buffer in self._standby_buffers.items():
             start_after = after.get(key)

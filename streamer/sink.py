@@ -132,6 +132,10 @@ class KafkaSink:
         if record is not None:
             record(kind, event_ms, received_ms, time.time())
 
+    def _on_delivery_then(self, on_acked: Callable[[bool], None], err: KafkaError | None, msg: Any) -> None:
+        self._on_delivery(err, msg)
+        on_acked(err is None)
+
     def _on_delivery(self, err: KafkaError | None, msg: Any) -> None:
         if err is None:
             topic = msg.topic()
@@ -220,12 +224,19 @@ class KafkaSink:
         return len(self.producer) + len(self._overflow) >= self.max_buffered
 
     def produce(self, topic: str, value: bytes, key: bytes, headers: Headers, kind: str = "",
-                event_ms: int | None = None, received_ms: int = 0) -> None:
+                event_ms: int | None = None, received_ms: int = 0,
+                on_acked: Callable[[bool], None] | None = None) -> None:
         """Hand one message to librdkafka (or, when its queue is full, to the overflow, in order). `kind`,
-        `event_ms` (exchange event time) and `received_ms` (arrival here) feed the latency histograms."""
-        on_delivery: DeliveryCallback = (
-            partial(self._timed, kind, event_ms, received_ms) if self._record_latency is not None
-            else self._on_delivery)
+        `event_ms` (exchange event time) and `received_ms` (arrival here) feed the latency histograms; with
+        `on_acked` (a repaired record: its event is old, so no latency) that is called instead, in the poll
+        thread, with whether Kafka took it."""
+        on_delivery: DeliveryCallback
+        if on_acked is not None:
+            on_delivery = partial(self._on_delivery_then, on_acked)
+        elif self._record_latency is not None:
+            on_delivery = partial(self._timed, kind, event_ms, received_ms)
+        else:
+            on_delivery = self._on_delivery
         if self._overflow:
             self._overflow.append((topic, value, key, headers, on_delivery))
             self.drain_overflow()

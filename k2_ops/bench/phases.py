@@ -586,9 +586,9 @@ def handover(bench: Bench) -> dict[str, Any]:
         for _ in range(config.repeats):
             time.sleep(config.settle_s)
             t0 = time.time()
-            positions = enter_standby(active[0].base_url, 30.0, bench.handover_token)
+            handed = enter_standby(active[0].base_url, 30.0, bench.handover_token)
             t1 = time.time()
-            release(standby[0].base_url, positions, bench.handover_token)
+            release(standby[0].base_url, handed.positions, bench.handover_token, repairs=handed.repairs)
             t2 = time.time()
             events.append({"from": active[1], "to": standby[1], "t0": t0, "standby_s": t1 - t0,
                            "release_s": t2 - t1})

@@ -2,7 +2,9 @@
 
 Exact handover, per stream key ("btcusdt@trade"): the old instance stops producing and reports the last id
 Kafka acknowledged (`POST /handover/standby`); the new one, which connected in standby and buffered, drops
-what it buffered up to that id and produces from the next one on (`POST /handover/release`).
+what it buffered up to that id and produces from the next one on (`POST /handover/release`). Gaps the old
+instance was still repairing from Binance's REST history (`repairs` in its answer) go to the new one with the
+release, so each missed id is repaired by exactly one of them.
 
 Both calls carry the shared handover token (`Authorization: Bearer ...`): the streamer refuses them without
 it. The deploying process and both colors share it: `K2_HANDOVER_TOKEN` / `K2_HANDOVER_TOKEN_FILE` in the
@@ -19,7 +21,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from k2_ops.deploy.model import DeploymentError
 from streamer.config import env_name
@@ -66,8 +68,16 @@ def _post(url: str, body: Mapping[str, Any], timeout_s: float, token: str | None
         raise DeploymentError(f"POST {url} failed: {getattr(exc, 'reason', exc)}") from exc
 
 
-def enter_standby(base_url: str, flush_timeout_s: float, token: str | None) -> dict[str, int]:
-    """Stop producing on `base_url`; return its last Kafka-acknowledged id per stream key."""
+class Standby(NamedTuple):
+    """What the old instance handed over: its last Kafka-acknowledged id per stream key, and the gaps it was
+    still repairing ({stream key: {"symbol", "stream", "ranges"}})."""
+
+    positions: dict[str, int]
+    repairs: dict[str, Any]
+
+
+def enter_standby(base_url: str, flush_timeout_s: float, token: str | None) -> Standby:
+    """Stop producing on `base_url`; return what the instance taking over needs (`Standby`)."""
     answer = _post(
         f"{base_url.rstrip('/')}/handover/standby",
         {"flush_timeout_seconds": flush_timeout_s},
@@ -79,14 +89,21 @@ def enter_standby(base_url: str, flush_timeout_s: float, token: str | None) -> d
     positions = answer.get("positions")
     if not isinstance(positions, dict):
         raise DeploymentError(f"{base_url}: standby answer has no positions: {answer}")
-    return {str(key): int(value) for key, value in positions.items()}
+    repairs = answer.get("repairs") or {}
+    if not isinstance(repairs, dict):
+        raise DeploymentError(f"{base_url}: standby answer's repairs are not a mapping: {answer}")
+    return Standby({str(key): int(value) for key, value in positions.items()}, repairs)
 
 
 def release(
-    base_url: str, after: Mapping[str, int] | None, token: str | None, timeout_s: float = 30.0
+    base_url: str, after: Mapping[str, int] | None, token: str | None, timeout_s: float = 30.0,
+    repairs: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Make `base_url` produce everything after `after` (None: everything it buffered) and go on producing."""
-    body = {"after": dict(after)} if after else {}
+    """Make `base_url` produce everything after `after` (None: everything it buffered) and go on producing;
+    it also repairs the gaps the old instance handed over (`repairs`)."""
+    body: dict[str, Any] = {"after": dict(after)} if after else {}
+    if repairs:
+        body["repairs"] = dict(repairs)
     return _post(f"{base_url.rstrip('/')}/handover/release", body, timeout_s, token)
 
 

@@ -203,12 +203,14 @@ class BlueGreenDeployment:
         config = state.config
         with self._step(state, "cutover"):
             if config.mode == "handover":
-                positions = handover.enter_standby(
+                standby = handover.enter_standby(
                     self._url(state.source), config.handover_flush_timeout_seconds, self.handover_token
                 )
-                state.positions = positions
-                self.log(f"{state.source} stopped producing after {positions}")
-                report = handover.release(self._url(state.target), positions, self.handover_token)
+                positions = state.positions = standby.positions
+                self.log(f"{state.source} stopped producing after {positions}"
+                         + (f"; gaps under repair handed over: {standby.repairs}" if standby.repairs else ""))
+                report = handover.release(self._url(state.target), positions, self.handover_token,
+                                          repairs=standby.repairs)
                 state.release = report
                 state.cutover_at = time.time()
                 gaps = handover.release_gaps(report)
@@ -329,10 +331,12 @@ class BlueGreenDeployment:
                     abort=lambda: self.backend.exit_reason(to_color),
                     what=to_color,
                 )
-                positions = handover.enter_standby(
+                standby = handover.enter_standby(
                     self._url(from_color), config.handover_flush_timeout_seconds, self.handover_token
                 )
-                report = handover.release(self._url(to_color), positions, self.handover_token)
+                positions = standby.positions
+                report = handover.release(self._url(to_color), positions, self.handover_token,
+                                          repairs=standby.repairs)
                 result.update(method="handover", positions=positions, gaps=handover.release_gaps(report))
                 result["switched_at"] = round(time.time(), 3)
                 self.backend.stop(from_color, config.stop_grace_seconds)

@@ -12,9 +12,10 @@ Contract used by the streamer's tests (see /work/team/SIMULATOR_CONTRACT.md):
         sim.control_url   # "http://127.0.0.1:CPORT"
         sim.drop_connections(); sim.generated_ids("btcusdt", "trade"); ...
 
-Modules: config (settings), certs (per-run CA), market (generators), replay (recordings),
-protocol (stream names, paths, control messages), frames, ground_truth, connection, server (asyncio
-server, fan-out, rules), faults, control (HTTP endpoint), background (thread wrapper), cli.
+Modules: config (settings), certs (per-run CA), market (generators, kept history, book), replay (recordings),
+protocol (stream names, paths, control messages), rest (REST endpoints, weights, 429/418, REST faults), frames,
+ground_truth, connection, server (asyncio server, fan-out, rules), faults, control (HTTP endpoint), background
+(thread wrapper), cli.
 """
 
 from .background import BackgroundSimulator, SimulatorError

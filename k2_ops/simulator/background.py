@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from .config import SimulatorConfig
 from .connection import ConnectionInfo
 from .control import ControlServer
+from .rest import CORRUPT_MODES, FAULT_STATUSES, RestRequest
 from .server import SimServer
 
 log = logging.getLogger("k2_ops.simulator")
@@ -239,10 +240,52 @@ class BackgroundSimulator:
         return self._call(self._srv.delist_symbols, _symbols(symbols))
 
     def fail_rest(self, seconds: float) -> None:
-        """GET /api/v3/exchangeInfo answers 503 for `seconds` (the REST API unreachable)."""
+        """Every REST request (exchangeInfo and the market-data endpoints) answers 503 for `seconds` (the REST
+        API unreachable); the same as rest_fault(503, seconds)."""
         if not seconds > 0:
             raise ValueError(f"fail_rest seconds must be > 0, got {seconds!r}")
         self._call(self._srv.fail_rest, float(seconds))
+
+    def rest_fault(self, status: int, seconds: float) -> None:
+        """Every REST request, on every endpoint, is answered with `status` for `seconds`: 429 or 418 with
+        Retry-After = the seconds left of the fault (rounded up) and Binance's -1003 body, or 500/502/503/504 with
+        a short text body. Faulted requests are logged (rest_requests) but charge no weight."""
+        if status not in FAULT_STATUSES:
+            raise ValueError(f"REST fault status must be one of {FAULT_STATUSES}, got {status!r}")
+        if not (isinstance(seconds, int | float) and seconds > 0):
+            raise ValueError(f"REST fault seconds must be > 0, got {seconds!r}")
+        self._call(self._srv.rest_fault, int(status), float(seconds))
+
+    def rest_corrupt(self, mode: str, count: int = 1) -> None:
+        """The next `count` 200 answers of historicalTrades / aggTrades / depth are broken, still with status 200:
+        "truncated" (the JSON cut in the middle), "wrong_symbol" (another symbol's newest items, or its book),
+        "short" (the first half of the items dropped, or of each side's levels)."""
+        if mode not in CORRUPT_MODES:
+            raise ValueError(f"REST corruption mode must be one of {CORRUPT_MODES}, got {mode!r}")
+        self._call(self._srv.rest_corrupt, mode, _count(count))
+
+    def skip_messages(
+        self, streams: list[str], count: int = 1, connection_ids: list[int] | None = None, after: int = 0
+    ) -> int:
+        """Silent message loss: on each open connection (or those numbered in `connection_ids`), `count` messages
+        of each named stream ("btcusdt@trade") are not sent, after `after` more were (0: the very next ones; a
+        few lets the hole fall inside a burst). Nothing else changes (no disconnect). They are still generated
+        (generated_ids, REST history) and never counted in sent_ids. Returns how many connections were armed."""
+        if isinstance(streams, str) or not all(isinstance(s, str) for s in streams):
+            raise ValueError(f"streams must be a list of stream names like 'btcusdt@trade', got {streams!r}")
+        if not isinstance(after, int) or isinstance(after, bool) or after < 0:
+            raise ValueError(f"after must be an integer >= 0, got {after!r}")
+        return self._call(self._srv.skip_messages, list(streams), _count(count), _ids(connection_ids), after)
+
+    def book(self, symbol: str) -> dict[str, Any]:
+        """The whole current book of `symbol` as {"lastUpdateId", "bids", "asks"}, best first, with the exact
+        price and quantity strings of the depth stream (compare a book rebuilt from a snapshot and diffs)."""
+        return self._call(self._srv.book, symbol)
+
+    def rest_requests(self) -> list[RestRequest]:
+        """Every REST request answered (the newest 100,000), oldest first; `rest.early_requests(...)` lists
+        those sent inside a ban or before a Retry-After had passed."""
+        return self._call(self._srv.rest_request_log)
 
     def exchange_info(self) -> dict[str, Any]:
         return self._call(self._srv.exchange_info)

@@ -54,6 +54,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--burst-every", type=_optional_float, default=d.burst_every_s)
     parser.add_argument("--burst-duration", type=float, default=d.burst_duration_s)
     parser.add_argument("--seed", type=int, default=d.seed)
+    parser.add_argument("--rest-history", type=int, default=d.rest_history_per_symbol, metavar="N",
+                        help="trades and aggTrades kept per symbol for historicalTrades / aggTrades")
+    parser.add_argument("--rest-weight-limit", type=_optional_int, default=d.rest_weight_limit,
+                        help="REST request weight per window ('off' disables the budget)")
+    parser.add_argument("--rest-weight-window", type=float, default=d.rest_weight_window_s, help="seconds")
+    parser.add_argument("--rest-violations-before-ban", type=_optional_int, default=d.rest_violations_before_ban,
+                        help="requests before a 429's Retry-After that earn a 418 ban ('off': never banned)")
+    parser.add_argument("--rest-ban", type=float, default=d.rest_ban_s, help="418 ban length, seconds")
     parser.add_argument("--uvloop", action="store_true", help="run on uvloop if it is installed")
 
 
@@ -88,6 +96,11 @@ def config_from_args(args: argparse.Namespace) -> SimulatorConfig:
         burst_every_s=args.burst_every,
         burst_duration_s=args.burst_duration,
         seed=args.seed,
+        rest_history_per_symbol=args.rest_history,
+        rest_weight_limit=args.rest_weight_limit,
+        rest_weight_window_s=args.rest_weight_window,
+        rest_violations_before_ban=args.rest_violations_before_ban,
+        rest_ban_s=args.rest_ban,
         use_uvloop=args.uvloop,
     )
 

@@ -72,6 +72,15 @@ class SimulatorConfig:
     max_send_buffer_bytes: int = 64 * 1024 * 1024
     max_incoming_message_bytes: int = 1024 * 1024
     close_timeout_s: float = 2.0
+    # REST (rest.py): trades and aggTrades kept per symbol for historicalTrades / aggTrades (0 keeps none; about
+    # 32 bytes per trade plus 48 per aggTrade), and Binance's REQUEST_WEIGHT budget: `rest_weight_limit` per window of
+    # `rest_weight_window_s` (aligned on the exchange clock; None = no budget), 429 beyond it, a ban (418) for
+    # `rest_ban_s` after `rest_violations_before_ban` requests sent before a 429's Retry-After (None = no bans).
+    rest_history_per_symbol: int = 10_000
+    rest_weight_limit: int | None = 6000
+    rest_weight_window_s: float = 60.0
+    rest_violations_before_ban: int | None = 2
+    rest_ban_s: float = 120.0
     # Faster event loop when installed (a dagster-webserver dependency); plain asyncio otherwise.
     use_uvloop: bool = False
 
@@ -157,6 +166,11 @@ def validate(config: SimulatorConfig) -> None:
     _integer(config, "max_send_buffer_bytes", minimum=1024)
     _integer(config, "max_incoming_message_bytes", minimum=1024)
     _integer(config, "seed", minimum=0)
+    _integer(config, "rest_history_per_symbol", minimum=0)
+    _integer(config, "rest_weight_limit", minimum=1, allow_none=True)
+    _integer(config, "rest_violations_before_ban", minimum=1, allow_none=True)
+    _positive(config, "rest_weight_window_s")
+    _positive(config, "rest_ban_s")
     if config.control_port is not None:
         _integer(config, "control_port", minimum=0)
         if config.control_port > 65535:

@@ -5,9 +5,12 @@
         curl -X POST localhost:CPORT/stall -d '{"seconds": 5}'
         curl -X POST localhost:CPORT/list_symbols -d '{"symbols": ["newusdt"]}'
         curl -X POST localhost:CPORT/delist_symbols -d '{"symbols": ["ethusdt"]}'
-    GET  /status | /connections | /connection_attempts
+        curl -X POST localhost:CPORT/rest_fault -d '{"status": 429, "seconds": 10}'
+        curl -X POST localhost:CPORT/skip_messages -d '{"streams": ["btcusdt@trade"], "count": 3}'
+    GET  /status | /connections | /connection_attempts | /rest_requests
     GET  /generated_ids?symbol=btcusdt&stream=trade&since=MS&until=MS
     GET  /sent_ids?symbol=btcusdt&stream=trade&connection_id=N
+    GET  /book?symbol=btcusdt
 
 Answers are JSON: {"ok": true, "result": ...} or {"ok": false, "error": "..."} with 400/404.
 """
@@ -46,6 +49,9 @@ FAULTS = (
     "list_symbols",
     "delist_symbols",
     "fail_rest",
+    "rest_fault",
+    "rest_corrupt",
+    "skip_messages",
 )
 MAX_BODY = 64 * 1024
 
@@ -128,6 +134,8 @@ class _Handler(BaseHTTPRequestHandler):
             "/status": sim.status,
             "/connections": lambda: [dataclasses.asdict(c) for c in sim.connections()],
             "/connection_attempts": sim.connection_attempts,
+            "/rest_requests": lambda: [dataclasses.asdict(r) for r in sim.rest_requests()],
+            "/book": lambda: sim.book(_str_arg(query, "symbol")),
             "/generated_ids": lambda: sim.generated_ids(
                 _str_arg(query, "symbol"),
                 _str_arg(query, "stream", "trade"),

@@ -8,12 +8,18 @@ is increasing (it shares the update-id space, so not contiguous) and depth event
 Payloads are formatted once, straight to compact JSON bytes with the exact key order and JSON types of
 Binance's spot streams (2026: trade without `b`/`a`; bookTicker without `e`/`E`); prices and quantities
 are decimal strings with 8 decimals, as on the exchange. Nothing here does I/O or reads the clock.
+
+For the REST API (rest.py, server.py) each market also keeps its recent trades and aggTrades (`History`: the
+exact values of the stream payloads, in columns, bounded) and serves its live book (`book`), whose
+`lastUpdateId` is the update id of the last change applied: every later depth diff has `u` >= it, and the
+first with `u` > it has `U` <= it + 1 (Binance's snapshot rule; a diff with `u` == it is already in the book).
 """
 
 from __future__ import annotations
 
 import random
-from typing import NamedTuple
+from array import array
+from typing import Any, NamedTuple
 
 STREAM_KINDS = ("trade", "aggTrade", "bookTicker", "depth@100ms")
 DEPTH_INTERVAL_MS = 100
@@ -53,6 +59,94 @@ def fmt_qty(units: int) -> str:
     return f"{units // QTY_SCALE}.{units % QTY_SCALE:08d}"
 
 
+def fmt_quote(ticks: int, units: int) -> str:
+    """price x qty exactly: 8 decimals as Binance prints them, 10 only if the product needs them (never
+    here: quantities are whole lots, so the product of a 0.01 price and a 0.00001 lot has 7 decimals)."""
+    value = ticks * units  # in units of 1e-10
+    whole, frac = divmod(value, PRICE_SCALE * QTY_SCALE)
+    digits = f"{frac:010d}"
+    return f"{whole}.{digits[:8] if digits.endswith('00') else digits}"
+
+
+class TradeRow(NamedTuple):
+    """One kept trade: exactly the values of its `trade` payload (t, p, q, T, m), prices and qty as integers."""
+
+    id: int
+    price: int  # ticks of 0.01
+    qty: int  # units of 1e-8
+    time: int  # trade time T, ms
+    is_buyer_maker: bool
+
+
+class AggRow(NamedTuple):
+    """One kept aggTrade: exactly the values of its `aggTrade` payload (a, p, q, f, l, T, m)."""
+
+    id: int
+    price: int
+    qty: int
+    first: int
+    last: int
+    time: int
+    is_buyer_maker: bool
+
+
+class History:
+    """The last `keep` rows of one id series (trade ids or aggTrade ids), in columns of `array('q')`.
+
+    Invariants: ids are appended contiguous and ascending (the market's own counters), so the row of id i is
+    at position i - first_id and needs no id column; what is served is exactly the newest `keep` rows (the
+    columns hold at most keep + keep // 10 + 1 and drop the oldest tenth at once, so trimming is amortised);
+    `keep` 0 keeps nothing. Memory: 8 bytes per column per row (4 columns for trades, 6 for aggTrades).
+    """
+
+    __slots__ = ("columns", "first_id", "keep", "slack")
+
+    def __init__(self, keep: int, columns: int) -> None:
+        self.keep = keep
+        self.slack = keep // 10 + 1
+        self.first_id = 0
+        self.columns = tuple(array("q") for _ in range(columns))
+
+    def __len__(self) -> int:
+        return min(len(self.columns[0]), self.keep)
+
+    def append(self, ident: int, values: tuple[int, ...]) -> None:
+        if not self.keep:
+            return
+        columns = self.columns
+        if not columns[0]:
+            self.first_id = ident
+        elif ident != self.first_id + len(columns[0]):
+            raise ValueError(f"history ids must be contiguous: got {ident} after {self.first_id + len(columns[0]) - 1}")
+        for column, value in zip(columns, values, strict=True):
+            column.append(value)
+        excess = len(columns[0]) - self.keep
+        if excess >= self.slack:
+            for column in columns:
+                del column[:excess]
+            self.first_id += excess
+
+    def oldest_id(self) -> int | None:
+        """The oldest id served, None when empty."""
+        n = len(self.columns[0])
+        return None if not n or not self.keep else self.first_id + max(n - self.keep, 0)
+
+    def rows(self, from_id: int | None, limit: int) -> list[tuple[int, ...]]:
+        """Rows (id first) with id >= from_id, ascending, at most `limit`; from_id None: the newest `limit`.
+
+        A from_id older than the oldest served answers from the oldest served (the answer then does not start
+        at from_id: that is how ids no longer kept show); a from_id beyond the newest answers [].
+        """
+        n = len(self.columns[0])
+        start = max(n - self.keep, 0)
+        lo = max(start, n - limit) if from_id is None else min(max(from_id - self.first_id, start), n)
+        hi = min(lo + limit, n)
+        if lo >= hi:
+            return []
+        cols = [c[lo:hi] for c in self.columns]
+        return [(self.first_id + lo + i, *(c[i] for c in cols)) for i in range(hi - lo)]
+
+
 def trades_due(carry: float, rate_per_s: float, dt_s: float) -> tuple[int, float]:
     """Whole trades due after `dt_s` at `rate_per_s`, keeping the fraction for the next tick."""
     total = carry + rate_per_s * dt_s
@@ -70,7 +164,7 @@ def rate_multiplier(elapsed_s: float, multiplier: float, every_s: float | None, 
 class SymbolMarket:
     """The live market of one symbol. Deterministic for a given seed and sequence of calls."""
 
-    def __init__(self, symbol: str, seed: int = 0) -> None:
+    def __init__(self, symbol: str, seed: int = 0, history: int = 10_000) -> None:
         self.symbol = symbol
         self.upper = symbol.upper()
         self.rng = random.Random(f"{seed}:{symbol}")
@@ -92,6 +186,9 @@ class SymbolMarket:
         self.pending_asks: dict[int, int] = {}
         self.pending_first_id: int | None = None
         self.next_depth_ms: int | None = None
+        # The last `history` trades (price, qty, T, m) and aggTrades (price, qty, f, l, T, m), for REST.
+        self.trade_history = History(history, 4)
+        self.agg_history = History(history, 6)
 
     # ---- public API -------------------------------------------------------------------------------
 
@@ -129,6 +226,26 @@ class SymbolMarket:
         self.pending_asks = {}
         self.pending_first_id = None
         return Event(self.symbol, "depth@100ms", last, now_ms, payload)
+
+    def trades(self, from_id: int | None, limit: int) -> list[TradeRow]:
+        """Kept trades with id >= from_id (None: the newest), ascending, at most `limit` (History.rows)."""
+        return [TradeRow(i, p, q, t, bool(m)) for i, p, q, t, m in self.trade_history.rows(from_id, limit)]
+
+    def agg_trades(self, from_id: int | None, limit: int) -> list[AggRow]:
+        """Kept aggTrades with a >= from_id (None: the newest), ascending, at most `limit` (History.rows)."""
+        return [AggRow(i, p, q, f, la, t, bool(m)) for i, p, q, f, la, t, m in self.agg_history.rows(from_id, limit)]
+
+    def book(self, limit: int | None = None) -> dict[str, Any]:
+        """The live book as Binance's depth snapshot: `lastUpdateId` (the update id of the last change applied),
+        bids best (highest) first and asks best (lowest) first, at most `limit` levels per side (None: all),
+        each level [price, qty] as the exact decimal strings the depth stream carries."""
+        bids = sorted(self.bids.items(), reverse=True)[:limit]
+        asks = sorted(self.asks.items())[:limit]
+        return {
+            "lastUpdateId": self.update_id,
+            "bids": [[fmt_price(p), fmt_qty(q)] for p, q in bids],
+            "asks": [[fmt_price(p), fmt_qty(q)] for p, q in asks],
+        }
 
     # ---- book mechanics ---------------------------------------------------------------------------
 
@@ -198,6 +315,7 @@ class SymbolMarket:
             qty = level_qty if sweep else min(level_qty, LOT * rng.randint(1, 400))
             trade_id = self.next_trade_id
             self.next_trade_id += 1
+            self.trade_history.append(trade_id, (price, qty, trade_time, not taker_buys))
             agg_qty += qty
             p = fmt_price(price)
             out.append(
@@ -225,6 +343,7 @@ class SymbolMarket:
         agg_id = self.next_agg_id
         self.next_agg_id += 1
         trade_time = now_ms - 1 if now_ms > 0 else 0
+        self.agg_history.append(agg_id, (price, qty, first, last, trade_time, maker_flag == "true"))
         payload = (
             f'{{"e":"aggTrade","E":{now_ms},"s":"{self.upper}","a":{agg_id},"p":"{fmt_price(price)}",'
             f'"q":"{fmt_qty(qty)}","f":{first},"l":{last},"T":{trade_time},"m":{maker_flag},"M":true}}'

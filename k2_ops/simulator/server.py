@@ -17,7 +17,15 @@ at most `max_streams_per_connection` streams; more than `max_connection_attempts
 
 REST on the same TLS endpoint: `GET /api/v3/exchangeInfo` lists every symbol the simulator generates
 (status TRADING) and every delisted one (status BREAK), in Binance's format (docs/simulator.md); listings
-and delistings are injected with `list_symbols` / `delist_symbols` (control endpoint).
+and delistings are injected with `list_symbols` / `delist_symbols` (control endpoint). `historicalTrades`,
+`aggTrades` and `depth` answer from each market's kept history and live book, with Binance's weights, budget,
+429 / 418 rules and faults (rest.py holds that logic; here it is only fed and written out). A REST answer is
+built on the loop thread between two fan-outs, so a depth snapshot is the book exactly as of the last
+message sent. Every REST request is kept in a bounded log (`rest_requests`).
+
+Skipped messages (`skip_messages`): after letting `after` more pass, a connection's next N messages of a stream
+are generated (they are in the ground truth's generated ids and the REST history) but not written to it, and
+its sent ranges are split around each one (also in the middle of a fan-out), so `sent_ids` never claims them.
 """
 
 from __future__ import annotations
@@ -25,7 +33,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import http
-import json
 import logging
 import math
 import time
@@ -33,13 +40,14 @@ from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from websockets.asyncio.server import Server, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.protocol import OPEN
 
-from . import faults
+from . import faults, rest
 from .certs import TlsMaterial, create_tls_material
 from .config import CERT_MODES, SimulatorConfig
 from .connection import ConnectionInfo, ConnState, SimConnection
@@ -48,6 +56,7 @@ from .ground_truth import GroundTruth, Series
 from .market import Event, SymbolMarket, quote_asset, rate_multiplier, trades_due
 from .protocol import PathError, handle_message, parse_path, parse_stream
 from .replay import Replayer
+from .rest import RestRequest
 
 log = logging.getLogger("k2_ops.simulator")
 
@@ -57,6 +66,7 @@ CHUNK_TRADES = 500  # per symbol; about 4 messages per trade
 REPLAY_CHUNKS_PER_TICK = 5  # full-speed replay: at most 10,000 recorded messages per tick
 MAX_TICK_GAP_S = 0.25  # an overloaded loop generates at most this much time per tick (rate is best effort)
 WRITE_LIMIT = 256 * 1024  # transport buffer high-water mark; more waits in SimConnection.backlog
+REST_LOG_MAX = 100_000  # REST requests kept in the request log (the oldest go first)
 
 
 class SimServer:
@@ -67,11 +77,24 @@ class SimServer:
         self.faults = faults.FaultState(cert_mode=config.cert_mode)
         self.truth = GroundTruth(config.ground_truth_max_per_series)
         self.replayer = None if config.replay_file is None else Replayer(Path(config.replay_file), config.replay_speed)
-        self.markets = {} if self.replayer else {s: SymbolMarket(s, config.seed) for s in config.symbols}
+        history = config.rest_history_per_symbol
+        self.markets = {} if self.replayer else {s: SymbolMarket(s, config.seed, history) for s in config.symbols}
         self.carry = dict.fromkeys(self.markets, 0.0)
-        self.delisted: set[str] = set()  # listed as BREAK by exchangeInfo, no longer generated
+        # Listed as BREAK by exchangeInfo, no longer generated; REST still serves their history and last book.
+        self.delisted: dict[str, SymbolMarket] = {}
         self.rest_requests = 0
-        self.rest_fail_until = 0.0  # exchangeInfo answers 503 until then (the REST API unreachable)
+        self.rest_api = rest.RestApi(
+            rest.WeightLimiter(config.rest_weight_limit, config.rest_weight_window_s,
+                               config.rest_violations_before_ban, config.rest_ban_s),
+            lookup=self._rest_market,
+            other=self._other_market,
+            exchange_info=self.exchange_info,
+        )
+        self.rest_log: deque[RestRequest] = deque(maxlen=REST_LOG_MAX)
+        # skip_messages: connection id -> {(symbol, kind): [messages still to let pass, messages still to skip]},
+        # and the sent runs a skip closed during the current fan-out (flushed with the connection's write).
+        self.skips: dict[int, dict[tuple[str, str], list[int]]] = {}
+        self.tick_done: dict[int, list[tuple[tuple[str, str], int, int]]] = {}
         self.rate = config.rate_per_symbol
         self.market_paused = False
         self.burst_until = 0.0
@@ -179,17 +202,38 @@ class SimServer:
         return {"timezone": "UTC", "serverTime": int(time.time() * 1000), "rateLimits": [],
                 "exchangeFilters": [], "symbols": listed}
 
+    def _rest_market(self, symbol: str) -> SymbolMarket | None:
+        """The market of an uppercase REST symbol (listed or delisted), None if the simulator has none."""
+        market = self.markets.get(symbol.lower()) or self.delisted.get(symbol.lower())
+        return market if market is not None and market.upper == symbol else None
+
+    def _other_market(self, market: SymbolMarket) -> SymbolMarket | None:
+        """Another symbol's market (the wrong_symbol corruption): the first other listed one."""
+        others = (m for m in (*self.markets.values(), *self.delisted.values()) if m is not market)
+        return next(others, None)
+
+    def _exchange_s(self) -> float:
+        """The exchange's clock in Unix seconds (this host's plus clock_offset_s); the REST rules run on it."""
+        return time.time() + self.config.clock_offset_s
+
     def _rest(self, connection: SimConnection, request: Request) -> Response:
         assert self.loop is not None
         self.rest_requests += 1
-        route = request.path.split("?", 1)[0]
-        if route != "/api/v3/exchangeInfo":
-            return connection.respond(http.HTTPStatus.NOT_FOUND, '{"code":-1,"msg":"Not found"}')
-        if self.loop.time() < self.rest_fail_until:
-            return connection.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "Service unavailable (fault)\n")
-        response = connection.respond(http.HTTPStatus.OK, json.dumps(self.exchange_info(), separators=(",", ":")))
-        del response.headers["Content-Type"]
-        response.headers["Content-Type"] = "application/json;charset=UTF-8"
+        split = urlsplit(request.path)
+        now = self._exchange_s()
+        answer = self.rest_api.handle(split.path, split.query, now)
+        self.rest_log.append(RestRequest(
+            time=self.loop.time(), wall_time=now, path=split.path, params=rest.parse_query(split.query)[0],
+            weight=answer.weight, status=answer.status, retry_after=answer.retry_after, used_weight=answer.used,
+        ))
+        response = connection.respond(answer.status, answer.body)
+        headers = response.headers
+        del headers["Content-Type"]
+        headers["Content-Type"] = answer.content_type
+        for name in rest.WEIGHT_HEADERS:
+            headers[name] = str(answer.used)
+        if answer.retry_after is not None:
+            headers["Retry-After"] = str(answer.retry_after)
         return response
 
     def _process_request(self, connection: SimConnection, request: Request) -> Response | None:
@@ -273,6 +317,7 @@ class SimServer:
         state.tasks.clear()
         state.timer = None
         self.states.pop(state.id, None)
+        self.skips.pop(state.id, None)
         keep = self.config.max_closed_connections_kept
         if keep == 0:
             self.truth.forget_connection(state.id)
@@ -407,6 +452,7 @@ class SimServer:
             conn = state.conn
             state.active = conn is not None and conn.protocol.state is OPEN and state.stalled_until <= now
         series_map, names, subscribers, truth = self.series, self.stream_names, self.subscribers, self.truth
+        skips = self.skips
         touched: list[ConnState] = []
         for symbol, kind, ident, time_ms, payload in events:
             key = (symbol, kind)
@@ -421,6 +467,8 @@ class SimServer:
             raw_frame = wrapped_frame = None
             for state in subs.values():
                 if not state.active:
+                    continue
+                if skips and key in skips.get(state.id, ()) and self._skip_one(state, key):
                     continue
                 if state.combined:
                     if wrapped_frame is None:
@@ -441,10 +489,31 @@ class SimServer:
         for state in touched:
             self._flush(state)
 
+    def _skip_one(self, state: ConnState, key: tuple[str, str]) -> bool:
+        """Whether to withhold this message from `state` (skip_messages). A withheld message closes the run of
+        this stream sent so far in this fan-out, so the next message sent starts a new run and the hole is never
+        recorded as sent."""
+        left = self.skips[state.id]
+        counts = left[key]
+        if counts[0]:
+            counts[0] -= 1  # still letting messages pass
+            return False
+        counts[1] -= 1
+        if not counts[1]:
+            del left[key]
+            if not left:
+                del self.skips[state.id]
+        run = state.tick_ranges.pop(key, None)
+        if run is not None:
+            self.tick_done.setdefault(state.id, []).append((key, run[0], run[1]))
+        return True
+
     def _flush(self, state: ConnState) -> None:
         conn = state.conn
         assert conn is not None
-        ranges = tuple((key, start, end) for key, (start, end) in state.tick_ranges.items())
+        # Runs closed by a skip come first: per stream, runs stay in generation order.
+        done = self.tick_done.pop(state.id, ())
+        ranges = (*done, *((key, start, end) for key, (start, end) in state.tick_ranges.items()))
         state.tick_ranges.clear()
         count = len(state.out)
         data = b"".join(state.out)
@@ -588,23 +657,58 @@ class SimServer:
         """New listings: generated from now on and listed TRADING by exchangeInfo; returns those new."""
         added = [s for s in symbols if s not in self.markets]
         for symbol in added:
-            self.markets[symbol] = SymbolMarket(symbol, self.config.seed)
+            self.markets[symbol] = SymbolMarket(symbol, self.config.seed, self.config.rest_history_per_symbol)
             self.carry[symbol] = 0.0
-            self.delisted.discard(symbol)
+            self.delisted.pop(symbol, None)
         return added
 
     def delist_symbols(self, symbols: list[str]) -> list[str]:
         """Delistings: no longer generated, listed BREAK by exchangeInfo; returns those delisted."""
         removed = [s for s in symbols if s in self.markets]
         for symbol in removed:
-            del self.markets[symbol]
+            self.delisted[symbol] = self.markets.pop(symbol)
             self.carry.pop(symbol, None)
-            self.delisted.add(symbol)
         return removed
 
     def fail_rest(self, seconds: float) -> None:
-        assert self.loop is not None
-        self.rest_fail_until = self.loop.time() + seconds
+        self.rest_fault(503, seconds)
+
+    def rest_fault(self, status: int, seconds: float) -> None:
+        self.rest_api.set_fault(status, seconds, self._exchange_s())
+
+    def rest_corrupt(self, mode: str, count: int) -> None:
+        if mode == "wrong_symbol" and len(self.markets) + len(self.delisted) < 2:
+            raise ValueError("the wrong_symbol corruption needs a second symbol to take answers from")
+        self.rest_api.set_corrupt(mode, count)
+
+    def skip_messages(
+        self, streams: list[str], count: int, connection_ids: list[int] | None = None, after: int = 0
+    ) -> int:
+        """Arm the skip of `count` messages of each stream, after `after` more were sent, on open connections (or
+        those numbered); returns how many connections were armed. Only messages a connection would be sent count
+        (a stream it is not subscribed to, or a stall, delays the skip)."""
+        keys = []
+        for name in streams:
+            parsed = parse_stream(name)
+            if parsed is None:
+                raise ValueError(f"invalid stream name {name!r}; expected e.g. 'btcusdt@trade'")
+            keys.append(parsed)
+        states = self._open_states(connection_ids)
+        for state in states:
+            left = self.skips.setdefault(state.id, {})
+            for key in keys:
+                left[key] = [after, count]
+        return len(states)
+
+    def book(self, symbol: str) -> dict[str, Any]:
+        """The whole live book of a symbol (lowercase or REST uppercase) as a depth snapshot."""
+        market = self._rest_market(symbol.upper())
+        if market is None:
+            raise KeyError(f"no market for symbol {symbol!r}")
+        return market.book()
+
+    def rest_request_log(self) -> list[RestRequest]:
+        return list(self.rest_log)
 
     def burst(self, multiplier: float, seconds: float) -> None:
         assert self.loop is not None
@@ -623,6 +727,7 @@ class SimServer:
             "open_connections": len(self.states),
             "connection_attempts": self.attempts_total,
             "rest_requests": self.rest_requests,
+            "rest_answers": {str(k): v for k, v in sorted(self.rest_api.answered.items())},
             "listed_symbols": len(self.markets),
             "ticks": self.ticks,
             "generated": self.truth.counts(),

@@ -43,10 +43,12 @@ TWO_DOWN_SECONDS = 10.0  # the issue's 30 s, scaled: the buffer fills in ~3 s at
 PAUSE_SECONDS = 2 * TIMINGS.broker_session_timeout_s  # SIGSTOP longer than the session timeout
 
 
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[KafkaService]:
-    service = KafkaService(tmp_path / "cluster", name="kafka-cluster", brokers=3, security=KafkaSecurity.SASL_SSL,
-                           timings=TIMINGS)
+@pytest.fixture(scope="module")
+def shared_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaService]:
+    """One cluster for the module (a start and a stop cost ~15 s each): every test uses its own topics, and
+    `cluster` makes it whole again after each test."""
+    service = KafkaService(tmp_path_factory.mktemp("cluster"), name="kafka-cluster", brokers=3,
+                           security=KafkaSecurity.SASL_SSL, timings=TIMINGS)
     try:  # a start that fails its readiness wait leaves the nodes running: stopped here too
         service.start()
         for secret in service.secrets_dir.iterdir():
@@ -54,6 +56,20 @@ def cluster(tmp_path: Path) -> Iterator[KafkaService]:
         yield service
     finally:
         service.stop()
+
+
+@pytest.fixture
+def cluster(shared_cluster: KafkaService) -> Iterator[KafkaService]:
+    """The module's cluster; after the test every node runs again (a killed or stopped one restarted, a paused
+    one resumed) and all three brokers are listed, so the next test starts from a whole cluster."""
+    yield shared_cluster
+    for node in shared_cluster.nodes:
+        if not shared_cluster._node_process(node).is_running():
+            shared_cluster.start_node(node.node_id)
+        else:
+            shared_cluster.resume_node(node.node_id)  # SIGCONT: a no-op unless a test left it stopped
+    poll_until(lambda: shared_cluster.broker_count() == 3, 90, "all three brokers listed again", interval_s=0.5,
+               error=AssertionError)
 
 
 def _admin(cluster: KafkaService) -> AdminClient:
@@ -151,7 +167,7 @@ def test_rolling_restart_of_all_three_brokers_under_load(
     make_simulator: Any, make_streamer: Any, cluster: KafkaService, fault_report: dict[str, Any]
 ) -> None:
     """Each broker in turn: a controlled stop, 100 deliveries without it, its restart, and every replica back
-    in sync before the next (~25 s for three, plus the cluster's start and stop)."""
+    in sync before the next (~25 s for three)."""
     sim, streamer = _start(make_simulator, make_streamer, cluster)
     streamer.wait_ready()
     wait_for(lambda: streamer.metric("kafka_messages_produced_total") >= 200, 30, "deliveries before the restarts")
@@ -230,7 +246,7 @@ def test_wrong_password_is_reported_retried_and_nothing_is_lost_after_the_fix(
     make_simulator: Any, make_streamer: Any, cluster: KafkaService, tmp_path: Path, fault_report: dict[str, Any]
 ) -> None:
     """Two failed topic checks (2 s each), the fix on the cluster, then librdkafka's reconnect and a settle
-    against the ground truth (~25 s, plus the three-broker cluster's start and stop)."""
+    against the ground truth (~25 s); the user's own password is restored for the module's next test."""
     wrong = f"wrong-{uuid.uuid4().hex[:12]}"
     remember_secret(wrong)
     wrong_file = tmp_path / "wrong-password"
@@ -254,10 +270,17 @@ def test_wrong_password_is_reported_retried_and_nothing_is_lost_after_the_fix(
                                           wrong.encode())
     for future in admin.alter_user_scram_credentials([upsert]).values():
         future.result(timeout=30)
-    streamer.wait_ready(timeout_s=90)
-    wait_for(lambda: streamer.metric("kafka_messages_produced_total") >= 200, 30, "deliveries after the fix")
     conf = {**cluster.client_conf(), "sasl.password": wrong}
-    result = settle_and_compare(streamer, sim, cluster.bootstrap_servers, client=conf)
+    try:
+        streamer.wait_ready(timeout_s=90)
+        wait_for(lambda: streamer.metric("kafka_messages_produced_total") >= 200, 30, "deliveries after the fix")
+        result = settle_and_compare(streamer, sim, cluster.bootstrap_servers, client=conf)
+    finally:  # the module's cluster gets the user's own password back for the next test
+        original = UserScramCredentialUpsertion(
+            CLIENT_USER, ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 4096),
+            cluster.client_password_file.read_text().strip().encode())
+        for future in AdminClient({**conf, "log_level": 0}).alter_user_scram_credentials([original]).values():
+            future.result(timeout=30)
     fault_report["cluster_wrong_password_then_fixed"] = _row(result)
     assert result["missing_total"] == 0 and result["duplicates_total"] == 0
     # Neither the wrong nor the right password in the streamer's log or the cluster's logs.

@@ -167,6 +167,7 @@ def test_bad_paths_are_refused_over_http(sim: BackgroundSimulator, tls: ssl.SSLC
     async def scenario() -> None:
         assert await status("/ws/btcusdt@trade") == 101
         assert await status("/ws/btcusdt@nonsense") == 400
-        assert await status("/api/v3/depth") == 404
+        assert await status("/api/v3/depth") == 400  # a REST endpoint, asked without its symbol (-1102)
+        assert await status("/api/v3/klines") == 404  # a REST path the simulator does not serve
 
     asyncio.run(scenario())
