@@ -279,7 +279,8 @@ def test_wrong_password_is_reported_retried_and_nothing_is_lost_after_the_fix(
         original = UserScramCredentialUpsertion(
             CLIENT_USER, ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 4096),
             cluster.client_password_file.read_text().strip().encode())
-        for future in AdminClient({**conf, "log_level": 0}).alter_user_scram_credentials([original]).values():
+        admin = AdminClient({**conf, "log_level": 0})  # kept referenced until its futures are done
+        for future in admin.alter_user_scram_credentials([original]).values():
             future.result(timeout=30)
     fault_report["cluster_wrong_password_then_fixed"] = _row(result)
     assert result["missing_total"] == 0 and result["duplicates_total"] == 0
