@@ -13,7 +13,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,8 @@ from k2_ops.polling import poll_until
 from k2_ops.simulator import BackgroundSimulator, SimulatorConfig
 from k2_ops.stack import KafkaService
 from k2_ops.stack.process import launch_on_port, terminate
-from streamer.serialize import load_schema, split_wire
+from streamer.kinds import stream_key
+from streamer.serialize import load_schema, split_wire, topic_for
 from streamer.summary import summary_from_log
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -252,6 +253,46 @@ def compare_with_truth(kafka_ids: list[int], generated: list[int], start: int | 
         "unexpected": len(unique - set(expected)),
         "missing_ids": missing[:20],
     }
+
+
+def settle_streams(streamer: StreamerProcess, sim: BackgroundSimulator, bootstrap: str, symbols: Sequence[str],
+                   id_fields: Mapping[str, str], timeout_s: float = 60) -> dict[str, Any]:
+    """Pause the market, wait until the streamer has the last id sent on every stream and nothing left to
+    repair, stop it, and compare each kind's topic with the ground truth per symbol: result[kind][symbol] is
+    `compare_with_truth` from the first id sent to the streamer's first connection; result[kind]["records"]
+    the records read. `id_fields`: kind -> its id field ("trade" -> "trade_id")."""
+    sim.pause_market()
+
+    def caught_up() -> bool:
+        _, positions = streamer.get("/positions")
+        received = positions["received_last"]
+        return all(received.get(stream_key(s, k)) == (sim.sent_ids(s, k)[-1:] or [None])[0]
+                   for s in symbols for k in id_fields)
+
+    wait_for(caught_up, timeout_s, "streamer caught up with the paused market")
+    wait_for(lambda: streamer.metric("binance_gap_repair_pending_messages") == 0, timeout_s, "every repair finished")
+    metrics = streamer.metrics()
+    assert streamer.terminate() == 0
+    summary = streamer.summary()
+    prefix = streamer.env["K2_KAFKA_TOPIC_PREFIX"]
+    first_connection = min(c.id for c in sim.connections())
+    result: dict[str, Any] = {"metrics": metrics, "summary": summary}
+    for kind, id_field in id_fields.items():
+        records = consume(bootstrap, topic_for(prefix, kind), lambda rs: len(rs) >= 1, stream=kind, idle_s=2.0,
+                          timeout_s=120)
+        result[kind] = {"records": records}
+        by_symbol: dict[str, list[int]] = {}
+        for record in records:
+            by_symbol.setdefault(record.value["symbol"].lower(), []).append(record.value[id_field])
+        for symbol in symbols:
+            sent = sim.sent_ids(symbol, kind)
+            if not sent:
+                continue
+            truth = [i for i in sim.generated_ids(symbol, kind) if i <= sent[-1]]
+            first_sent = sim.sent_ids(symbol, kind, connection_id=first_connection)
+            start = first_sent[0] if first_sent else sent[0]
+            result[kind][symbol] = compare_with_truth(by_symbol.get(symbol, []), truth, start)
+    return result
 
 
 @pytest.fixture

@@ -17,19 +17,12 @@ import pytest
 
 from k2_ops.simulator import BackgroundSimulator
 from k2_ops.simulator.rest import early_requests
-from tests.streamer.conftest import (
-    Record,
-    StreamerProcess,
-    compare_with_truth,
-    consume,
-    wait_for,
-)
+from tests.streamer.conftest import Record, StreamerProcess, settle_streams, wait_for
 
 pytestmark = pytest.mark.slow
 
 SYMBOLS = ("btcusdt", "ethusdt")
 ID_FIELD = {"trade": "trade_id", "aggTrade": "agg_trade_id"}
-TOPIC = {"trade": "trades", "aggTrade": "aggtrades"}
 
 
 def _start(make_simulator: Any, make_streamer: Any, kafka: Any, sim_settings: dict[str, Any] | None = None,
@@ -40,38 +33,6 @@ def _start(make_simulator: Any, make_streamer: Any, kafka: Any, sim_settings: di
     streamer.wait_ready()
     wait_for(lambda: streamer.metric("kafka_messages_produced_total") >= 200, 30, "deliveries before the fault")
     return sim, streamer
-
-
-def _settle(streamer: StreamerProcess, sim: BackgroundSimulator, bootstrap: str,
-            symbols: tuple[str, ...] = SYMBOLS) -> dict[str, Any]:
-    """Pause the market, wait until the streamer has the last id sent and nothing left to repair, stop it, and
-    compare both topics with the ground truth per symbol."""
-    sim.pause_market()
-
-    def caught_up() -> bool:
-        _, positions = streamer.get("/positions")
-        received = positions["received_last"]
-        return all(received.get(f"{s}@{k}") == (sim.sent_ids(s, k)[-1:] or [None])[0]
-                   for s in symbols for k in ID_FIELD)
-
-    wait_for(caught_up, 30, "streamer caught up with the paused market")
-    wait_for(lambda: streamer.metric("binance_gap_repair_pending_messages") == 0, 60, "every repair finished")
-    metrics = streamer.metrics()
-    assert streamer.terminate() == 0
-    summary = streamer.summary()
-    prefix = streamer.env["K2_KAFKA_TOPIC_PREFIX"]
-    first_connection = min(c.id for c in sim.connections())
-    result: dict[str, Any] = {"metrics": metrics, "summary": summary}
-    for kind, field in ID_FIELD.items():
-        records = consume(bootstrap, f"{prefix}.{TOPIC[kind]}", lambda rs: len(rs) >= 1, stream=kind, idle_s=2.0)
-        result[kind] = {"records": records}
-        for symbol in symbols:
-            last_sent = sim.sent_ids(symbol, kind)[-1]
-            truth = [i for i in sim.generated_ids(symbol, kind) if i <= last_sent]
-            start = sim.sent_ids(symbol, kind, connection_id=first_connection)[0]
-            ids = [r.value[field] for r in records if r.value["symbol"] == symbol.upper()]
-            result[kind][symbol] = compare_with_truth(ids, truth, start)
-    return result
 
 
 def _rest_ids(records: list[Record], field: str) -> set[int]:
@@ -104,7 +65,7 @@ def test_silently_skipped_trades_and_agg_trades_are_repaired_exactly_once_and_in
     skipped_streams = ["btcusdt@trade", "btcusdt@aggTrade", "ethusdt@trade"]
     assert sim.skip_messages(skipped_streams, count=25) == 1
     wait_for(lambda: streamer.metric("binance_gap_repaired_messages_total") >= 75, 60, "75 ids repaired")
-    result = _settle(streamer, sim, kafka.bootstrap_servers)
+    result = settle_streams(streamer, sim, kafka.bootstrap_servers, SYMBOLS, ID_FIELD)
     m = result["metrics"]
     for kind, field in ID_FIELD.items():
         for symbol in SYMBOLS:
@@ -155,7 +116,7 @@ def test_ids_no_longer_served_are_reported_unrepaired_and_never_block_the_live_s
     assert f"gap on btcusdt@trade NOT repaired: 10 id(s) lost ({lost[0]}..{lost[-1]})" in log
     assert "no longer served by historicalTrades" in log
     assert streamer.metric("binance_rest_requests_total", endpoint="historicalTrades", code="503") >= 1
-    result = _settle(streamer, sim, kafka.bootstrap_servers)
+    result = settle_streams(streamer, sim, kafka.bootstrap_servers, SYMBOLS, ID_FIELD)
     assert result["trade"]["btcusdt"]["missing"] == 10 and result["trade"]["btcusdt"]["duplicates"] == 0
     assert result["trade"]["ethusdt"]["missing"] == 0
     assert result["summary"]["unrepaired"] == 10
@@ -176,7 +137,7 @@ def test_bad_rest_answers_are_counted_and_retried_without_a_duplicate(
     said = "asking again before reporting those ids lost" if mode == "short" else "bad answer from historicalTrades"
     assert said in streamer.log_text()
     assert streamer.metric("binance_gap_unrepaired_messages_total") == 0
-    result = _settle(streamer, sim, kafka.bootstrap_servers)
+    result = settle_streams(streamer, sim, kafka.bootstrap_servers, SYMBOLS, ID_FIELD)
     for symbol in SYMBOLS:
         assert result["trade"][symbol]["missing"] == 0 and result["trade"][symbol]["duplicates"] == 0
 
@@ -214,7 +175,7 @@ def test_429_and_418_are_honoured_and_the_weight_stays_within_the_budget(
     # exchange just after it: one request's weight (25) of slack, no more.
     assert max(spent.values()) <= limit + 25, sorted(spent.items())
     assert sum(1 for w in spent.values() if w > 100) >= 2, "the gaps never needed more than one window"
-    result = _settle(streamer, sim, kafka.bootstrap_servers, symbols)
+    result = settle_streams(streamer, sim, kafka.bootstrap_servers, symbols, ID_FIELD)
     for kind in ID_FIELD:
         for symbol in symbols:
             assert result[kind][symbol]["missing"] == 0 and result[kind][symbol]["duplicates"] == 0
