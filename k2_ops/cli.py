@@ -18,6 +18,7 @@ COMMAND_MODULES = [
     "k2_ops.simulator.cli",
     "k2_ops.bench.cli",
     "k2_ops.images.cli",
+    "k2_ops.books",
 ]
 
 

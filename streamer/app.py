@@ -23,12 +23,13 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from streamer.backpressure import BackPressure
+from streamer.books import BookSync
 from streamer.config import StreamerConfig
 from streamer.connect import AttemptBudget, make_ssl_context
 from streamer.discovery import Discovery
 from streamer.health import Guard, HealthServer, json_response
 from streamer.integrity import SequenceTracker
-from streamer.kinds import KINDS
+from streamer.kinds import DEPTH_SNAPSHOT, KINDS
 from streamer.memory import MemoryMonitor
 from streamer.metrics import ErrorCountingHandler, StreamerMetrics
 from streamer.parse import FrameParser
@@ -45,6 +46,7 @@ from streamer.serialize import (
     topic_for,
 )
 from streamer.sink import KafkaSink, ensure_topics, topic_config
+from streamer.snapshots import Snapshotter
 from streamer.summary import format_summary
 from streamer.symbols import Explicit, select
 
@@ -131,7 +133,7 @@ class Streamer:
         self.started = time.monotonic()
         self.tracker = SequenceTracker()  # the pool tracks the keys of the symbols it streams
         self.metrics = StreamerMetrics(config.instance, self.tracker)
-        self.metrics.prime_streams(config.streams, [topic_for(config.kafka_topic_prefix, s) for s in config.streams])
+        self.metrics.prime_streams(config.streams, [topic_for(config.kafka_topic_prefix, r) for r in config.records])
         self.stop_event = asyncio.Event()
         self.sink: KafkaSink | None = None
         self.pipeline: Pipeline | None = None
@@ -300,7 +302,7 @@ class Streamer:
         registry = make_registry_client(config.schema_registry_url, config.schema_registry)
         cache = SerializerCache(registry, config.serializer_cache_max_size, self.metrics.on_serializer_cache)
         serializer = RecordSerializer(cache, config.kafka_topic_prefix)
-        topics = [serializer.topics[s] for s in config.streams]
+        topics = [serializer.topics[record] for record in config.records]
         created = await _retry_until(
             self.stop_event, f"creating Kafka topics on {config.kafka_bootstrap_servers}",
             lambda: asyncio.to_thread(
@@ -312,7 +314,7 @@ class Streamer:
             log.info("created Kafka topics %s", created)
         def register() -> list[int]:
             try:
-                return [serializer.serializer(s).schema_id for s in config.streams]
+                return [serializer.serializer(record).schema_id for record in config.records]
             except Exception as exc:
                 raise RuntimeError(registry_failure(exc, config.schema_registry_url)) from None
 
@@ -346,6 +348,8 @@ class Streamer:
             )
             if config.gap_repair and any(KINDS[stream].history is not None for stream in config.streams):
                 tasks.append(asyncio.create_task(self._start_repairs(self.pipeline).run(), name="gap-repair"))
+            if DEPTH_SNAPSHOT.name in config.records:
+                tasks.append(asyncio.create_task(self._start_books(self.pipeline).run(), name="depth-snapshots"))
             parser = FrameParser(config.instance, config.max_frame_bytes)
             self.source = Pool(config, parser, self.tracker, self.pipeline.deliver, self.metrics,
                                BackPressure(sink.buffered, config.max_buffered_messages, self.metrics),
@@ -364,11 +368,20 @@ class Streamer:
         config = self.config
         repairer = self.repairer = Repairer(
             self.rest, pipeline.produce_repaired, pipeline.release_held, self.tracker.last_id, config.instance,
-            config.gap_repair_deadline_s, config.gap_repair_retry_s, metrics=self.metrics)
+            config.gap_repair_deadline_s, config.rest_retry_s, metrics=self.metrics)
         repairer.paused = pipeline.standby  # a standby instance learns at its release what is its to repair
         pipeline.attach_repairer(repairer)
         self.metrics.set_function(self.metrics.gap_repair_pending, repairer.pending)
         return repairer
+
+    def _start_books(self, pipeline: Pipeline) -> Snapshotter:
+        books = BookSync(self.config.instance)
+        snapshotter = Snapshotter(books, self.rest, pipeline.produce_snapshot, self.config.depth_snapshot_limit,
+                                  self.config.rest_retry_s, self.metrics)
+        pipeline.attach_books(books, snapshotter)
+        self.metrics.follow_books(books.in_sync, books.out_of_sync,
+                                  lambda: books.oldest_out_of_sync_s(time.monotonic()), books.resyncs)
+        return snapshotter
 
     def _request_stop(self, sig: signal.Signals) -> None:
         if not self.stop_event.is_set():

@@ -27,7 +27,7 @@ from typing import Any
 
 import yaml
 
-from streamer.kinds import STREAM_KINDS
+from streamer.kinds import DEPTH_SNAPSHOT, STREAM_KINDS
 from streamer.rest import BINANCE_WEIGHT_PER_MINUTE
 from streamer.shards import MAX_SHARDS, Shard
 from streamer.symbols import Explicit, Selector, parse_selector, select
@@ -213,9 +213,16 @@ SETTINGS: tuple[Setting, ...] = (
             "while a stream has a gap under repair its newer live records wait this long at most, so the "
             "repaired ids reach Kafka first (ids in order per key); a slower repair lands out of order",
             _positive(0.0, 300.0)),
-    Setting("gap_repair_retry_s", "K2_GAP_REPAIR_RETRY_SECONDS", 1.0, "float", "0.01 .. 60 seconds",
-            "the first wait after a failed repair request (REST error, bad answer); it doubles up to 30 s",
-            _positive(0.01, 60.0)),
+    Setting("rest_retry_s", "K2_BINANCE_REST_RETRY_SECONDS", 1.0, "float", "0.01 .. 60 seconds",
+            "the first wait after a failed gap-repair or depth-snapshot request (REST error, bad answer); it "
+            "doubles up to 30 s", _positive(0.01, 60.0)),
+    Setting("depth_sync", "K2_DEPTH_SYNC", True, "bool", "true or false",
+            "for every depth stream, produce order-book snapshots to <prefix>.depth_snapshots (GET /api/v3/depth, "
+            "Binance's local book procedure): a snapshot and the diffs after it rebuild the exchange's book"),
+    Setting("depth_snapshot_limit", "K2_DEPTH_SNAPSHOT_LIMIT", 100, "int", "1 .. 5000",
+            "price levels per side of a depth snapshot; its weight grows with it (Binance: 5 up to 100, 25 up to "
+            "500, 50 up to 1000, 250 beyond), and levels deeper than it are in the rebuilt book only once a diff "
+            "touches them", _positive(1, 5000)),
     Setting("streams_per_connection", "K2_STREAMS_PER_CONNECTION", 200, "int",
             f"1 .. {BINANCE_MAX_STREAMS_PER_CONNECTION} (Binance's limit per connection)",
             "streams per connection of the pool: symbols x streams are spread over connections of at most "
@@ -378,7 +385,9 @@ class StreamerConfig:
     gap_repair: bool
     gap_repair_deadline_s: float
     gap_repair_hold_s: float
-    gap_repair_retry_s: float
+    rest_retry_s: float
+    depth_sync: bool
+    depth_snapshot_limit: int
     streams_per_connection: int
     connection_attempts_per_window: int
     connection_attempt_window_s: float
@@ -426,6 +435,12 @@ class StreamerConfig:
     handover_mode_file: str | None
     handover_token: str | None = field(repr=False)  # K2_HANDOVER_TOKEN or its _FILE; never logged
     log_level: str
+
+    @property
+    def records(self) -> tuple[str, ...]:
+        """The records this streamer writes (each its own topic): its streams', and depth snapshots with depth."""
+        snapshots = [DEPTH_SNAPSHOT.name] if "depth" in self.streams and self.depth_sync else []
+        return (*self.streams, *snapshots)
 
     @property
     def shard(self) -> Shard:

@@ -64,6 +64,22 @@ KINDS: dict[str, StreamKind] = {
     )
 }
 STREAM_KINDS = tuple(KINDS)  # the names K2_BINANCE_STREAMS accepts
+
+
+@dataclass(frozen=True, eq=False)
+class RecordKind:
+    """A record the streamer writes that is not a stream's message: its schema, topic and id header."""
+
+    name: str
+    schema_file: str
+    topic_suffix: str
+    id_field: str
+
+
+# Order-book snapshots of depth streams (streamer/books.py), beside the diffs.
+DEPTH_SNAPSHOT = RecordKind("depthSnapshot", "depth_snapshot.avsc", "depth_snapshots", "last_update_id")
+# Every record the streamer writes, by name: each stream kind's message, and the depth snapshot.
+RECORDS: dict[str, StreamKind | RecordKind] = {**KINDS, DEPTH_SNAPSHOT.name: DEPTH_SNAPSHOT}
 BY_EVENT_TYPE = {kind.event_type: kind for kind in KINDS.values()}
 
 

@@ -77,7 +77,13 @@ CONTRACT_METRICS: dict[str, str] = {
     "binance_rest_weight_used": "gauge",
     "binance_rest_banned": "gauge",
     "binance_rest_bad_answers_total": "counter",
+    "binance_depth_resyncs_total": "counter",
+    "binance_depth_snapshots_total": "counter",
+    "binance_depth_books_in_sync": "gauge",
+    "binance_depth_books_out_of_sync": "gauge",
+    "binance_depth_book_out_of_sync_seconds": "gauge",
 }
+SNAPSHOT_OUTCOMES = ("produced", "too_old", "broken", "bad_answer", "error")
 # Gap repair latency (gap seen -> last repaired id acknowledged): a REST round trip at best, the deadline at worst.
 REPAIR_SECONDS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
 REST_ENDPOINTS = tuple(endpoint.label for endpoint in Endpoint)
@@ -124,6 +130,24 @@ class _TrackerCollector:
             missing.add_metric([self.instance], total_missing)
             duplicates.add_metric([self.instance], total_duplicates)
         return [received, gaps, missing, duplicates]
+
+
+class _ResyncCollector:
+    """binance_depth_resyncs_total: chain breaks after a sync, counted by the book sync (a plain int)."""
+
+    def __init__(self, instance: str, count: Callable[[], int]) -> None:
+        self.instance = instance
+        self.count = count
+
+    HELP = "Depth books whose diff chain broke after a sync (each resyncs from a new snapshot)"
+
+    def describe(self) -> Iterable[Metric]:
+        return [CounterMetricFamily("binance_depth_resyncs", self.HELP, labels=["instance"])]
+
+    def collect(self) -> Iterable[Metric]:
+        family = CounterMetricFamily("binance_depth_resyncs", self.HELP, labels=["instance"])
+        family.add_metric([self.instance], self.count())
+        return [family]
 
 
 class StreamerMetrics:
@@ -221,6 +245,14 @@ class StreamerMetrics:
             "binance_rest_weight_used",
             "Request weight counted in the current window: ours, or Binance's X-MBX-USED-WEIGHT-1M when higher")
         self.rest_banned = gauge("binance_rest_banned", "1 while Binance bans this IP (HTTP 418): no REST request")
+        self.depth_snapshots = counter(
+            "binance_depth_snapshots", "Depth snapshots taken, by outcome: produced, or asked again (too_old, "
+            "broken, bad_answer, error)", ("outcome",))
+        self.depth_in_sync = gauge("binance_depth_books_in_sync", "Depth books whose diffs chain from a snapshot")
+        self.depth_out_of_sync = gauge(
+            "binance_depth_books_out_of_sync", "Depth books waiting for a snapshot (never synced, or broken)")
+        self.depth_out_of_sync_seconds = gauge(
+            "binance_depth_book_out_of_sync_seconds", "How long the depth book longest out of sync has been so")
         self.rest_bad_answers = counter(
             "binance_rest_bad_answers", "REST answers that could not be used (not JSON, not the ids asked for)",
             ("endpoint",))
@@ -248,12 +280,17 @@ class StreamerMetrics:
             self.connections_open, self.connection_slots, self.connection_age_oldest, self.connection_age_youngest,
             self.last_message, self.serializer_cache_size, self.kafka_queue, self.kafka_reachable, self.rss,
             self.leak_score, self.leak_slope, self.backpressure, self.handover_standby, self.gap_repair_pending,
-            self.rest_weight_used, self.rest_banned,
+            self.rest_weight_used, self.rest_banned, self.depth_in_sync, self.depth_out_of_sync,
+            self.depth_out_of_sync_seconds,
         ):
             gauge_metric.labels(instance)
         for error_type in MESSAGE_ERROR_TYPES:
             self.message_errors.labels(instance, error_type)
         self.gap_repair_seconds.labels(instance)
+        for outcome in SNAPSHOT_OUTCOMES:
+            self.depth_snapshots.labels(instance, outcome)
+        self._depth_resyncs: Callable[[], int] = lambda: 0
+        registry.register(_ResyncCollector(instance, lambda: self._depth_resyncs()))
         for endpoint in REST_ENDPOINTS:
             self.rest_requests.labels(instance, endpoint, "200")
             self.rest_bad_answers.labels(instance, endpoint)
@@ -295,6 +332,17 @@ class StreamerMetrics:
 
     def on_rest_bad_answer(self, endpoint: str) -> None:
         self.rest_bad_answers.labels(self.instance, endpoint).inc()
+
+    def on_depth_snapshot(self, outcome: str) -> None:
+        self.depth_snapshots.labels(self.instance, outcome).inc()
+
+    def follow_books(self, in_sync: Callable[[], float], out_of_sync: Callable[[], float],
+                     oldest_s: Callable[[], float], resyncs: Callable[[], int]) -> None:
+        """Read the depth books' state at scrape time (the book sync owns it)."""
+        self.set_function(self.depth_in_sync, in_sync)
+        self.set_function(self.depth_out_of_sync, out_of_sync)
+        self.set_function(self.depth_out_of_sync_seconds, oldest_s)
+        self._depth_resyncs = resyncs
 
     def on_rest_budget(self, used: int, banned: bool) -> None:
         self.g(self.rest_weight_used).set(used)

@@ -25,12 +25,14 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from streamer.books import BookSync
 from streamer.integrity import SequenceTracker, StreamState
-from streamer.kinds import KINDS
+from streamer.kinds import DEPTH_SNAPSHOT, KINDS
 from streamer.parse import Event
 from streamer.repair import Repairer
 from streamer.serialize import RecordSerializer
 from streamer.sink import KafkaSink
+from streamer.snapshots import Snapshotter
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +70,24 @@ class Pipeline:
         self.repairer: Repairer | None = None  # set by attach_repairer
         self.hold_s = hold_s
         self._held: dict[str, deque[Event]] = {}  # stream key -> live events waiting for its repair
+        self._books: BookSync | None = None  # set by attach_books
+        self._snapshots: Snapshotter | None = None  # takes the snapshots the books want
         self._set_standby_gauge()
+
+    def attach_books(self, books: BookSync, snapshotter: Snapshotter) -> None:
+        """Follow every produced depth diff's chain from now on; books that want a snapshot get one."""
+        self._books = books
+        self._snapshots = snapshotter
+
+    def produce_snapshot(self, record: dict[str, Any]) -> None:
+        """An order-book snapshot (streamer/books.py), keyed by symbol like the diffs it precedes."""
+        self.sink.produce(
+            self.serializer.topics[DEPTH_SNAPSHOT.name],
+            self.serializer.encode(DEPTH_SNAPSHOT.name, record),
+            self._key(record["symbol"]),
+            [(DEPTH_SNAPSHOT.id_field, str(record["last_update_id"]).encode())],
+        )
+        self.produced += 1
 
     def attach_repairer(self, repairer: Repairer) -> None:
         """Repair gaps from now on: the tracker reports each gap here as it counts it."""
@@ -88,6 +107,10 @@ class Pipeline:
             self._hold(event)
         else:
             self._produce(event)
+            books = self._books
+            if books is not None and event.stream == "depth" and books.on_diff(event, time.monotonic()):
+                assert self._snapshots is not None
+                self._snapshots.want(event.key)  # never synced, or its chain just broke
 
     # ---- gap repair -------------------------------------------------------------------------------------
     def _gap_opened(self, state: StreamState, first: int, count: int) -> None:

@@ -25,6 +25,7 @@ import logging
 import math
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -183,13 +184,17 @@ class RestClient:
             banned = self.budget.banned and time.time() < self.budget.blocked_until
             self.metrics.on_rest_budget(self.budget.used, banned)
 
-    async def get(self, endpoint: Endpoint, params: dict[str, Any]) -> bytes:
-        """The body of a 200 answer; RestError for anything else (after telling the budget what it said)."""
+    async def get(self, endpoint: Endpoint, params: dict[str, Any],
+                  on_send: Callable[[], object] | None = None) -> bytes:
+        """The body of a 200 answer; RestError for anything else (after telling the budget what it said).
+        `on_send` is called once the budget allows the request, just before it is sent."""
         async with self._turn:  # one request at a time, in order of arrival
-            return await self._get(endpoint, params)
+            return await self._get(endpoint, params, on_send)
 
-    async def _get(self, endpoint: Endpoint, params: dict[str, Any]) -> bytes:
+    async def _get(self, endpoint: Endpoint, params: dict[str, Any], on_send: Callable[[], object] | None) -> bytes:
         await self._wait_for_budget(endpoint.weight(params))
+        if on_send is not None:
+            on_send()
         try:
             async with self._http().stream("GET", endpoint.path, params=params) as response:
                 body = bytearray()

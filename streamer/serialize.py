@@ -26,24 +26,25 @@ from fastavro import parse_schema, schemaless_writer
 
 from streamer.avro import body_encoder
 from streamer.config import RegistryAuth
-from streamer.kinds import KINDS
+from streamer.kinds import RECORDS
 from streamer.redact import mask_credentials
 
 MAGIC_BYTE = 0
 
 
 @cache
-def schema_text(stream: str) -> str:
-    return resources.files("streamer.schemas").joinpath(KINDS[stream].schema_file).read_text()
+def schema_text(record: str) -> str:
+    """The Avro schema of a record the streamer writes: a stream kind's name, or "depthSnapshot"."""
+    return resources.files("streamer.schemas").joinpath(RECORDS[record].schema_file).read_text()
 
 
-def load_schema(stream: str) -> dict[str, Any]:
-    schema: dict[str, Any] = json.loads(schema_text(stream))
+def load_schema(record: str) -> dict[str, Any]:
+    schema: dict[str, Any] = json.loads(schema_text(record))
     return schema
 
 
-def topic_for(prefix: str, stream: str) -> str:
-    return f"{prefix}.{KINDS[stream].topic_suffix}"
+def topic_for(prefix: str, record: str) -> str:
+    return f"{prefix}.{RECORDS[record].topic_suffix}"
 
 
 def subject_for(topic: str) -> str:
@@ -178,13 +179,14 @@ class SerializerCache:
 
 
 class RecordSerializer:
-    """Stream kind → (topic, serializer) for the streamer's fixed set of topics, through the LRU cache."""
+    """Record name (a stream kind, or "depthSnapshot") → (topic, serializer) for the streamer's fixed set of
+    topics, through the LRU cache."""
 
     def __init__(self, cache: SerializerCache, topic_prefix: str) -> None:
         self.cache = cache
-        self.topics = {stream: topic_for(topic_prefix, stream) for stream in KINDS}
-        self._subjects = {stream: subject_for(topic) for stream, topic in self.topics.items()}
-        self._schemas = {stream: load_schema(stream) for stream in KINDS}
+        self.topics = {record: topic_for(topic_prefix, record) for record in RECORDS}
+        self._subjects = {record: subject_for(topic) for record, topic in self.topics.items()}
+        self._schemas = {record: load_schema(record) for record in RECORDS}
 
     def serializer(self, stream: str) -> AvroSerializer:
         return self.cache.get(self._subjects[stream], self._schemas[stream])

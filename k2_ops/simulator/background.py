@@ -220,6 +220,8 @@ class BackgroundSimulator:
         self._call(self._srv.set_cert_mode, mode)
 
     def pause_market(self) -> None:
+        """No new trade or book change from now on; the book changes already made still go out in the next depth
+        diff, so after it `book()` is the book the depth stream describes."""
         self._call(self._srv.pause_market)
 
     def resume_market(self) -> None:

@@ -417,21 +417,20 @@ class SimServer:
                     return
                 yield events
             return
-        if self.market_paused:
-            return
-        factor = rate_multiplier(
-            now - self.started_at,
-            self.config.burst_multiplier,
-            self.config.burst_every_s,
-            self.config.burst_duration_s,
-        )
-        if now < self.burst_until:
-            factor *= self.burst_factor
         # Event times never go backwards, whatever the wall clock does.
         now_ms = self.last_ms = self._now_ms()
         due = {}
-        for symbol in self.markets:
-            due[symbol], self.carry[symbol] = trades_due(self.carry[symbol], self.rate * factor, dt)
+        if not self.market_paused:  # paused: no new trade, but book changes already made still go out in diffs
+            factor = rate_multiplier(
+                now - self.started_at,
+                self.config.burst_multiplier,
+                self.config.burst_every_s,
+                self.config.burst_duration_s,
+            )
+            if now < self.burst_until:
+                factor *= self.burst_factor
+            for symbol in self.markets:
+                due[symbol], self.carry[symbol] = trades_due(self.carry[symbol], self.rate * factor, dt)
         while any(due.values()) and not self.market_paused:
             events: list[Event] = []
             for symbol, market in self.markets.items():

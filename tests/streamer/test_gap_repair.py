@@ -102,7 +102,7 @@ def test_ids_no_longer_served_are_reported_unrepaired_and_never_block_the_live_s
     """REST down while the exchange's history moves past the missed ids: when REST answers again they are no
     longer served; the streamer says so (ERROR with the ids, a counter) and the live stream went on meanwhile."""
     sim, streamer = _start(make_simulator, make_streamer, kafka, {"rest_history_per_symbol": 100},
-                           K2_GAP_REPAIR_RETRY_SECONDS="0.2", K2_GAP_REPAIR_HOLD_SECONDS="1")
+                           K2_BINANCE_REST_RETRY_SECONDS="0.2", K2_GAP_REPAIR_HOLD_SECONDS="1")
     connection = next(c.id for c in sim.connections() if c.closed_at is None)
     sim.rest_fault(503, 6.0)
     sim.skip_messages(["btcusdt@trade"], count=10)
@@ -128,7 +128,7 @@ def test_bad_rest_answers_are_counted_and_retried_without_a_duplicate(
 ) -> None:
     """A short answer (starting above the asked id) is what ids the exchange no longer serves look like: the
     repair asks again before giving any id up, so one short answer costs a retry, two in a row are believed."""
-    sim, streamer = _start(make_simulator, make_streamer, kafka, K2_GAP_REPAIR_RETRY_SECONDS="0.2")
+    sim, streamer = _start(make_simulator, make_streamer, kafka, K2_BINANCE_REST_RETRY_SECONDS="0.2")
     sim.rest_corrupt(mode, count=1 if mode == "short" else 3)
     sim.skip_messages(["ethusdt@trade"], count=15)
     wait_for(lambda: streamer.metric("binance_gap_repaired_messages_total") >= 15, 60, "15 ids repaired")
@@ -155,7 +155,7 @@ def test_429_and_418_are_honoured_and_the_weight_stays_within_the_budget(
         make_simulator, make_streamer, kafka, {"rest_weight_window_s": window_s, "rest_weight_limit": 10_000,
                                                "rate_per_symbol": 10.0},
         symbols, K2_BINANCE_REST_WEIGHT_LIMIT=limit, K2_BINANCE_REST_WEIGHT_SHARE=1,
-        K2_BINANCE_REST_WEIGHT_WINDOW_SECONDS=window_s, K2_GAP_REPAIR_RETRY_SECONDS="0.1")
+        K2_BINANCE_REST_WEIGHT_WINDOW_SECONDS=window_s, K2_BINANCE_REST_RETRY_SECONDS="0.1")
     streams = [f"{s}@{k}" for s in symbols for k in ID_FIELD]
     for round_, fault in enumerate((429, 418, None)):
         if fault is not None:
