@@ -72,6 +72,7 @@ class Pipeline:
         self._held: dict[str, deque[Event]] = {}  # stream key -> live events waiting for its repair
         self._books: BookSync | None = None  # set by attach_books
         self._snapshots: Snapshotter | None = None  # takes the snapshots the books want
+        tracker.on_gap = self._gap_opened
         self._set_standby_gauge()
 
     def attach_books(self, books: BookSync, snapshotter: Snapshotter) -> None:
@@ -90,9 +91,8 @@ class Pipeline:
         self.produced += 1
 
     def attach_repairer(self, repairer: Repairer) -> None:
-        """Repair gaps from now on: the tracker reports each gap here as it counts it."""
+        """Repair trade and aggTrade gaps from now on (the tracker reports each gap to `_gap_opened`)."""
         self.repairer = repairer
-        self.tracker.on_gap = self._gap_opened
 
     def _set_standby_gauge(self) -> None:
         if self.metrics is not None:
@@ -115,7 +115,11 @@ class Pipeline:
     # ---- gap repair -------------------------------------------------------------------------------------
     def _gap_opened(self, state: StreamState, first: int, count: int) -> None:
         repairer = self.repairer
-        if repairer is None or not repairer.can_repair(state.stream):
+        if KINDS[state.stream].history is None:
+            return  # not repairable from REST (a depth book resyncs from a new snapshot instead)
+        if repairer is None:  # K2_GAP_REPAIR=false: a gap's ids are lost at once
+            if self.metrics is not None:
+                self.metrics.on_gap_unrepaired(state.stream, count)
             return
         repairer.open(state, first, count)
         if self.hold_s > 0 and not self.standby and state.key not in self._held:

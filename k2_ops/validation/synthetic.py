@@ -19,7 +19,8 @@ Faults (`Fault(kind, day)`), each placed so it breaks what its name says and not
 - `rss_over_ceiling`: RSS at `value` MB (default 300) from 13:00 to 15:00;
 - `critical_alert`: an ALERTS series (alertname `alertname`, severity critical) firing 20:00-20:10;
 - `leak_alert`: leak score 0.85 from 06:00 to 06:40 and BinanceMemoryLeakDetected firing from 06:15;
-- `message_loss`: at 09:00 a sequence gap with `value` (default 3) missing messages;
+- `message_loss`: at 09:00 a sequence gap with `value` (default 3) missing messages, none repaired (as a
+  streamer whose REST repair failed reports them: binance_gap_unrepaired_messages_total);
 - `kafka_shortfall`: from that day on, `value` (default 0.03) of messages never reach Kafka;
 - `outage`: disconnected for `value` minutes (default 50) from 1 min after the first rotation after
   07:00; no messages or pings meanwhile; one reconnect (reason `error`) at the end.
@@ -68,6 +69,7 @@ COUNTERS = {
     "binance_reconnects_total",
     "binance_sequence_gaps_total",
     "binance_missing_messages_total",
+    "binance_gap_unrepaired_messages_total",
     "binance_duplicates_dropped_total",
     "kafka_produce_errors_total",
     "streamer_log_errors_total",
@@ -306,7 +308,10 @@ def generate(history: SyntheticHistory) -> list[Series]:
         gaps = _count_until(loss_times, t)
         if gaps:
             add(labels("binance_sequence_gaps_total", symbol=history.symbols[0], stream="trade"), t, gaps)
-        add(labels("binance_missing_messages_total"), t, sum(amount for when, amount in loss if when <= t))
+        lost = sum(amount for when, amount in loss if when <= t)
+        add(labels("binance_missing_messages_total"), t, lost)
+        if lost:
+            add(labels("binance_gap_unrepaired_messages_total", stream="trade"), t, lost)
         add(labels("binance_duplicates_dropped_total"), t, 0)
         add(labels("kafka_produce_errors_total"), t, 0)
         for alertname, begin, finish in alert_spans:

@@ -17,7 +17,14 @@ import pytest
 
 from k2_ops.simulator import BackgroundSimulator
 from k2_ops.simulator.rest import early_requests
-from tests.streamer.conftest import Record, StreamerProcess, settle_streams, wait_for
+from tests.streamer.conftest import (
+    Record,
+    StreamerProcess,
+    compare_with_truth,
+    consume,
+    settle_streams,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -179,3 +186,57 @@ def test_429_and_418_are_honoured_and_the_weight_stays_within_the_budget(
     for kind in ID_FIELD:
         for symbol in symbols:
             assert result[kind][symbol]["missing"] == 0 and result[kind][symbol]["duplicates"] == 0
+
+
+def test_gaps_under_repair_at_a_handover_are_repaired_once_by_the_instance_taking_over(
+    make_simulator: Any, make_streamer: Any, kafka: Any, fault_report: dict[str, Any]
+) -> None:
+    """Blue has a gap it cannot repair yet (REST down) when it hands over to green: its standby answer lists the
+    open ranges, green's release takes them, and green repairs them once REST answers. Every id in Kafka once."""
+    sim = make_simulator()
+    blue = make_streamer(sim, kafka.bootstrap_servers, K2_BINANCE_REST_RETRY_SECONDS="0.2")
+    shared = {"K2_KAFKA_TOPIC_PREFIX": blue.env["K2_KAFKA_TOPIC_PREFIX"], "K2_BINANCE_REST_RETRY_SECONDS": "0.2"}
+    green = make_streamer(sim, kafka.bootstrap_servers, K2_INSTANCE="green", K2_START_MODE="standby", **shared)
+    blue.wait_ready()
+    green.wait_ready()
+    blue_connection = next(c.id for c in sim.connections() if c.closed_at is None)
+    sim.rest_fault(503, 5.0)
+    sim.skip_messages(["btcusdt@trade"], count=10, connection_ids=[blue_connection])
+    wait_for(lambda: blue.metric("binance_gap_repair_pending_messages") == 10, 30, "blue's gap open, unrepaired")
+    status, standby = blue.post("/handover/standby", {"flush_timeout_seconds": 20})
+    assert status == 200 and standby["flushed"], standby
+    handed = standby["repairs"]
+    assert list(handed) == ["btcusdt@trade"] and handed["btcusdt@trade"]["stream"] == "trade"
+    assert sum(b - a + 1 for a, b in handed["btcusdt@trade"]["ranges"]) == 10
+    assert blue.metric("binance_gap_repair_pending_messages") == 0  # blue no longer repairs them
+    status, released = green.post("/handover/release", {"after": standby["positions"], "repairs": handed})
+    assert status == 200, released
+    wait_for(lambda: green.metric("binance_gap_repaired_messages_total") == 10, 60, "green repaired the 10 ids")
+    sim.pause_market()
+    wait_for(lambda: all(green.get("/positions")[1]["received_last"].get(f"{s}@trade") == sim.sent_ids(s)[-1]
+                         for s in SYMBOLS), 30, "green caught up")
+    assert blue.terminate() == 0 and green.terminate() == 0
+    total = blue.summary()["delivered"] + green.summary()["delivered"]
+    records = consume(kafka.bootstrap_servers, shared["K2_KAFKA_TOPIC_PREFIX"] + ".trades",
+                      lambda rs: len(rs) >= total)
+    for symbol in SYMBOLS:
+        ids = [r.value["trade_id"] for r in records if r.value["symbol"] == symbol.upper()]
+        start = sim.sent_ids(symbol, connection_id=blue_connection)[0]
+        compared = compare_with_truth(ids, [i for i in sim.generated_ids(symbol) if i <= sim.sent_ids(symbol)[-1]],
+                                      start)
+        assert compared["missing"] == 0 and compared["duplicates"] == 0, (symbol, compared)
+    repaired_by = {r.value["instance"] for r in records if r.headers.get("k2-source") == b"rest"}
+    assert repaired_by == {"green"}
+    assert blue.summary()["unrepaired"] == 0  # handed over, not given up
+    fault_report["handover_with_open_repairs"] = {"handed_over": 10, "repaired_by": "green"}
+
+
+def test_without_repair_a_gap_is_unrepaired_at_once(make_simulator: Any, make_streamer: Any, kafka: Any) -> None:
+    sim, streamer = _start(make_simulator, make_streamer, kafka, K2_GAP_REPAIR="false")
+    sim.skip_messages(["btcusdt@trade"], count=5)
+    wait_for(lambda: streamer.metric("binance_gap_unrepaired_messages_total", stream="trade") == 5, 30,
+             "the 5 ids counted unrepaired")
+    assert streamer.metric("binance_rest_requests_total", endpoint="historicalTrades", code="200") == 0
+    line = wait_for(lambda: next((x for x in streamer.log_text().splitlines() if "sequence gap" in x), None), 10,
+                    "the gap logged")
+    assert " ERROR " in line and "(under repair)" not in line

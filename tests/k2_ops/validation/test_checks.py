@@ -282,3 +282,24 @@ def test_check_result_texts_and_round_trip() -> None:
     assert CheckResult("g", False, None, 50.0, "MB", "", "<").observed_text() == "no data"
     with pytest.raises(ValueError):
         CheckResult("x", True, 1.0, 1.0, "", "", "!=")
+
+
+def test_message_loss_judges_unrepaired_ids_and_reports_repaired_ones_beside() -> None:
+    """A gap repaired from the REST history is not a loss: only unrepaired ids and failed deliveries fail."""
+    from k2_ops.validation.criteria import PRODUCE_ERRORS, REPAIRED, UNREPAIRED, stability_30d
+    from k2_ops.validation.profiles import PRODUCTION
+
+    criterion = stability_30d(PRODUCTION).get("message_loss")
+
+    def counter(name: str, values: list[float]) -> Series:
+        return Series({"__name__": name}, [(index * 3600.0, value) for index, value in enumerate(values)])
+
+    repaired_only = {REPAIRED.key: [counter("binance_gap_repaired_messages_total", [0, 40, 75])],
+                     UNREPAIRED.key: [], PRODUCE_ERRORS.key: []}
+    result = criterion.evaluate(repaired_only, DAY)
+    assert result.passed and result.observed == 0
+    assert "75 missed id(s) repaired from Binance's REST history" in result.evidence
+    lost = {**repaired_only, UNREPAIRED.key: [counter("binance_gap_unrepaired_messages_total", [0, 0, 4])]}
+    result = criterion.evaluate(lost, DAY)
+    assert not result.passed and result.observed == 4
+    assert "binance_gap_unrepaired_messages_total: 4" in result.evidence and "75 missed" in result.evidence

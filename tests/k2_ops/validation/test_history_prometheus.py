@@ -126,4 +126,4 @@ def test_bad_months_fail_exactly_the_injected_criteria(
         assert month.check("rotations").observed == 179
         assert 99.8 < month.check("uptime").observed < 99.9
         loss = month.check("message_loss")
-        assert loss.observed == 3 and "binance_missing_messages_total: 3" in loss.evidence
+        assert loss.observed == 3 and "binance_gap_unrepaired_messages_total: 3" in loss.evidence
