@@ -18,7 +18,7 @@ window, rounded; 1 when a streamer without a pool exports none), and the toleran
 |                  | `memory_growth`         | growth      | memory growth < 50 MB |
 |                  | `message_rate`          | rate        | rate > 10 msg/s average |
 |                  | `connection_drops`      | count       | < 10 connection drops (rotations excluded) |
-|                  | `data_integrity`        | zero-events | zero integrity errors (gaps, produce errors) |
+|                  | `data_integrity`        | zero-events | zero integrity errors (unrepaired ids, produce errors) |
 |                  | `memory_profile_written`| artifact    | profile JSON written (memory_profile.py) |
 | `daily`          | `memory_stable`         | range       | RSS <= 250 MB ceiling, band reported |
 |                  | `rotations`             | count       | 6 rotations |
@@ -36,7 +36,7 @@ window, rounded; 1 when a streamer without a pool exports none), and the toleran
 |                  | `pong_timeouts`         | zero-events | zero pong timeouts |
 |                  | `unscheduled_reconnects`| zero-events | zero unscheduled reconnections |
 |                  | `message_rate`          | rate        | rate > 10 msg/s |
-|                  | `message_loss`          | zero-events | zero message loss |
+|                  | `message_loss`          | zero-events | zero message loss (unrepaired ids, produce errors) |
 |                  | `kafka_matches_messages`| ratio       | Kafka production rate matches message rate |
 
 The daily set's "report on day 7" is the weekly report (`k2_ops.reports`), built from seven daily runs.
