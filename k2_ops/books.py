@@ -98,11 +98,7 @@ def rebuild_books(kafka_conf: dict[str, Any], prefix: str, symbols: list[str] | 
         if not latest:
             return books
         since = min(stamp for stamp, _ in latest.values()) - TIMESTAMP_MARGIN_MS
-        depth_partitions = list(metadata.topics[depth_topic].partitions)
-        found = consumer.offsets_for_times([TopicPartition(depth_topic, p, since) for p in depth_partitions],
-                                           timeout=timeout_s)
-        starts = {tp.partition: tp.offset if tp.offset >= 0 else
-                  consumer.get_watermark_offsets(tp, timeout=timeout_s)[1] for tp in found}
+        starts = _offsets_at(consumer, depth_topic, list(metadata.topics[depth_topic].partitions), since, timeout_s)
         diffs = _read(consumer, depth_topic, starts, parse_schema(load_schema("depth")), timeout_s)
     finally:
         consumer.close()
@@ -132,6 +128,86 @@ def _apply(symbol: str, snapshot: dict[str, Any], diffs: list[dict[str, Any]]) -
     book.last_update_id = last
     book.bids, book.asks = sorted_levels(bids, bids=True), sorted_levels(asks, bids=False)
     return book
+
+
+@dataclass
+class ChainBreak:
+    symbol: str
+    at_ms: int  # Kafka timestamp of the diff that did not chain
+    expected_first_id: int
+    first_id: int
+    resynced: bool  # a snapshot of the symbol followed it
+
+
+@dataclass
+class BookIntegrity:
+    """Depth chains over a time window: every break, and whether a snapshot followed it."""
+
+    symbols: int = 0
+    diffs: int = 0
+    snapshots: int = 0
+    breaks: list[ChainBreak] = field(default_factory=list)
+    has_depth: bool = True  # False: no depth topic at all (nothing streams depth)
+
+    @property
+    def unresynced(self) -> list[ChainBreak]:
+        return [b for b in self.breaks if not b.resynced]
+
+    def summary(self) -> str:
+        if not self.has_depth:
+            return "no depth topic: the streamer streams no depth"
+        text = (f"{self.symbols} symbol(s), {self.diffs} diffs, {self.snapshots} snapshots; "
+                f"{len(self.breaks)} chain break(s), {len(self.unresynced)} without a snapshot after them")
+        shown = ", ".join(f"{b.symbol} ids {b.expected_first_id}..{b.first_id - 1}" for b in self.unresynced[:5])
+        return text + (f": {shown}" if shown else "")
+
+
+def chain_integrity(kafka_conf: dict[str, Any], prefix: str, start_ms: int, end_ms: int,
+                    timeout_s: float = 120.0) -> BookIntegrity:
+    """Every depth diff produced in [start_ms, end_ms) (Kafka timestamps): where a symbol's chain broke (a diff
+    whose first_update_id is not the previous final_update_id + 1), and whether a snapshot of that symbol was
+    produced after the break (up to now: a resync may land just after the window)."""
+    consumer = Consumer({**kafka_conf, "group.id": f"k2-book-{uuid.uuid4().hex}", "enable.auto.commit": False,
+                         "auto.offset.reset": "earliest"})
+    try:
+        snapshot_topic, depth_topic = topic_for(prefix, DEPTH_SNAPSHOT.name), topic_for(prefix, "depth")
+        metadata = consumer.list_topics(timeout=timeout_s)
+        if depth_topic not in metadata.topics:
+            return BookIntegrity(has_depth=False)
+        starts = _offsets_at(consumer, depth_topic, list(metadata.topics[depth_topic].partitions), start_ms, timeout_s)
+        diffs = [(stamp, record) for stamp, record in
+                 _read(consumer, depth_topic, starts, parse_schema(load_schema("depth")), timeout_s)
+                 if stamp < end_ms]
+        snapshots: list[tuple[int, dict[str, Any]]] = []
+        if snapshot_topic in metadata.topics:
+            partitions = list(metadata.topics[snapshot_topic].partitions)
+            snapshots = _read(consumer, snapshot_topic, _offsets_at(consumer, snapshot_topic, partitions, start_ms,
+                                                                     timeout_s),
+                              parse_schema(load_schema(DEPTH_SNAPSHOT.name)), timeout_s)
+    finally:
+        consumer.close()
+    report = BookIntegrity(diffs=len(diffs), snapshots=sum(1 for stamp, _ in snapshots if stamp < end_ms))
+    last: dict[str, int] = {}
+    snapshot_times: dict[str, list[int]] = {}
+    for stamp, snapshot in snapshots:
+        snapshot_times.setdefault(snapshot["symbol"], []).append(stamp)
+    for stamp, diff in diffs:
+        symbol = diff["symbol"]
+        previous = last.get(symbol)
+        if previous is not None and diff["first_update_id"] != previous + 1 and diff["final_update_id"] > previous:
+            resynced = any(t >= stamp for t in snapshot_times.get(symbol, []))
+            report.breaks.append(ChainBreak(symbol, stamp, previous + 1, diff["first_update_id"], resynced))
+        last[symbol] = max(previous or 0, diff["final_update_id"])
+    report.symbols = len(last)
+    return report
+
+
+def _offsets_at(consumer: Consumer, topic: str, partitions: list[int], at_ms: int, timeout_s: float
+                ) -> dict[int, int]:
+    """Per partition, the first offset at or after `at_ms` (the end when none)."""
+    found = consumer.offsets_for_times([TopicPartition(topic, p, at_ms) for p in partitions], timeout=timeout_s)
+    return {tp.partition: tp.offset if tp.offset >= 0 else consumer.get_watermark_offsets(tp, timeout=timeout_s)[1]
+            for tp in found}
 
 
 # ---- k2 book ---------------------------------------------------------------------------------------------------

@@ -43,6 +43,8 @@ monthly_partitions = dg.MonthlyPartitionsDefinition(start_date=START_DATE[:8] + 
 DAILY_CHECKS = criteria.daily(PRODUCTION).names()
 MONTHLY_CHECKS = criteria.stability_30d(PRODUCTION).names()
 WEEK_CHECK = "all_days_passed"
+# The depth books' check (not a Prometheus criterion: it reads the topics themselves).
+BOOK_INTEGRITY = "book_integrity"
 # Scheduled per connection: the streamer runs a pool of connections, each with its own schedule.
 PER_CONNECTION = ("rotations", "pings")
 
@@ -105,10 +107,14 @@ def _check_results(asset: str, checks: list[Any]) -> list[dg.AssetCheckResult]:
 @dg.asset(
     partitions_def=daily_partitions,
     group_name="validation",
-    check_specs=[dg.AssetCheckSpec(name, asset="daily_validation_report",
-                                   description=f"daily criterion {name} of the 7-day validation: "
-                                   f"{_criterion_text(criteria.daily(PRODUCTION), name)}")
-                 for name in DAILY_CHECKS],
+    check_specs=[*(dg.AssetCheckSpec(name, asset="daily_validation_report",
+                                     description=f"daily criterion {name} of the 7-day validation: "
+                                     f"{_criterion_text(criteria.daily(PRODUCTION), name)}")
+                   for name in DAILY_CHECKS),
+                 dg.AssetCheckSpec(BOOK_INTEGRITY, asset="daily_validation_report",
+                                   description="every depth symbol's diff chain in Kafka either unbroken or resynced "
+                                   "by a later snapshot (k2_ops/books.py); passes with a note when nothing streams "
+                                   "depth")],
     description="The daily checks of the 7-day validation for one UTC day, from Prometheus.",
     kinds={"python"},
 )
@@ -138,6 +144,25 @@ def daily_validation_report(context: dg.AssetExecutionContext, config: Validatio
         **report_metadata(files),
     })
     yield from _check_results("daily_validation_report", result.checks)
+    yield _book_integrity(deployment, window.start.timestamp(), window.end.timestamp())
+
+
+def _book_integrity(deployment: DeploymentResource, start_s: float, end_s: float) -> dg.AssetCheckResult:
+    """The day's depth chains in Kafka (k2_ops.books.chain_integrity), from the deployment's Kafka settings."""
+    from k2_ops.books import chain_integrity
+
+    try:
+        conf = deployment.settings().kafka_client_conf()
+        integrity = chain_integrity(conf, deployment.topic_prefix, int(start_s * 1000), int(end_s * 1000))
+    except Exception as exc:  # Kafka unreachable or unreadable: the check cannot pass without evidence
+        return dg.AssetCheckResult(asset_key="daily_validation_report", check_name=BOOK_INTEGRITY, passed=False,
+                                   severity=dg.AssetCheckSeverity.ERROR,
+                                   description=f"could not read the depth topics: {type(exc).__name__}: {exc}")
+    return dg.AssetCheckResult(
+        asset_key="daily_validation_report", check_name=BOOK_INTEGRITY, passed=not integrity.unresynced,
+        severity=dg.AssetCheckSeverity.ERROR, description=integrity.summary(),
+        metadata={"symbols": integrity.symbols, "diffs": integrity.diffs, "snapshots": integrity.snapshots,
+                  "breaks": len(integrity.breaks), "unresynced_breaks": len(integrity.unresynced)})
 
 
 @dg.asset(

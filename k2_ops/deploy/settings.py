@@ -11,6 +11,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from k2_ops.deploy import handover
 from k2_ops.deploy.audit import IdAudit, audit_ids, read_trade_ids
@@ -139,6 +140,15 @@ class DeploySettings:
 
     def bootstrap_servers(self) -> str:
         return self.kafka_bootstrap_servers or stack_url("kafka", self.run_dir).removeprefix("kafka://")
+
+    def kafka_client_conf(self) -> dict[str, Any]:
+        """librdkafka settings for a client of the streamers' Kafka (bootstrap servers and security): the
+        configured one, else the stack's; streamer_env's K2_KAFKA_* settings win, as for the streamers."""
+        from streamer.config import load_kafka_client_config
+        from streamer.sink import client_config
+
+        kafka_env = {} if self.kafka_bootstrap_servers else stack_kafka_client_env(self.run_dir)
+        return client_config(self.bootstrap_servers(), load_kafka_client_config({**kafka_env, **self.streamer_env}))
 
     def common_env(self) -> dict[str, str]:
         ws_url = self.ws_url or stack_url("simulator", self.run_dir) + "/stream"

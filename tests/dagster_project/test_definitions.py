@@ -39,7 +39,7 @@ def test_everything_is_listed() -> None:
     daily_checks = {key.name for key in repo.asset_graph.asset_check_keys
                     if key.asset_key.to_user_string() == "daily_validation_report"}
     assert daily_checks == {"memory_stable", "rotations", "pings", "message_rate", "unscheduled_reconnects",
-                            "critical_alerts", "uptime"}
+                            "critical_alerts", "uptime", "book_integrity"}
 
 
 def test_deploy_steps_are_separate_ops_in_order() -> None:

@@ -4,6 +4,7 @@ Prometheus with promtool): the right checks pass and fail on the right days; the
 from __future__ import annotations
 
 import time
+import uuid
 from pathlib import Path
 
 import dagster as dg
@@ -11,6 +12,7 @@ import pytest
 
 from dagster_project.assets.reporting import ReportsResource
 from dagster_project.assets.validation import (
+    BOOK_INTEGRITY,
     DAILY_CHECKS,
     MONTHLY_CHECKS,
     daily_validation_report,
@@ -19,16 +21,20 @@ from dagster_project.assets.validation import (
 )
 from dagster_project.resources import DeploymentResource, PrometheusResource
 from k2_ops.deploy.history import DeploymentHistory
+from k2_ops.stack import KafkaService
 
 from .conftest import MONTH_SCRAPE, SCRAPE, WeekPrometheus
 
 pytestmark = pytest.mark.slow
 
-def materialize_week(week: WeekPrometheus, instance_name: str, tmp_path: Path, dagster_instance: dg.DagsterInstance
-                     ) -> tuple[list[set[str]], dg.ExecuteInProcessResult, list[float]]:
+def materialize_week(week: WeekPrometheus, instance_name: str, tmp_path: Path, dagster_instance: dg.DagsterInstance,
+                     kafka: KafkaService) -> tuple[list[set[str]], dg.ExecuteInProcessResult, list[float]]:
+    # The week's streamer streamed no depth (its topic prefix has none): book_integrity passes on that evidence.
     resources = {
         "prometheus": PrometheusResource(url=week.service.url, scrape_interval_seconds=SCRAPE),
-        "deployment": DeploymentResource(state_dir=str(tmp_path / "deploy"), run_dir=str(tmp_path / "run")),
+        "deployment": DeploymentResource(state_dir=str(tmp_path / "deploy"), run_dir=str(tmp_path / "run"),
+                                         kafka_bootstrap_servers=kafka.bootstrap_servers,
+                                         topic_prefix=f"week.{uuid.uuid4().hex[:8]}"),
         "reports": ReportsResource(root=str(tmp_path / "reports")),
         "io_manager": dg.FilesystemIOManager(base_dir=str(tmp_path / "storage")),
     }
@@ -42,7 +48,8 @@ def materialize_week(week: WeekPrometheus, instance_name: str, tmp_path: Path, d
         seconds.append(time.monotonic() - began)
         assert result.success
         evaluations = result.get_asset_check_evaluations()
-        assert len(evaluations) == len(DAILY_CHECKS)
+        assert len(evaluations) == len(DAILY_CHECKS) + 1  # the criteria, and book_integrity
+        assert next(e for e in evaluations if e.check_name == BOOK_INTEGRITY).passed
         failures.append({e.check_name for e in evaluations if not e.passed})
     began = time.monotonic()
     weekly = dg.materialize([daily_validation_report, weekly_validation_report],
@@ -54,8 +61,8 @@ def materialize_week(week: WeekPrometheus, instance_name: str, tmp_path: Path, d
 
 
 def test_backfilled_bad_week_fails_the_right_checks_on_the_right_days(week_prometheus, tmp_path,
-                                                                       dagster_instance) -> None:
-    failures, weekly, seconds = materialize_week(week_prometheus, "bad-week", tmp_path, dagster_instance)
+                                                                       dagster_instance, kafka) -> None:
+    failures, weekly, seconds = materialize_week(week_prometheus, "bad-week", tmp_path, dagster_instance, kafka)
     assert failures == [set(), {"rotations"}, set(), {"unscheduled_reconnects"}, set(), {"memory_stable"}, set()]
 
     report = weekly.output_for_node("weekly_validation_report")
@@ -85,8 +92,8 @@ def test_backfilled_bad_week_fails_the_right_checks_on_the_right_days(week_prome
           f"{seconds[7]:.2f} s")
 
 
-def test_backfilled_good_week_passes_every_day(week_prometheus, tmp_path, dagster_instance) -> None:
-    failures, weekly, _ = materialize_week(week_prometheus, "good-week", tmp_path, dagster_instance)
+def test_backfilled_good_week_passes_every_day(week_prometheus, tmp_path, dagster_instance, kafka) -> None:
+    failures, weekly, _ = materialize_week(week_prometheus, "good-week", tmp_path, dagster_instance, kafka)
     assert failures == [set()] * 7
     report = weekly.output_for_node("weekly_validation_report")
     assert report["passed"] and report["failed_days"] == []
@@ -95,7 +102,7 @@ def test_backfilled_good_week_passes_every_day(week_prometheus, tmp_path, dagste
 
 
 def test_a_week_with_a_cutover_and_a_rollback_is_judged_on_the_active_streamer(week_prometheus, tmp_path,
-                                                                                 dagster_instance) -> None:
+                                                                                 dagster_instance, kafka) -> None:
     """No instance configured: the deployment history of the stack decides, every day passes stitched, and
     the metadata and the 7-day report show the deployments."""
     history = DeploymentHistory(tmp_path / "deploy" / "history.jsonl")
@@ -103,7 +110,9 @@ def test_a_week_with_a_cutover_and_a_rollback_is_judged_on_the_active_streamer(w
         history.append(record)
     resources = {
         "prometheus": PrometheusResource(url=week_prometheus.service.url, scrape_interval_seconds=SCRAPE),
-        "deployment": DeploymentResource(state_dir=str(tmp_path / "deploy"), run_dir=str(tmp_path / "run")),
+        "deployment": DeploymentResource(state_dir=str(tmp_path / "deploy"), run_dir=str(tmp_path / "run"),
+                                         kafka_bootstrap_servers=kafka.bootstrap_servers,
+                                         topic_prefix=f"week.{uuid.uuid4().hex[:8]}"),
         "reports": ReportsResource(root=str(tmp_path / "reports")),
         "io_manager": dg.FilesystemIOManager(base_dir=str(tmp_path / "storage")),
     }
@@ -187,7 +196,8 @@ def test_monthly_stability_checks_on_a_backfilled_month(month_prometheus, tmp_pa
     print(f"\n30-day stability report: {seconds:.2f} s")
 
 
-def test_a_market_in_two_shards_is_judged_per_shard_and_in_total(week_prometheus, tmp_path, dagster_instance) -> None:
+def test_a_market_in_two_shards_is_judged_per_shard_and_in_total(week_prometheus, tmp_path, dagster_instance,
+                                                                 kafka) -> None:
     """shard_count 2: each shard's history stitches its own instances; the asset fails a check where any
     shard failed it (shard 0's outage on Friday) and says which shard."""
     for index, week in enumerate(week_prometheus.shard_weeks()):
@@ -197,7 +207,8 @@ def test_a_market_in_two_shards_is_judged_per_shard_and_in_total(week_prometheus
     resources = {
         "prometheus": PrometheusResource(url=week_prometheus.service.url, scrape_interval_seconds=SCRAPE),
         "deployment": DeploymentResource(state_dir=str(tmp_path / "deploy"), run_dir=str(tmp_path / "run"),
-                                         shard_count=2),
+                                         shard_count=2, kafka_bootstrap_servers=kafka.bootstrap_servers,
+                                         topic_prefix=f"week.{uuid.uuid4().hex[:8]}"),
         "reports": ReportsResource(root=str(tmp_path / "reports")),
         "io_manager": dg.FilesystemIOManager(base_dir=str(tmp_path / "storage")),
     }
