@@ -2,9 +2,10 @@
 `binance_connection_lifetime_seconds`, from a real streamer process against the simulator, real Kafka and the
 real Schema Registry.
 
-Evictions: the streamer registers one Avro subject per stream kind at start-up, in K2_BINANCE_STREAMS order, then
-encodes what the exchange sends; with an LRU bound below the number of subjects, the evictions are exactly
-(subjects - bound) at start-up plus one per stream kind the traffic brings back after it was evicted.
+Evictions: the streamer registers one Avro subject per record it writes at start-up (its stream kinds in
+K2_BINANCE_STREAMS order, then depth snapshots, as depth sync is on), then encodes what the exchange sends;
+with an LRU bound below the number of subjects, the evictions are exactly (subjects - bound) at start-up plus
+one per stream kind the traffic brings back after it was evicted.
 
 Lifetime: the gauge is read on each scrape (`now - opened_at` of the connection delivering data), so between two
 scrapes it grows by the time between them; every read is bracketed by monotonic clock readings taken before and
@@ -26,6 +27,7 @@ from tests.streamer.conftest import StreamerProcess, wait_for
 pytestmark = pytest.mark.slow
 
 ALL_STREAMS = ("trade", "aggTrade", "bookTicker", "depth")
+SUBJECTS = (*ALL_STREAMS, "depthSnapshot")  # depth sync (the default) writes snapshots to their own topic
 CACHE_BOUND = 2
 TRADES_EACH = 10  # trades and aggTrades, alternating: both stay cached once loaded
 
@@ -63,9 +65,10 @@ def test_cache_bound_below_the_subjects_exports_exactly_the_evictions_made(
 
     wait_for(all_produced, 60, f"the {frames} replayed frames produced to Kafka; log:\n{streamer.log_tail()}")
     m = streamer.metrics()
-    # Start-up registers 4 subjects into an LRU of 2: trade and aggTrade evicted, bookTicker and depth kept.
-    # The first trade evicts bookTicker, the first aggTrade depth; every later frame is a hit.
-    startup_evictions = len(ALL_STREAMS) - CACHE_BOUND
+    # Start-up registers 5 subjects into an LRU of 2: trade, aggTrade and bookTicker evicted, depth and
+    # depthSnapshot kept (the replay sends no depth diff, so no snapshot is taken). The first trade evicts depth,
+    # the first aggTrade depthSnapshot; every later frame is a hit.
+    startup_evictions = len(SUBJECTS) - CACHE_BOUND
     returning_kinds = 2
     assert m.value("serializer_cache_evictions_total", instance="blue") == startup_evictions + returning_kinds
     assert m.value("serializer_cache_size", instance="blue") == CACHE_BOUND

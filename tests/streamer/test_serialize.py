@@ -100,6 +100,7 @@ def test_round_trip_through_the_confluent_wire_format(stream: str) -> None:
         "aggTrade": "market.crypto.binance.aggtrades",
         "bookTicker": "market.crypto.binance.bookticker",
         "depth": "market.crypto.binance.depth",
+        "depthSnapshot": "market.crypto.binance.depth_snapshots",
     }
 
 
