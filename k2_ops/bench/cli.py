@@ -42,6 +42,9 @@ def register(subparsers: Any) -> None:
                         "8-stream memory run it is compared with; JSON beside the logs, docs untouched")
     parser.add_argument("--market-symbols", type=int, help="symbols of the whole-market run (default 2000)")
     parser.add_argument("--market-seconds", type=float, help="length of the whole-market run")
+    parser.add_argument("--repair-gaps", type=int, help="silent holes made for the gap repair figures (default 20)")
+    parser.add_argument("--book-symbols", type=int,
+                        help="depth symbols of the whole-market book sync run (default 1500)")
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to CPUs")
     parser.add_argument("--kafka-cpu", help="pin Kafka to this CPU, or 'none' (default: the simulator's CPU 0)")
     parser.add_argument("--simulator-uvloop", action="store_true", help="run the simulator on uvloop")
@@ -67,6 +70,7 @@ def config_from_args(args: argparse.Namespace) -> BenchConfig:
                              ("rotation_lifetime_seconds", "rotation_lifetime_s"),
                              ("health_timeout_seconds", "health_timeout_s"),
                              ("market_symbols", "market_symbols"), ("market_seconds", "market_s"),
+                             ("repair_gaps", "repair_gaps"), ("book_symbols", "book_symbols"),
                              ("streamer_source", "streamer_source"), ("baseline_source", "baseline_source"),
                              ("json", "out_json"),
                              ("markdown", "out_markdown"), ("work_dir", "work_dir")):

@@ -58,6 +58,14 @@ class BenchConfig:
     rotation_lifetime_s: float = 1.0
     health_timeout_s: float = 2.0
     settle_s: float = 1.0
+    # Gap repair: repair_gaps silent holes of repair_skip messages each (the simulator skips them without a
+    # disconnect), on trade and aggTrade streams in turn, settle_s apart, at resilience_rate; each is repaired
+    # from the simulator's REST history, and its latency is measured from Kafka (see phases.repairs).
+    repair_gaps: int = 20
+    repair_skip: int = 5
+    # Book sync: a streamer subscribing <symbol>@depth@100ms for book_symbols symbols (Binance lists about
+    # 1,500 USDT pairs) with every REST and depth setting at its default; the time until every book is in sync.
+    book_symbols: int = 1500
     # CPUs: the simulator on one core, the client under test (floor client or streamer, with its librdkafka
     # threads) on the other. Kafka shares the simulator's core (None = not pinned): unpinned, the JVM takes
     # 5-20 % of the streamer's core at full speed and the streamer's figures then measure the sharing.
@@ -121,6 +129,8 @@ def quick(**changes: Any) -> BenchConfig:
         market_warmup_s=1.0,
         rotations=3,
         rotation_lifetime_s=0.75,
+        repair_gaps=4,
+        book_symbols=100,
         health_timeout_s=1.0,
         settle_s=0.5,
         quick=True,
@@ -144,6 +154,10 @@ def validate(config: BenchConfig) -> None:
     for name in ("full_speed_trades_per_symbol", "window_s", "latency_window_s", "memory_rate", "memory_s",
                  "memory_sample_s", "resilience_rate", "health_timeout_s", "settle_s"):
         _positive(config, name)
+    for name, low, high in (("repair_gaps", 1, 1_000), ("repair_skip", 1, 1_000), ("book_symbols", 1, 10_000)):
+        value = getattr(config, name)
+        if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+            raise BenchConfigError(f"bench setting {name}={value!r} must be an integer {low} .. {high}")
     if not isinstance(config.market_symbols, int) or not 1 <= config.market_symbols <= 10_000:
         raise BenchConfigError(f"bench setting market_symbols={config.market_symbols!r} must be 1 .. 10000")
     per_connection = config.market_streams_per_connection
@@ -177,6 +191,8 @@ def validate(config: BenchConfig) -> None:
     unknown = [s for s in config.streams if s not in ALL_STREAMS]
     if unknown:
         raise BenchConfigError(f"bench setting streams: unknown {unknown}; allowed {ALL_STREAMS}")
+    if not {"trade", "aggTrade"} & set(config.streams):
+        raise BenchConfigError("bench setting streams must include trade or aggTrade (the gap repair phase's holes)")
     cpus = os.cpu_count() or 1
     for name in ("simulator_cpu", "client_cpu"):
         value = getattr(config, name)

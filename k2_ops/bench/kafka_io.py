@@ -18,10 +18,10 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from fastavro import parse_schema, schemaless_reader
 
 from streamer.config import load_kafka_client_config
+from streamer.kinds import KINDS
+from streamer.pipeline import REST_SOURCE, SOURCE_HEADER
 from streamer.serialize import load_schema, split_wire, topic_for, without_logical_types
 from streamer.sink import client_config
-
-ID_FIELD = {"trade": "trade_id", "aggTrade": "agg_trade_id", "bookTicker": "update_id", "depth": "final_update_id"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +37,7 @@ class Rec:
     append_time: int
     partition: int
     offset: int
+    repaired: bool = False  # header k2-source: rest (fetched from REST history, not received live)
 
 
 def create_topics(bootstrap: str, prefix: str, streams: tuple[str, ...], partitions: int = 3) -> list[str]:
@@ -98,8 +99,9 @@ def read_records(bootstrap: str, prefix: str, streams: tuple[str, ...], timeout_
                 kind, stamp = msg.timestamp()
                 if kind != TIMESTAMP_LOG_APPEND_TIME:
                     raise KafkaException(f"{topic} has no LogAppendTime timestamps (type {kind})")
-                out.append(Rec(stream, value["symbol"].lower(), value[ID_FIELD[stream]], value.get("event_time"),
-                               value["ingestion_time"], value["instance"], stamp, partition, offset))
+                repaired = (SOURCE_HEADER, REST_SOURCE) in (msg.headers() or [])
+                out.append(Rec(stream, value["symbol"].lower(), value[KINDS[stream].id_field], value.get("event_time"),
+                               value["ingestion_time"], value["instance"], stamp, partition, offset, repaired))
                 if offset + 1 >= end:
                     del remaining[(topic, partition)]
     finally:

@@ -19,7 +19,7 @@ from k2_ops.bench.config import BenchConfig
 from k2_ops.bench.kafka_io import Rec, create_topics, read_records
 from k2_ops.bench.machine import load_average
 from k2_ops.bench.procs import SimulatorProxy, StreamerRun, poll, run_floor_client
-from streamer.kinds import stream_key, stream_keys
+from streamer.kinds import KINDS, stream_key, stream_keys
 from streamer.memory import theil_sen
 from streamer.summary import summary_from_log
 
@@ -568,6 +568,116 @@ def faults(bench: Bench) -> dict[str, Any]:
         item["reconnected_s"] = item["opened_at"] - item["t0"]
         item["data_flowing_s"] = None if first is None else first - item["t0"]
     return {"health_timeout_s": config.health_timeout_s, "stalls": stalls, "drops": drops}
+
+
+# ---- 6: nothing missed --------------------------------------------------------------------------------
+
+REPAIRED_KINDS = tuple(name for name, kind in KINDS.items() if kind.history is not None)
+
+
+def repairs(bench: Bench) -> dict[str, Any]:
+    """Silent holes: `repair_gaps` times, the simulator skips `repair_skip` messages of one stream without a
+    disconnect (trade and aggTrade streams in turn, `settle_s` apart). Each must be repaired from REST, nothing
+    lost or doubled against the ground truth; latency per hole is measured from Kafka (see repair_latencies)."""
+    config, sim = bench.config, bench.simulator
+    bench.note_load("repairs")
+    prefix = bench.new_prefix("repairs")
+    bench.set_message_rate(config.resilience_rate)
+    targets = [stream_key(s, kind) for kind in REPAIRED_KINDS if kind in config.streams for s in config.symbols]
+    expected = config.repair_gaps * config.repair_skip
+    began = time.monotonic()
+    with bench.running("repairs", prefix) as run:
+        for i in range(config.repair_gaps):
+            time.sleep(config.settle_s)
+            sim.call("skip_messages", [targets[i % len(targets)]], config.repair_skip)
+
+        def repaired() -> bool:
+            m = run.metrics()
+            return (m.get("binance_gap_repaired_messages_total", 0.0) >= expected
+                    and m.get("binance_gap_repair_pending_messages", 0.0) == 0)
+
+        poll(repaired, 120, f"{expected} ids repaired", 0.1)
+        time.sleep(config.settle_s)
+        final = run.metrics()
+    sim.call("set_rate", 0.0)
+    records = [r for r in bench.records(prefix) if r.stream in REPAIRED_KINDS]
+    latencies = repair_latencies(records)
+    result = _accounting(bench, records)
+    result.update({
+        "seconds": time.monotonic() - began,
+        "holes_made": config.repair_gaps,
+        "holes_repaired": len(latencies),
+        "repaired_records": sum(1 for r in records if r.repaired),
+        "latency_s": stats.distribution(latencies),
+        "streamer_repaired": final.get("binance_gap_repaired_messages_total", 0.0),
+        "streamer_unrepaired": final.get("binance_gap_unrepaired_messages_total", 0.0),
+        "rest_requests": final.get("binance_rest_requests_total", 0.0),
+    })
+    return result
+
+
+def repair_latencies(records: list[Rec]) -> list[float]:
+    """Seconds per hole of repaired records (k2-source: rest) between live ones of a stream: from the streamer
+    receiving the first live record after the hole (its ingestion_time: the moment it saw the jump) to the last
+    repaired id of the hole appended to Kafka (LogAppendTime, the same clock). A hole with no live record after
+    it is left out (its jump was never seen)."""
+    by_key: dict[tuple[str, str], list[Rec]] = {}
+    for r in records:
+        by_key.setdefault((r.symbol, r.stream), []).append(r)
+    latencies: list[float] = []
+    for recs in by_key.values():
+        hole_appended: int | None = None  # the latest append time of the open hole's repaired records
+        for r in sorted(recs, key=lambda r: (r.ident, r.repaired)):
+            if r.repaired:
+                hole_appended = max(hole_appended or 0, r.append_time)
+            elif hole_appended is not None:
+                latencies.append((hole_appended - r.ingestion_time) / 1000)
+                hole_appended = None
+    return latencies
+
+
+def book_sync(bench: Bench, simulator: SimulatorProxy) -> dict[str, Any]:
+    """A streamer of <symbol>@depth@100ms for each of `simulator`'s config.book_symbols symbols
+    (K2_BINANCE_SYMBOLS=quote:USDT), every REST and depth setting at its default: seconds from its start until
+    every book is in sync from its own snapshot, the snapshots taken and the highest REST weight it saw used."""
+    config = bench.config
+    bench.note_load("book_sync")
+    symbols = market_symbols(config.book_symbols)
+    prefix = bench.new_prefix("books")
+    extra = {
+        "K2_BINANCE_WS_URL": simulator.ws_base_url + "/stream",
+        "K2_SSL_CA_FILE": simulator.ca_file,
+        "K2_BINANCE_REST_URL": simulator.ws_base_url.replace("wss://", "https://"),
+        "K2_BINANCE_SYMBOLS": "quote:USDT",
+        "K2_BINANCE_STREAMS": "depth",
+        "K2_STREAMS_PER_CONNECTION": str(config.market_streams_per_connection),
+        "K2_HEALTH_CHECK_TIMEOUT_SECONDS": "120",
+    }
+    # A book is followed from its first diff: every symbol trades, at the memory run's total rate.
+    simulator.call("set_rate", config.memory_rate / len(symbols))
+    weights: list[float] = []
+
+    def all_in_sync(run: StreamerRun) -> bool:
+        m = run.metrics()
+        weights.append(m.get("binance_rest_weight_used", 0.0))
+        return m.get("binance_depth_books_in_sync", 0.0) >= len(symbols)
+
+    began = time.monotonic()
+    with bench.running("book_sync", prefix, **extra) as run:
+        # At Binance's defaults a snapshot of 100 levels weighs 5 and the budget is 3,000 a minute: 10 a second.
+        poll(lambda: all_in_sync(run), len(symbols) / 10 * 3 + 120, f"{len(symbols)} books in sync", 0.25)
+        in_sync_s = time.monotonic() - began
+        final = run.metrics()
+    simulator.call("set_rate", 0.0)
+    return {
+        "symbols": len(symbols),
+        "in_sync_s": in_sync_s,
+        "snapshots": final.get("binance_depth_snapshots_total{outcome=produced}", 0.0),
+        "snapshot_attempts": final.get("binance_depth_snapshots_total", 0.0),
+        "resyncs": final.get("binance_depth_resyncs_total", 0.0),
+        "max_weight_used": max(weights, default=None),
+        "rest_429": final.get("binance_rest_requests_total{code=429}", 0.0),
+    }
 
 
 def handover(bench: Bench) -> dict[str, Any]:

@@ -126,6 +126,16 @@ def figure_specs(
         Figure("resilience.handover.lost", "Handovers: messages lost", "msgs", 0, "0", lambda v: v == 0),
         Figure("resilience.handover.duplicated", "Handovers: messages duplicated in Kafka", "msgs", 0, "0",
                lambda v: v == 0),
+        Figure("repair.holes", "Gap repair: silent holes repaired (of those made)", "", 0),
+        Figure("repair.latency_p50_s", "Gap repair: hole seen → last repaired id appended, p50", "s", 3),
+        Figure("repair.latency_p99_s", "Gap repair: hole seen → last repaired id appended, p99", "s", 3),
+        Figure("repair.latency_max_s", "Gap repair: hole seen → last repaired id appended, max", "s", 3),
+        Figure("repair.lost", "Gap repair: messages lost", "msgs", 0, "0", lambda v: v == 0),
+        Figure("repair.duplicated", "Gap repair: messages duplicated in Kafka", "msgs", 0, "0", lambda v: v == 0),
+        Figure("books.in_sync_s", "Whole market in book sync (streamer start → every book synced, defaults)",
+               "s", 1),
+        Figure("books.symbols", "Book sync: depth symbols", "", 0),
+        Figure("books.max_weight_used", "Book sync: highest REST weight used per minute (budget 3,000)", "", 0),
     ]
     return specs
 
@@ -186,6 +196,15 @@ def collect_figures(raw: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     figures["resilience.handover.normal_max_gap_ms"] = summary(_values(hand["handovers"], "normal_max_gap_ms"))
     figures["resilience.handover.lost"] = summary([hand["lost"]])
     figures["resilience.handover.duplicated"] = summary([hand["duplicated"]])
+    rep = raw["repairs"]
+    figures["repair.holes"] = summary([rep["holes_repaired"]])
+    for pct in ("p50", "p99", "max"):
+        figures[f"repair.latency_{pct}_s"] = summary([_finite(rep["latency_s"][pct])])
+    figures["repair.lost"] = summary([rep["lost"]])
+    figures["repair.duplicated"] = summary([rep["duplicated"]])
+    books = raw["book_sync"]
+    for key in ("in_sync_s", "symbols", "max_weight_used"):
+        figures[f"books.{key}"] = summary([books[key]])
     return figures
 
 

@@ -30,22 +30,35 @@ def simulator_settings(config: BenchConfig) -> dict[str, Any]:
     }
 
 
-def market_simulator_settings(config: BenchConfig) -> dict[str, Any]:
-    """The whole-market run's simulator: config.market_symbols synthetic USDT symbols (listed by exchangeInfo)."""
-    return {**simulator_settings(config), "symbols": phases.market_symbols(config.market_symbols),
-            "tick_interval_s": 0.05}
+def market_simulator_settings(config: BenchConfig, symbols: int) -> dict[str, Any]:
+    """A whole-market run's simulator: `symbols` synthetic USDT symbols (listed by exchangeInfo)."""
+    return {**simulator_settings(config), "symbols": phases.market_symbols(symbols), "tick_interval_s": 0.05}
 
 
 def whole_market_phase(config: BenchConfig, bench: phases.Bench) -> dict[str, Any]:
     log.info("phase 4b: whole market, %d symbols x %s over connections of %d at %g msg/s", config.market_symbols,
              ",".join(config.market_streams), config.market_streams_per_connection, config.memory_rate)
-    market = SimulatorProxy(market_simulator_settings(config), config.simulator_cpu if config.pin else None).start()
+    market = SimulatorProxy(market_simulator_settings(config, config.market_symbols),
+                            config.simulator_cpu if config.pin else None).start()
     try:
         result = phases.whole_market(bench, market)
     finally:
         market.stop()
     log.info("whole market: %s connections open in %s s, %.1f µs/msg, steady RSS %.1f MB", result["connections"],
              result["pool_open_s"], result["cpu_us_per_msg"] or 0.0, result["steady_rss_mb"] or 0.0)
+    return result
+
+
+def book_sync_phase(config: BenchConfig, bench: phases.Bench) -> dict[str, Any]:
+    log.info("phase 6b: whole-market book sync, %d symbols x depth at the default REST settings", config.book_symbols)
+    market = SimulatorProxy(market_simulator_settings(config, config.book_symbols),
+                            config.simulator_cpu if config.pin else None).start()
+    try:
+        result = phases.book_sync(bench, market)
+    finally:
+        market.stop()
+    log.info("book sync: %d books in sync %.1f s after the streamer started (%d snapshots, max weight used %s)",
+             result["symbols"], result["in_sync_s"], result["snapshots"], result["max_weight_used"])
     return result
 
 
@@ -122,6 +135,9 @@ def run(config: BenchConfig) -> dict[str, Any]:
         raw["rotations"] = phases.rotations(bench)
         raw["faults"] = phases.faults(bench)
         raw["handover"] = phases.handover(bench)
+        log.info("phase 6: gap repair (%d silent holes of %d messages)", config.repair_gaps, config.repair_skip)
+        raw["repairs"] = phases.repairs(bench)
+        raw["book_sync"] = book_sync_phase(config, bench)
         if config.profile:
             log.info("profile: cProfile of the streamer's event loop at full speed")
             raw["profile"] = phases.profile(bench, log_dir / "streamer.prof")

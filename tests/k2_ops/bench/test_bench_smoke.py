@@ -38,9 +38,12 @@ PLAUSIBLE_BY_FIGURE: dict[str, tuple[float, float]] = {
     "memory.slope_mb_per_hour": (-1e7, 1e7),
     "market.connections": (2.0, 2.0),  # quick(): 200 symbols x trade,bookTicker over connections of 200
     "market.missing": (0.0, 0.0),  # the whole-market run's sequence gaps: reported, and none here
+    "repair.holes": (4.0, 4.0),  # quick(): every one of its 4 silent holes repaired, each seen once
+    "books.symbols": (100.0, 100.0),  # quick(): 100 depth symbols
+    "books.max_weight_used": (5.0, 3_000.0),  # at least one snapshot's weight; never above the default budget
 }
 LOSS_FIGURES = ("resilience.rotations.lost", "resilience.rotations.duplicated", "resilience.handover.lost",
-                "resilience.handover.duplicated")
+                "resilience.handover.duplicated", "repair.lost", "repair.duplicated")
 
 
 def implausible_figures(figures: dict[str, Any], units: dict[str, str], cores: int, rotations: int) -> list[str]:
@@ -78,7 +81,8 @@ def assert_counted_without_loss(accounting: dict[str, Any], keys: set[str], what
 
 def test_quick_benchmark_writes_every_figure_and_the_table(tmp_path: Path) -> None:
     """`k2 bench --quick` end to end (~70 s): its own Kafka and simulator, every phase (throughput with the
-    baseline taking turns, latency, rotations, handover, memory) at its shortest, so every figure is real."""
+    baseline taking turns, latency, rotations, handover, memory, gap repair, book sync) at its shortest, so
+    every figure is real."""
     markdown = tmp_path / "performance.md"
     markdown.write_text("# Performance\n\nHand-written method.\n\n" + report.BEGIN_MARK + "\nold\n"
                         + report.END_MARK + "\n\n## History\n\nkept\n")
@@ -107,6 +111,12 @@ def test_quick_benchmark_writes_every_figure_and_the_table(tmp_path: Path) -> No
     assert rotations["rotations"] >= config.rotations
     assert_counted_without_loss(rotations, keys, "rotations")
     assert_counted_without_loss(written["raw"]["handover"], keys, "handover")
+    repairs = written["raw"]["repairs"]
+    assert_counted_without_loss(repairs, {f"{s}@{k}" for s in config.symbols for k in ("trade", "aggTrade")},
+                                "repairs")
+    assert repairs["repaired_records"] == repairs["streamer_repaired"] == config.repair_gaps * config.repair_skip
+    books = written["raw"]["book_sync"]
+    assert books["snapshots"] >= books["symbols"] == config.book_symbols and books["rest_429"] == 0, books
     for key in LOSS_FIGURES:
         assert written["figures"][key]["runs"] == 1 and written["figures"][key]["median"] == 0, key
     # Speed targets are reported (met or not); the loss and duplicate targets must be met.

@@ -33,6 +33,9 @@ def parse(*argv: str) -> argparse.Namespace:
         ({"latency_lingers_s": (2.0,)}, "latency_lingers_s"),
         ({"streams": ("trade", "kline")}, "streams"),
         ({"client_cpu": 64}, "client_cpu"),
+        ({"repair_gaps": 0}, "repair_gaps"),
+        ({"book_symbols": 20_000}, "book_symbols"),
+        ({"streams": ("bookTicker", "depth")}, "streams"),
     ],
 )
 def test_bad_settings_are_refused_by_name(changes: dict[str, object], named: str) -> None:
@@ -49,9 +52,11 @@ def test_quick_is_small_and_keeps_every_phase() -> None:
 
 def test_command_line_maps_to_settings(tmp_path: object) -> None:
     config = config_from_args(parse("--quick", "--latency-rates", "500,2000", "--latency-lingers", "none",
-                                    "--kafka-cpu", "none", "--rotations", "5", "--memory-seconds", "9"))
+                                    "--kafka-cpu", "none", "--rotations", "5", "--memory-seconds", "9",
+                                    "--repair-gaps", "7", "--book-symbols", "300"))
     assert config.quick and config.latency_rates == (500.0, 2000.0) and config.latency_lingers_s == ()
     assert config.kafka_cpu is None and config.rotations == 5 and config.memory_s == 9.0
+    assert config.repair_gaps == 7 and config.book_symbols == 300
     assert config_from_args(parse("--no-pin")).pin is False
     with pytest.raises(BenchConfigError, match="latency-rates"):
         config_from_args(parse("--latency-rates", "fast"))
