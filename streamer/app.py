@@ -147,7 +147,8 @@ class Streamer:
             leak_bytes_per_s=config.test_leak_bytes_per_s,
             reference_mb_per_hour=config.leak_reference_mb_per_hour,
         )
-        self.health = HealthServer(config.metrics_host, config.metrics_port)
+        self.health = HealthServer(config.metrics_host, config.metrics_port, config.http_request_timeout_s,
+                                   config.http_max_connections)
         # Binance's REST API, one weight budget for discovery, gap repairs and depth snapshots.
         self.rest = RestClient(
             config.rest_url,

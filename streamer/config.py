@@ -336,6 +336,11 @@ SETTINGS: tuple[Setting, ...] = (
             "bind address of /metrics, /healthz, /readyz", lambda v: bool(v.strip())),
     Setting("metrics_port", "K2_METRICS_PORT", 8000, "int", "0 .. 65535 (0 = any free port)",
             "port of /metrics, /healthz, /readyz", _positive(0, 65535)),
+    Setting("http_request_timeout_s", "K2_HTTP_REQUEST_TIMEOUT_SECONDS", 10.0, "float", "0.1 .. 3600 seconds",
+            "time a client has to send a whole request to that port (line, headers, body): 408 after it, or the "
+            "connection closed when nothing came", _positive(0.1, 3600.0)),
+    Setting("http_max_connections", "K2_HTTP_MAX_CONNECTIONS", 64, "int", "1 .. 10000",
+            "connections that port serves at once; more are answered 503 and closed", _positive(1, 10_000)),
     Setting("instance", "K2_INSTANCE", "blue", "str", "1..32 chars [a-z0-9_-], e.g. blue or green",
             "instance label on every metric and record", lambda v: bool(_INSTANCE.match(v))),
     Setting("shard_index", "K2_SHARD_INDEX", 0, "int", f"0 .. K2_SHARD_COUNT - 1 (at most {MAX_SHARDS - 1})",
@@ -426,6 +431,8 @@ class StreamerConfig:
     shutdown_flush_timeout_s: float
     metrics_host: str
     metrics_port: int
+    http_request_timeout_s: float
+    http_max_connections: int
     instance: str
     shard_index: int
     shard_count: int

@@ -21,7 +21,9 @@ a bad value stops the process with exit code 2 and a message naming the setting 
 Every interval is a float in seconds, so a test can run a "4 h" rotation every 2 s.
 The command line takes only `--help` and `--version`; any other argument exits 2 instead of being ignored.
 When the HTTP port (`K2_METRICS_HOST`:`K2_METRICS_PORT`) cannot be listened on (taken), the process logs
-`cannot listen on ...` and exits 1.
+`cannot listen on ...` and exits 1. On that port a malformed or oversized request gets its 4xx (400, 408, 413,
+414, 431; 401 with `WWW-Authenticate` before any body is read on the guarded POST routes), never a 500: see
+`streamer/health.py` for each limit.
 """
 
 
@@ -43,7 +45,7 @@ def render() -> str:
     return "\n".join(lines) + "\n"
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser("config-reference", help="print the streamer's configuration reference")
     parser.add_argument("--write", action="store_true", help=f"write it to {REFERENCE_PATH.relative_to(REPO_ROOT)}")
     parser.set_defaults(func=_run)
