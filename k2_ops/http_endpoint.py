@@ -16,6 +16,7 @@ header), so every message built from it is safe to log; secrets are kept out of 
 from __future__ import annotations
 
 import base64
+import http.client
 import os
 import ssl
 import urllib.parse
@@ -23,9 +24,8 @@ import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from streamer.redact import mask_credentials
+from streamer.redact import mask_credentials, split_credentials
 
 
 class EndpointConfigError(ValueError):
@@ -70,13 +70,7 @@ class Endpoint:
         """`url` (credentials inside it become basic auth) and the K2_<SERVICE>_* settings."""
         env = os.environ if environ is None else environ
         prefix = f"K2_{service.upper()}_"
-        parts = urllib.parse.urlsplit(url.rstrip("/"))
-        basic = None
-        if parts.username is not None:
-            basic = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
-            netloc = parts.hostname or ""
-            netloc = f"[{netloc}]" if ":" in netloc else netloc
-            parts = parts._replace(netloc=netloc + (f":{parts.port}" if parts.port else ""))
+        bare, basic = split_credentials(url.rstrip("/"))
         inline, path = env.get(prefix + "BASIC_AUTH") or None, env.get(prefix + "BASIC_AUTH_FILE") or None
         if inline and path:
             raise EndpointConfigError(f"{prefix}BASIC_AUTH and {prefix}BASIC_AUTH_FILE are both set; allowed: one")
@@ -100,7 +94,7 @@ class Endpoint:
                 raise EndpointConfigError(f"{prefix}HEADERS: {name.strip()!r} is malformed; allowed: "
                                           "Name=value[,Name=value...]")
             headers.append((name.strip(), value.strip()))
-        return cls(urllib.parse.urlunsplit(parts), basic, token, ca_file, tuple(headers))
+        return cls(bare, basic, token, ca_file, tuple(headers))
 
     def request(self, path_and_query: str, *, data: bytes | None = None, method: str | None = None,
                 headers: Mapping[str, str] | None = None) -> urllib.request.Request:
@@ -111,10 +105,12 @@ class Endpoint:
             all_headers["Authorization"] = f"Bearer {self.bearer_token}"
         return urllib.request.Request(self.url + path_and_query, data=data, method=method, headers=all_headers)
 
-    def open(self, request: urllib.request.Request, timeout_s: float) -> Any:
+    def open(self, request: urllib.request.Request, timeout_s: float) -> http.client.HTTPResponse:
         """urlopen with this endpoint's CA; HTTPError/URLError propagate as urllib raises them."""
         context = ssl.create_default_context(cafile=self.ca_file) if self.url.startswith("https://") else None
-        return urllib.request.urlopen(request, timeout=timeout_s, context=context)
+        # urlopen's stub says Any (its answer depends on the scheme); for an http(s) URL it is an HTTPResponse.
+        response: http.client.HTTPResponse = urllib.request.urlopen(request, timeout=timeout_s, context=context)
+        return response
 
-    def get(self, path_and_query: str, timeout_s: float) -> Any:
+    def get(self, path_and_query: str, timeout_s: float) -> http.client.HTTPResponse:
         return self.open(self.request(path_and_query), timeout_s)

@@ -35,7 +35,7 @@ from streamer.metrics import ErrorCountingHandler, StreamerMetrics
 from streamer.parse import FrameParser
 from streamer.pipeline import Pipeline
 from streamer.pool import Pool
-from streamer.redact import mask_credentials
+from streamer.redact import MaskCredentials, mask_credentials
 from streamer.repair import Repairer, parse_handed_over
 from streamer.rest import RestClient, WeightBudget
 from streamer.serialize import (
@@ -60,9 +60,12 @@ def setup_logging(config: StreamerConfig, metrics: StreamerMetrics) -> None:
     handler.setFormatter(
         logging.Formatter(f"%(asctime)s %(levelname)s [{config.instance}] %(name)s: %(message)s")
     )
+    # Every record, ours or a library's, passes the credential mask before any handler writes or counts it.
+    handler.addFilter(MaskCredentials())
     root.handlers = [handler, ErrorCountingHandler(metrics)]
-    # websockets logs every connection at INFO/DEBUG itself; we log what matters.
-    logging.getLogger("websockets").setLevel(logging.WARNING)
+    # websockets logs every connection, httpx2 every request (registry, REST) at INFO; we log what matters.
+    for chatty in ("websockets", "httpx2", "httpcore2"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
 
 
 def saved_mode(path: str | None) -> str | None:

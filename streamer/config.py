@@ -28,6 +28,7 @@ from typing import Any
 import yaml
 
 from streamer.kinds import DEPTH_SNAPSHOT, STREAM_KINDS
+from streamer.redact import mask_credentials, split_credentials
 from streamer.rest import BINANCE_WEIGHT_PER_MINUTE
 from streamer.shards import MAX_SHARDS, Shard
 from streamer.symbols import Explicit, Selector, parse_selector, select
@@ -314,7 +315,8 @@ SETTINGS: tuple[Setting, ...] = (
             "retention.ms of topics the streamer creates", lambda v: v in (0.0, -1.0) or 0.001 <= v <= 876_000.0),
     *KAFKA_CLIENT_SETTINGS,
     Setting("schema_registry_url", "K2_SCHEMA_REGISTRY_URL", "http://localhost:8081", "str",
-            "an http(s):// URL, or mock://<name> for tests and local mode", "Confluent Schema Registry",
+            "an http(s):// URL, or mock://<name> for tests and local mode",
+            "Confluent Schema Registry (a user:password@ in it is used as basic auth, never kept in the URL)",
             lambda v: v.startswith(("http://", "https://", "mock://"))),
     Setting("schema_registry_basic_auth", "K2_SCHEMA_REGISTRY_BASIC_AUTH", None, "str",
             "unset or user:password (never logged)",
@@ -700,12 +702,18 @@ def _handover_token(values: dict[str, Any]) -> str | None:
 
 
 def _registry_auth(values: dict[str, Any]) -> RegistryAuth:
+    """The registry's credentials and CA. `user:password@` inside K2_SCHEMA_REGISTRY_URL is taken out of the URL
+    and used as basic auth, so no client library can log it with the URL."""
     path = values.pop("schema_registry_basic_auth_file")
     inline = _one_secret(values.pop("schema_registry_basic_auth"), path, "K2_SCHEMA_REGISTRY_BASIC_AUTH")
     ca = values.pop("schema_registry_ca_location")
     if path and inline and (":" not in inline or inline.index(":") == 0):
         raise ConfigError(f"K2_SCHEMA_REGISTRY_BASIC_AUTH_FILE={path!r}: allowed: a file holding user:password")
-    return RegistryAuth(basic_auth=inline, ca_location=ca)
+    values["schema_registry_url"], in_url = split_credentials(values["schema_registry_url"])
+    if in_url is not None and inline is not None:
+        raise ConfigError(f"K2_SCHEMA_REGISTRY_URL={mask_credentials(values['schema_registry_url'])} carries "
+                          "user:password and K2_SCHEMA_REGISTRY_BASIC_AUTH(_FILE) is set too; allowed: one of them")
+    return RegistryAuth(basic_auth=inline or in_url, ca_location=ca)
 
 
 def _pass_through(env: Mapping[str, str], from_file: Mapping[str, Any]) -> dict[str, str]:

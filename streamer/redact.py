@@ -7,10 +7,15 @@ Invariants:
   returned unchanged.
 - `secret_url_site(url)` is for URLs that are a secret as a whole (chat and incident webhooks carry their
   token in the path or query): only scheme, host and port remain.
+- `split_credentials(url)` takes `user:password@` out of a URL, so the URL handed to a client library (which
+  may log it, as httpx does on every request) carries none.
+- `MaskCredentials` is a logging filter for the process's handlers: whatever logger a record comes from (our
+  own or a library's), no URL password reaches the log.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 import urllib.parse
 
@@ -35,3 +40,26 @@ def secret_url_site(url: str) -> str:
     port = f":{parts.port}" if parts.port else ""
     hidden = "/..." if parts.path.strip("/") or parts.query else ""
     return f"{parts.scheme}://{host}{port}{hidden}"
+
+
+def split_credentials(url: str) -> tuple[str, str | None]:
+    """(`url` without its userinfo, "user:password" percent-decoded, or None when it had none)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is None:
+        return url, None
+    userinfo = f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
+    host = parts.hostname or ""
+    host = f"[{host}]" if ":" in host else host
+    return urllib.parse.urlunsplit(parts._replace(netloc=host + (f":{parts.port}" if parts.port else ""))), userinfo
+
+
+class MaskCredentials(logging.Filter):
+    """Masks URL passwords in every record it sees (attach it to handlers, so library loggers are covered)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "@" in message:
+            masked = mask_credentials(message)
+            if masked != message:
+                record.msg, record.args = masked, None
+        return True

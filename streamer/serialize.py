@@ -53,7 +53,7 @@ def subject_for(topic: str) -> str:
 
 def make_registry_client(url: str, auth: RegistryAuth | None = None) -> Any:
     """A Schema Registry client; `mock://…` returns the library's in-process registry. `auth` adds basic
-    auth and a CA (credentials inside the URL also work, but are logged masked only by our code)."""
+    auth and a CA (the configuration has taken any credentials out of the URL into `auth`)."""
     from confluent_kafka.schema_registry import SchemaRegistryClient
 
     conf = {"url": url}

@@ -3,6 +3,7 @@ overridable, secrets never in a message, topic settings applied by a real Kafka.
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 import uuid
@@ -170,6 +171,39 @@ def test_mask_credentials() -> None:
     assert mask_credentials(f"failed: GET http://tok{SECRET}@h/x and https://a:b:c@h2/") == \
         "failed: GET http://***@h/x and https://a:***@h2/"
     assert mask_credentials("http://127.0.0.1:8081/apis/ccompat/v7") == "http://127.0.0.1:8081/apis/ccompat/v7"
+
+
+def test_registry_credentials_in_the_url_become_basic_auth_and_leave_the_url() -> None:
+    config = load_config({"K2_SCHEMA_REGISTRY_URL": f"https://k2%40team:{SECRET}@registry.example:8443/apis/ccompat/v7"})
+    assert config.schema_registry_url == "https://registry.example:8443/apis/ccompat/v7"
+    assert config.schema_registry.client_conf() == {"basic.auth.user.info": f"k2@team:{SECRET}"}
+    assert load_config({"K2_SCHEMA_REGISTRY_URL": "http://localhost:8081"}).schema_registry.basic_auth is None
+    with pytest.raises(ConfigError) as refused:
+        load_config({"K2_SCHEMA_REGISTRY_URL": f"https://k2:{SECRET}@registry:8081",
+                     "K2_SCHEMA_REGISTRY_BASIC_AUTH": f"k2:{SECRET}"})
+    assert "K2_SCHEMA_REGISTRY_BASIC_AUTH" in str(refused.value) and SECRET not in str(refused.value)
+
+
+def test_no_logger_writes_a_url_password(capsys: pytest.CaptureFixture[str]) -> None:
+    """The streamer's log set-up masks records of any logger: a library logging a URL with its password (as
+    httpx does on every request) writes it masked."""
+    from streamer.app import setup_logging
+    from streamer.integrity import SequenceTracker
+    from streamer.metrics import StreamerMetrics
+
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        setup_logging(load_config({}), StreamerMetrics("blue", SequenceTracker()))
+        logging.getLogger("confluent_kafka.schema_registry").warning(
+            "HTTP Request: POST %s 503", f"https://k2:{SECRET}@registry:8081/subjects")
+        logging.getLogger("streamer").error("failed: %s", f"https://k2:{SECRET}@registry:8081")
+    finally:
+        root.handlers, level = saved
+        root.setLevel(level)
+    written = capsys.readouterr().err
+    assert "HTTP Request: POST https://k2:***@registry:8081/subjects 503" in written
+    assert "failed: https://k2:***@registry:8081" in written and SECRET not in written
 
 
 def test_topics_get_min_insync_replicas_and_retention(kafka: Any) -> None:

@@ -54,6 +54,22 @@ def test_streamer_uses_a_registry_behind_tls_and_basic_auth(
     assert PASSWORD not in streamer.log_text()
 
 
+def test_credentials_in_the_registry_url_work_and_never_reach_the_log(
+    make_simulator: Any, make_streamer: Any, kafka: Any, registry_proxy: TlsProxyService
+) -> None:
+    """`https://user:password@host` in K2_SCHEMA_REGISTRY_URL: the streamer registers and streams, and the
+    password is in no log line at DEBUG (the registry client's HTTP library logs every request with its URL)."""
+    sim = make_simulator()
+    url = registry_proxy.url.replace("https://", f"https://{USER}:{PASSWORD}@", 1) + CCOMPAT_PATH
+    streamer = make_streamer(sim, kafka.bootstrap_servers, K2_SCHEMA_REGISTRY_URL=url, K2_LOG_LEVEL="DEBUG",
+                             K2_SCHEMA_REGISTRY_CA_LOCATION=str(registry_proxy.ca_file))
+    streamer.wait_ready()
+    wait_for(lambda: streamer.metric("kafka_messages_produced_total") >= 100, 30, "deliveries")
+    subjects = registry_proxy.endpoint(USER).get(CCOMPAT_PATH + "/subjects", 5).read().decode()
+    assert streamer.env["K2_KAFKA_TOPIC_PREFIX"] + ".trades-value" in subjects
+    assert PASSWORD not in streamer.log_text()
+
+
 def test_wrong_registry_password_is_named_retried_and_nothing_is_lost_after_the_fix(
     make_simulator: Any, make_streamer: Any, kafka: Any, registry_proxy: TlsProxyService, tmp_path: Path
 ) -> None:
