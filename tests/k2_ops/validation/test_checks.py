@@ -303,3 +303,15 @@ def test_message_loss_judges_unrepaired_ids_and_reports_repaired_ones_beside() -
     result = criterion.evaluate(lost, DAY)
     assert not result.passed and result.observed == 4
     assert "binance_gap_unrepaired_messages_total: 4" in result.evidence and "75 missed" in result.evidence
+
+
+def test_no_active_streamer_is_charged_to_no_instance() -> None:
+    """BinanceNoActiveStreamer has no instance label (it fires when none is up): the critical-alert input, which
+    takes alerts without an instance as everyone's, leaves it out, in PromQL and over /metrics samples alike."""
+    from k2_ops.validation.criteria import CRITICAL_ALERTS
+
+    firing = {"alertstate": "firing", "severity": "critical"}
+    assert CRITICAL_ALERTS.selector("blue") == (
+        'ALERTS{instance=~"blue|",alertstate="firing",severity="critical",alertname!="BinanceNoActiveStreamer"}')
+    assert not CRITICAL_ALERTS.matches("ALERTS", {**firing, "alertname": "BinanceNoActiveStreamer"})
+    assert CRITICAL_ALERTS.matches("ALERTS", {**firing, "alertname": "BinanceStreamDown"})
