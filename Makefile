@@ -50,13 +50,13 @@ run: setup
 
 test: setup
 	$(PY) -m ruff check .
-	$(PY) -m mypy --strict streamer
+	$(PY) -m mypy --strict streamer k2_ops dagster_project
 	$(PY) -m pytest --durations=25
 
 # The inner loop: everything but the tests marked `slow` (live soaks, clusters, deploys, browsers); CI runs all.
 test-fast: setup
 	$(PY) -m ruff check .
-	$(PY) -m mypy --strict streamer
+	$(PY) -m mypy --strict streamer k2_ops dagster_project
 	$(PY) -m pytest -m "not slow" --durations=10
 
 lint: setup

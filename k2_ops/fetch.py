@@ -68,7 +68,7 @@ def fetch_registry(home: Path | None = None) -> bool:
         f"-Dregistry.dir={home}"])
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "setup", help="fetch Kafka, the Schema Registry and the Binance recordings into the download cache")
     parser.set_defaults(func=run)

@@ -26,7 +26,9 @@ def history_table(records: list[DeploymentRecord], limit: int = 30) -> str:
 
 @dg.asset(group_name="deployment", description="Deployment and rollback records (newest first in the table).",
           kinds={"python"})
-def deployment_history(context: dg.AssetExecutionContext, deployment: DeploymentResource) -> dg.Output[list]:
+def deployment_history(
+    context: dg.AssetExecutionContext, deployment: DeploymentResource
+) -> dg.Output[list[dict[str, Any]]]:
     history = deployment.history()
     records = history.records()
     rollbacks = [r.rollback_seconds for r in records if r.rollback_seconds is not None]

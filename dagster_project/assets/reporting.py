@@ -17,7 +17,8 @@ from pydantic import Field
 from dagster_project.resources.stack import stack_run_dir
 
 
-class ReportsResource(dg.ConfigurableResource):
+# Its value is the resource itself, which has no type argument to name (dagster#32027).
+class ReportsResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     root: str = Field(default="", description="where report files go (default <run>/reports)")
     run_dir: str = ""
 
@@ -85,7 +86,7 @@ def write_html_report(kind: str, results: Any, out_dir: Path) -> dict[str, Path]
     ("chart:<name>" -> PNG path).
     """
     try:
-        from k2_ops.reports import write_period_report  # type: ignore[attr-defined]
+        from k2_ops.reports import write_period_report
     except ImportError:
         return {}
     return dict(write_period_report(kind, results, out_dir))

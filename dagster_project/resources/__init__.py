@@ -18,7 +18,8 @@ from k2_ops.deploy.orchestrator import BlueGreenDeployment
 from k2_ops.deploy.settings import DeploySettings, stack_url
 
 
-class PrometheusResource(dg.ConfigurableResource):
+# Its value is the resource itself, which has no type argument to name (dagster#32027).
+class PrometheusResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     url: str = Field(default="", description="Prometheus base URL; empty = the local stack's")
     run_dir: str = Field(default="", description="local stack run folder (default: K2_RUN_DIR or .run)")
     timeout_seconds: float = 30.0
@@ -33,7 +34,8 @@ class PrometheusResource(dg.ConfigurableResource):
         return PrometheusClient(self.resolved_url(), timeout_seconds=self.timeout_seconds)
 
 
-class AlertmanagerResource(dg.ConfigurableResource):
+# Its value is the resource itself, which has no type argument to name (dagster#32027).
+class AlertmanagerResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     url: str = Field(default="", description="Alertmanager base URL; empty = the local stack's")
     run_dir: str = ""
     timeout_seconds: float = 10.0
@@ -50,7 +52,8 @@ class AlertmanagerResource(dg.ConfigurableResource):
         return list(self.client().alerts(active=True, silenced=False, inhibited=False))
 
 
-class DeploymentResource(dg.ConfigurableResource):
+# Its value is the resource itself, which has no type argument to name (dagster#32027).
+class DeploymentResource(dg.ConfigurableResource):  # type: ignore[type-arg]
     """The blue-green backend: `process` (local, tests) or `compose` (production, through the docker CLI)."""
 
     backend: str = Field(default="process", description="process or compose")

@@ -20,7 +20,8 @@ from dagster_project.resources.stack import stack_run_dir
 from streamer.redact import secret_url_site
 
 
-class FailureNotifier(dg.ConfigurableResource):
+# Its value is the resource itself, which has no type argument to name (dagster#32027).
+class FailureNotifier(dg.ConfigurableResource):  # type: ignore[type-arg]
     run_dir: str = ""
     failures_file: str = Field(default="", description="JSON lines of failed runs (default <run>/failures.jsonl)")
     webhook_url: str = Field(default="", description="POST each failure as JSON here; empty = no webhook")

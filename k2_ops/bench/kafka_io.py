@@ -12,6 +12,7 @@ import io
 import time
 import uuid
 from dataclasses import dataclass
+from typing import Any, cast
 
 from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME, Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -89,21 +90,27 @@ def read_records(bootstrap: str, prefix: str, streams: tuple[str, ...], timeout_
             for msg in consumer.consume(num_messages=10_000, timeout=0.5):
                 if msg.error() is not None:
                     continue
-                topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
-                end = remaining.get((topic, partition))
+                msg_topic, partition, offset = msg.topic(), msg.partition(), msg.offset()
+                if msg_topic is None or partition is None or offset is None:
+                    continue  # only a message with an error lacks its position, and those are skipped above
+                end = remaining.get((msg_topic, partition))
                 if end is None or offset >= end:
                     continue
-                stream = topic_stream[topic]
-                _, body = split_wire(msg.value())
-                value = schemaless_reader(io.BytesIO(body), schemas[stream], None)
+                stream = topic_stream[msg_topic]
+                raw = msg.value()
+                if raw is None:  # the streamer writes no tombstones
+                    raise KafkaException(f"{msg_topic}[{partition}]@{offset} has no value")
+                _, body = split_wire(raw)
+                # Every K2 schema is an Avro record: schemaless_reader reads it as a dict.
+                value = cast(dict[str, Any], schemaless_reader(io.BytesIO(body), schemas[stream], None))
                 kind, stamp = msg.timestamp()
                 if kind != TIMESTAMP_LOG_APPEND_TIME:
-                    raise KafkaException(f"{topic} has no LogAppendTime timestamps (type {kind})")
+                    raise KafkaException(f"{msg_topic} has no LogAppendTime timestamps (type {kind})")
                 repaired = (SOURCE_HEADER, REST_SOURCE) in (msg.headers() or [])
                 out.append(Rec(stream, value["symbol"].lower(), value[KINDS[stream].id_field], value.get("event_time"),
                                value["ingestion_time"], value["instance"], stamp, partition, offset, repaired))
                 if offset + 1 >= end:
-                    del remaining[(topic, partition)]
+                    del remaining[(msg_topic, partition)]
     finally:
         consumer.close()
     return out

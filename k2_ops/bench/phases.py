@@ -146,7 +146,8 @@ def throughput(bench: Bench) -> dict[str, Any]:
         def mark(edge: str, into: dict[str, tuple[float, float]] = sim_cpu) -> None:
             into[edge] = (sim.call("cpu_seconds"), time.monotonic())
 
-        floor = run_floor_client(url, sim.ca_file, cpu, config.warmup_s, config.window_s, mark)
+        # A record of the bench report: cpu_us_per_msg is None when no message came.
+        floor: dict[str, Any] = run_floor_client(url, sim.ca_file, cpu, config.warmup_s, config.window_s, mark)
         floor["msg_per_s"] = floor["messages"] / floor["elapsed_s"]
         floor["cpu_us_per_msg"] = floor["cpu_s"] / floor["messages"] * 1e6 if floor["messages"] else None
         floor["cpu_share"] = floor["cpu_s"] / floor["elapsed_s"]
@@ -531,12 +532,18 @@ def faults(bench: Bench) -> dict[str, Any]:
             base = run.metrics().get("binance_reconnects_total{reason=health_timeout}", 0.0)
             t0 = time.time()
             sim.call("stall", None)
-            poll(lambda b=base: run.metrics().get("binance_reconnects_total{reason=health_timeout}", 0.0) > b,
-                 wait_s, "stall detected (health timeout)", 0.01)
+
+            def stall_detected(b: float = base) -> bool:
+                return run.metrics().get("binance_reconnects_total{reason=health_timeout}", 0.0) > b
+
+            poll(stall_detected, wait_s, "stall detected (health timeout)", 0.01)
             t_detect = time.time()
             new = _new_connection(bench, known, wait_s)
-            poll(lambda n=new: sim.call("sent_ids", config.symbols[0], config.streams[0], n.id), wait_s,
-                 "data on the replacement connection", 0.01)
+
+            def stall_replaced(n: Any = new) -> Any:
+                return sim.call("sent_ids", config.symbols[0], config.streams[0], n.id)
+
+            poll(stall_replaced, wait_s, "data on the replacement connection", 0.01)
             stalls.append({"t0": t0, "t_detect": t_detect, "connection": new.id, "opened_at": new.opened_at})
         for _ in range(config.repeats):
             time.sleep(config.settle_s)
@@ -544,8 +551,11 @@ def faults(bench: Bench) -> dict[str, Any]:
             t0 = time.time()
             sim.call("drop_connections")
             new = _new_connection(bench, known, wait_s)
-            poll(lambda n=new: sim.call("sent_ids", config.symbols[0], config.streams[0], n.id), wait_s,
-                 "data on the replacement connection", 0.01)
+
+            def drop_replaced(n: Any = new) -> Any:
+                return sim.call("sent_ids", config.symbols[0], config.streams[0], n.id)
+
+            poll(drop_replaced, wait_s, "data on the replacement connection", 0.01)
             drops.append({"t0": t0, "connection": new.id, "opened_at": new.opened_at})
         time.sleep(config.settle_s)
     sim.call("set_rate", 0.0)

@@ -147,11 +147,14 @@ def read_trade_ids(
             for message in consumer.consume(num_messages=10_000, timeout=0.5):
                 if message.error() is not None:
                     continue
-                partition = message.partition()
-                if partition not in remaining or message.offset() >= remaining[partition]:
+                partition, offset = message.partition(), message.offset()
+                # Only a message with an error lacks its position, and those are skipped above.
+                if partition is None or offset is None:
+                    continue
+                if partition not in remaining or offset >= remaining[partition]:
                     continue
                 pairs.append(_pair(message, header))
-                if message.offset() + 1 >= remaining[partition]:
+                if offset + 1 >= remaining[partition]:
                     del remaining[partition]
         return pairs
     finally:

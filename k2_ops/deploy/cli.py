@@ -21,7 +21,7 @@ from k2_ops.deploy.settings import BACKENDS, DeploySettings
 from k2_ops.stack.process import signals_interrupt
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     deploy = subparsers.add_parser("deploy", help="blue-green deployment of the streamer")
     actions = deploy.add_subparsers(dest="action", required=True)
 

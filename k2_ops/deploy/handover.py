@@ -21,7 +21,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 from k2_ops.deploy.model import DeploymentError
 from streamer.config import env_name
@@ -60,7 +60,8 @@ def _post(url: str, body: Mapping[str, Any], timeout_s: float, token: str | None
     request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST", headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=timeout_s) as response:
-            return json.loads(response.read())
+            # The streamer's POST /handover/* routes answer a JSON object.
+            return cast(dict[str, Any], json.loads(response.read()))
     except urllib.error.HTTPError as exc:
         detail = exc.read().decode(errors="replace")[:500]
         raise DeploymentError(f"POST {url} answered {exc.code}: {detail}") from exc

@@ -52,7 +52,8 @@ def is_k2_alert(alert: Mapping[str, Any], names: Iterable[str]) -> bool:
 
 
 def is_firing(alert: Mapping[str, Any]) -> bool:
-    return alert.get("status", {}).get("state", "active") == "active"
+    state: object = alert.get("status", {}).get("state", "active")
+    return state == "active"
 
 
 def alert_key(alert: Mapping[str, Any]) -> str:

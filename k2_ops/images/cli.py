@@ -7,7 +7,7 @@ import argparse
 from k2_ops.images import build, compose_stack, engine
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     images = subparsers.add_parser("images", help="build the compose stack's images")
     images_sub = images.add_subparsers(dest="images_command", required=True)
     build_parser = images_sub.add_parser(

@@ -167,7 +167,9 @@ class ComposeStack:
             health = state.get("Health") or {}
             passing = [entry for entry in health.get("Log") or [] if entry.get("ExitCode") == 0]
             started = _parse_time(state.get("StartedAt"))
-            first_ok = min((_parse_time(e.get("End")) for e in passing), default=None)
+            # An End that is unset (Go's zero time) or unreadable is no passing time: min() over None fails.
+            ends = [_parse_time(entry.get("End")) for entry in passing]
+            first_ok = min((end for end in ends if end is not None), default=None)
             if started is not None and first_ok is not None:
                 result[str(container.get("Service"))] = max(0.0, first_ok - started)
         return result

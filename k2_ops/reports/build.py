@@ -115,10 +115,10 @@ def _period_charts(result: PeriodResult, daily_buckets: bool) -> list[Chart]:
         ]
         for name, values in counters.items():
             per_day = [amount for _, amount in chunk_increases(values, window, day_seconds)]
-            expected = [check for check in result.checks if check.name == name]
+            named = [check for check in result.checks if check.name == name]
             limits = [
                 (check.threshold / days, f"expected {format_number(check.threshold / days)} per day")
-                for check in expected
+                for check in named
             ]
             found.append(
                 Chart(
@@ -218,14 +218,16 @@ def _deployment_tables(deployments: Sequence[Mapping[str, Any]]) -> list[Table]:
 LATENCY_TITLES = {"event_to_ack": "exchange event -> Kafka ack", "receive_to_ack": "received here -> Kafka ack"}
 
 
+def _latency_cell(seconds: float | None) -> str:
+    return "no acknowledgement" if seconds is None else f"{format_number(1000 * seconds)} ms"
+
+
 def _latency_tables(result: PeriodResult) -> list[Table]:
     """The period's latency quantiles (reported, not judged); none for a result recorded before they existed."""
     if not result.latency:
         return []
     rows = [
-        [LATENCY_TITLES.get(name, name),
-         *("no acknowledgement" if quantiles.get(q) is None else f"{format_number(1000 * quantiles[q] or 0)} ms"
-           for q in ("p50", "p99"))]
+        [LATENCY_TITLES.get(name, name), *(_latency_cell(quantiles.get(q)) for q in ("p50", "p99"))]
         for name, quantiles in result.latency.items()
     ]
     return [Table("Latency (reported, not judged; event -> ack includes the exchange/host clock difference)",
@@ -275,6 +277,12 @@ def monthly_report(result: PeriodResult) -> Report:
 
 def _day_value(day: PeriodResult, name: str) -> CheckResult | None:
     return next((check for check in day.checks if check.name == name), None)
+
+
+def _observed_or_zero(check: CheckResult | None) -> float:
+    if check is None or check.observed is None:
+        return 0.0
+    return check.observed
 
 
 def _matrix_cell(check: CheckResult, column: CheckResult) -> str:
@@ -359,7 +367,7 @@ def weekly_report(days: Sequence[PeriodResult]) -> Report:
         ("unscheduled_reconnects", "Unscheduled reconnects per day"),
         ("uptime", "Uptime per day (%)"),
     ):
-        values = [(_day_value(day, name).observed or 0.0) if _day_value(day, name) else 0.0 for day in days]
+        values = [_observed_or_zero(_day_value(day, name)) for day in days]
         reference = _day_value(days[0], name)
         limits = [(reference.threshold, reference.threshold_text())] if reference else []
         found.append(

@@ -12,13 +12,15 @@ matplotlib.use("Agg")  # before pyplot: reports are rendered headless, in worker
 
 import matplotlib.dates as mdates
 import matplotlib.pyplot as plt
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
 Line = tuple[str, Sequence[float], Sequence[float]]  # (label, x values, y values)
 COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b")
 MARKER_COLOR = "#7f7f7f"
 
 
-def _png(figure: plt.Figure) -> bytes:
+def _png(figure: Figure) -> bytes:
     buffer = io.BytesIO()
     figure.tight_layout()
     figure.savefig(buffer, format="png", dpi=90)
@@ -26,10 +28,11 @@ def _png(figure: plt.Figure) -> bytes:
     return buffer.getvalue()
 
 
-def _time_axis(axis: plt.Axes, span_seconds: float) -> None:
-    axis.xaxis.set_major_formatter(
-        mdates.DateFormatter("%m-%d" if span_seconds > 3 * 86_400 else "%m-%d %H:%M", tz=UTC)
-    )
+def _time_axis(axis: Axes, span_seconds: float) -> None:
+    fmt = "%m-%d" if span_seconds > 3 * 86_400 else "%m-%d %H:%M"
+    # matplotlib.dates has no annotations (matplotlib#29994).
+    formatter = mdates.DateFormatter(fmt, tz=UTC)  # type: ignore[no-untyped-call]
+    axis.xaxis.set_major_formatter(formatter)
     for label in axis.get_xticklabels():
         label.set_rotation(30)
         label.set_horizontalalignment("right")
@@ -59,16 +62,18 @@ def line_chart(
         x_values = [datetime.fromtimestamp(x, UTC) for x in xs] if timestamps else list(xs)
         spans.append(max(xs) - min(xs))
         color = COLORS[index % len(COLORS)]
+        # The stubs take no datetimes, which matplotlib's units registry plots (matplotlib#27140): arg-type below.
         if step:
-            axis.step(x_values, ys, where="post", label=label, color=color, linewidth=1.2)
+            axis.step(x_values, ys, where="post", label=label, color=color, linewidth=1.2)  # type: ignore[arg-type]
         else:
-            axis.plot(x_values, ys, label=label, color=color, linewidth=1.2)
+            axis.plot(x_values, ys, label=label, color=color, linewidth=1.2)  # type: ignore[arg-type]
     for value, label in limits:
         axis.axhline(value, linestyle="--", color="#d62728", linewidth=1, label=label)
     for index, (x, label) in enumerate(markers):
         at = datetime.fromtimestamp(x, UTC) if timestamps else x
-        # One legend entry for all markers: they share a meaning.
-        axis.axvline(at, linestyle=":", color=MARKER_COLOR, linewidth=1.4, label=label if index == 0 else None)
+        # One legend entry for all markers: they share a meaning. A datetime x, as above (matplotlib#27140).
+        legend = label if index == 0 else None
+        axis.axvline(at, linestyle=":", color=MARKER_COLOR, linewidth=1.4, label=legend)  # type: ignore[arg-type]
     if timestamps:
         _time_axis(axis, max(spans, default=0.0))
     axis.set_title(title)

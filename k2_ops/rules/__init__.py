@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 
@@ -53,7 +53,8 @@ def format_duration(seconds: float) -> str:
 
 
 def load_rules(path: Path = RULES_FILE) -> dict[str, Any]:
-    return yaml.safe_load(path.read_text())
+    # A Prometheus rules file is a YAML mapping ({"groups": [...]}).
+    return cast(dict[str, Any], yaml.safe_load(path.read_text()))
 
 
 def alerting_rules(rules: dict[str, Any] | None = None) -> list[dict[str, Any]]:

@@ -90,6 +90,8 @@ class ControlServer:
     @property
     def url(self) -> str:
         host, port = self.httpd.server_address[:2]
+        # An AF_INET server's address is getsockname()'s (host: str, port); bytes are only for AF_UNIX.
+        assert isinstance(host, str)
         return f"http://{host}:{port}"
 
     def start(self) -> None:

@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from websockets.asyncio.server import Server, serve
+from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.protocol import OPEN
@@ -129,6 +129,7 @@ class SimServer:
             compression=None,  # frames are pre-built once for all clients
             ping_interval=None,  # Binance's ping/pong rules are implemented in _keepalive
             process_request=self._process_request,
+            # websockets types create_connection as a class; its docs allow a wrapper such as this partial.
             create_connection=functools.partial(SimConnection, sim=self),  # type: ignore[arg-type]
             max_size=self.config.max_incoming_message_bytes,
             close_timeout=self.config.close_timeout_s,
@@ -148,7 +149,7 @@ class SimServer:
             return
         self.server.close(close_connections=False)  # stop listening; connections are closed below
 
-        async def close_one(conn: SimConnection) -> None:
+        async def close_one(conn: ServerConnection) -> None:
             try:
                 await asyncio.wait_for(conn.close(1001, "Simulator stopping"), self.config.close_timeout_s)
             except (TimeoutError, ConnectionClosed):
@@ -236,8 +237,10 @@ class SimServer:
             headers["Retry-After"] = str(answer.retry_after)
         return response
 
-    def _process_request(self, connection: SimConnection, request: Request) -> Response | None:
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         assert self.loop is not None
+        # serve() builds every connection with create_connection=SimConnection; its callbacks name the base class.
+        assert isinstance(connection, SimConnection)
         if request.path.startswith("/api/"):
             return self._rest(connection, request)
         now = self.loop.time()
@@ -263,8 +266,9 @@ class SimServer:
         connection.state_ref = state
         return None
 
-    async def _handler(self, connection: SimConnection) -> None:
+    async def _handler(self, connection: ServerConnection) -> None:
         assert self.loop is not None
+        assert isinstance(connection, SimConnection)  # as in _process_request
         state = connection.state_ref
         assert state is not None
         self.states[state.id] = state
@@ -367,7 +371,8 @@ class SimServer:
                     waiter = await conn.ping(str(last_payload_ms))
                     state.pings_sent += 1
                     if timeout is not None:
-                        pending.append((loop.time() + timeout, waiter))
+                        # ping() is typed Awaitable but returns a Future: ensure_future hands it back as is.
+                        pending.append((loop.time() + timeout, asyncio.ensure_future(waiter)))
                     next_ping = max(next_ping + interval, loop.time())
                 wake = next_ping if not pending else min(next_ping, pending[0][0])
                 await asyncio.sleep(max(wake - loop.time(), 0.0))
@@ -432,7 +437,7 @@ class SimServer:
             for symbol in self.markets:
                 due[symbol], self.carry[symbol] = trades_due(self.carry[symbol], self.rate * factor, dt)
         while any(due.values()) and not self.market_paused:
-            events: list[Event] = []
+            events = []
             for symbol, market in self.markets.items():
                 n = min(due.get(symbol, 0), CHUNK_TRADES)  # a listing between chunks waits for the next tick
                 if n:

@@ -65,7 +65,9 @@ async def recv_response(ws: ClientConnection, request_id: Any, timeout_s: float 
     deadline = time.monotonic() + timeout_s
     while True:
         message = await recv_json(ws, max(deadline - time.monotonic(), 0.001))
-        is_response = isinstance(message, dict) and ("result" in message or "error" in message)
+        if not isinstance(message, dict):
+            continue
+        is_response = "result" in message or "error" in message
         if is_response and message.get("id") == request_id:
             return message
 

@@ -13,6 +13,7 @@ import yaml
 
 from k2_ops.paths import home_dir
 from k2_ops.stack.http import http_ok
+from k2_ops.stack.local import Service
 from k2_ops.stack.process import SupervisedService, port_is_open
 
 # The code location the local `dagster dev` serves, named as the root workspace.yaml names it (a test checks).
@@ -116,12 +117,12 @@ class DagsterProcess(SupervisedService):
         return http_ok(self.health_url)
 
 
-def app_services(run_dir: Path, scrape_interval_s: float, with_dagster: bool = True) -> dict[str, object]:
+def app_services(run_dir: Path, scrape_interval_s: float, with_dagster: bool = True) -> dict[str, Service]:
     """What `make run` adds to the core stack, in start order: simulator, the active streamer, Dagster UI."""
     # Imported here: the deploy package itself builds on the stack modules.
     from k2_ops.deploy.service import StreamerService
 
-    services: dict[str, object] = {
+    services: dict[str, Service] = {
         "simulator": SimulatorProcess(run_dir),
         "streamer": StreamerService(str(run_dir)),
     }

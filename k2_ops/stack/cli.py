@@ -17,7 +17,7 @@ from k2_ops.stack.local import LocalStack, StackAlreadyRunning, crashed_services
 from k2_ops.stack.process import ServiceError, signals_interrupt
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     run = subparsers.add_parser("run", help="start the local stack in the foreground; Ctrl-C stops all of it")
     _common(run)
     run.set_defaults(func=cmd_run)

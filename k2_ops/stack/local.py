@@ -15,7 +15,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from k2_ops.stack.http import http_ok
 from k2_ops.stack.kafka import KafkaSecurity, KafkaService, is_node_process, stop_nodes
@@ -128,7 +128,8 @@ class LocalStack:
 
 def read_state(run_dir: Path) -> dict[str, Any] | None:
     try:
-        return json.loads((run_dir / STATE_FILE).read_text())
+        # stack.json is the object _write_state wrote.
+        return cast(dict[str, Any], json.loads((run_dir / STATE_FILE).read_text()))
     except (FileNotFoundError, json.JSONDecodeError):
         return None
 

@@ -305,6 +305,7 @@ class ManagedProcess:
 
 def _signal_group(pid: int, signum: int, only_if_leader_gone: bool = False) -> None:
     """Signal the process group led by `pid` (ours: started with start_new_session), else just `pid`."""
+    group: int | None
     try:
         group = os.getpgid(pid)
     except ProcessLookupError:

@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import yaml
 
@@ -264,10 +264,13 @@ class PrometheusService(SupervisedService):
         answer = http_json(f"{self.url}/api/v1/query?{urlencode({'query': promql})}")
         if answer.get("status") != "success":
             raise ServiceError(f"Prometheus query failed: {answer}")
-        return answer["data"]["result"]
+        # The HTTP API's instant query answer: {"status": "success", "data": {"result": [{...}, ...]}}.
+        return cast(list[dict[str, object]], answer["data"]["result"])
 
     def active_targets(self) -> list[dict[str, object]]:
-        return http_json(f"{self.url}/api/v1/targets?state=active")["data"]["activeTargets"]
+        answer = http_json(f"{self.url}/api/v1/targets?state=active")
+        # {"status": "success", "data": {"activeTargets": [{...}, ...]}}
+        return cast(list[dict[str, object]], answer["data"]["activeTargets"])
 
     def is_ready(self) -> bool:
         return _ready(self.health_url, self.client_endpoint)

@@ -209,15 +209,15 @@ def value_range(
     the reported band without changing the verdict's inputs.
     """
     kind = "range"
-    if low is None and high is None:
-        raise ValueError(f"{name}: value_range needs low and/or high")
     upper: float | None = None
     if low is not None and high is not None:
         comparator, threshold, upper = "in", low, high
     elif high is not None:
         comparator, threshold = ("<" if strict_high else "<="), high
-    else:
+    elif low is not None:
         comparator, threshold = ">=", low
+    else:
+        raise ValueError(f"{name}: value_range needs low and/or high")
     values = [value / scale for value in all_values(series)]
     if not values:
         return no_data(name, kind, float(threshold), unit, comparator, what, upper=upper)
@@ -228,7 +228,7 @@ def value_range(
         (low is None or value >= low) and (high is None or (value < high if strict_high else value <= high))
         for value in values
     )
-    if comparator == "in" and not passed and min(values) < low:
+    if low is not None and high is not None and not passed and min(values) < low:
         observed = min(values)
     evidence = f"{what} band observed {format_number(band_low)} - {format_number(band_high)} {unit}".rstrip()
     return CheckResult(

@@ -36,7 +36,7 @@ class CliError(RuntimeError):
     pass
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     soak = subparsers.add_parser(
         "soak",
         help="soak a streamer: sample it for a duration, write the memory "
@@ -326,7 +326,6 @@ def _validate_subject(
     """One subject's period: printed, its report written; returns its results in day order."""
     from k2_ops.reports import write_period_report
 
-    common = {"profile": profile, "instance": subject, "scrape_interval": scrape_interval}
     label = datetime.fromtimestamp(start, UTC).strftime("%Y-%m-%d") if profile is PRODUCTION else f"{start:.0f}"
     judged = args.instance or ("active" if subject.timeline is not None else subject.instance)
     if not subject.shard.whole_market:
@@ -340,19 +339,25 @@ def _validate_subject(
         print(f"note: {subject.note}")
     results: periods.PeriodResult | list[periods.PeriodResult]
     if args.period == "daily":
-        results = periods.validate_day(client, start, **common)
+        results = periods.validate_day(
+            client, start, profile=profile, instance=subject, scrape_interval=scrape_interval
+        )
         print(f"daily validation {results.label} ({results.judged_text}): {'PASS' if results.passed else 'FAIL'}")
         _print_notes(results, subject.note)
         _print_checks(results.checks)
     elif args.period == "weekly":
-        results = periods.validate_week(client, start, **common)
+        results = periods.validate_week(
+            client, start, profile=profile, instance=subject, scrape_interval=scrape_interval
+        )
         print(f"7-day validation ({results[0].judged_text})")
         for day in results:
             print(f"{day.label}: {'PASS' if day.passed else 'FAIL ' + ', '.join(day.failed())}")
             _print_notes(day, subject.note)
             _print_checks(day.checks)
     else:
-        results = periods.validate_month(client, start, **common)
+        results = periods.validate_month(
+            client, start, profile=profile, instance=subject, scrape_interval=scrape_interval
+        )
         print(f"30-day stability {results.label} ({results.judged_text}): {'PASS' if results.passed else 'FAIL'}")
         _print_notes(results, subject.note)
         _print_checks(results.checks)

@@ -21,7 +21,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import yaml
 
@@ -101,7 +101,8 @@ def promql_duration(seconds: float) -> str:
 
 def _read_error_body(error: urllib.error.HTTPError) -> dict[str, Any]:
     try:
-        return json.loads(error.read() or b"{}")
+        # Prometheus' error answer is a JSON object ({"status": "error", "errorType": ..., "error": ...}).
+        return cast(dict[str, Any], json.loads(error.read() or b"{}"))
     except (json.JSONDecodeError, OSError):
         return {}
 
@@ -221,7 +222,8 @@ class PrometheusClient:
         """Alerts the rule manager holds right now (pending and firing), from /api/v1/alerts."""
         try:
             with self.endpoint.get("/api/v1/alerts", self.timeout_seconds) as response:
-                return json.loads(response.read())["data"]["alerts"]
+                # /api/v1/alerts answers {"status": "success", "data": {"alerts": [{...}, ...]}}.
+                return cast(list[dict[str, Any]], json.loads(response.read())["data"]["alerts"])
         except (TimeoutError, urllib.error.URLError, OSError) as error:
             raise PrometheusUnreachable(f"Prometheus at {self.url} is unreachable: {error}") from error
 
@@ -286,7 +288,8 @@ class AlertmanagerClient:
         try:
             path = f"/api/v2/alerts?{urllib.parse.urlencode(params)}"
             with self.endpoint.get(path, self.timeout_seconds) as response:
-                return json.loads(response.read())
+                # /api/v2/alerts answers a JSON array of alert objects.
+                return cast(list[dict[str, Any]], json.loads(response.read()))
         except urllib.error.HTTPError as error:
             raise AlertmanagerError(
                 f"Alertmanager at {self.url} answered {error.code}: {error.read().decode(errors='replace')[:300]}"

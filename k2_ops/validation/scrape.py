@@ -52,7 +52,8 @@ def metrics_url(url: str) -> str:
 def fetch_metrics(url: str, timeout_seconds: float = 5.0) -> str:
     try:
         with urllib.request.urlopen(url, timeout=timeout_seconds) as response:
-            return response.read().decode("utf-8", errors="replace")
+            body: bytes = response.read()
+            return body.decode("utf-8", errors="replace")
     except (urllib.error.URLError, TimeoutError, OSError) as error:
         raise ScrapeError(f"cannot scrape {url}: {getattr(error, 'reason', error)}") from error
 

@@ -33,6 +33,7 @@ from typing import Any
 from k2_ops.stack.process import launch_on_port, terminate
 from k2_ops.validation import criteria, memory_profile
 from k2_ops.validation.checks import CheckResult
+from k2_ops.validation.criteria import CriteriaSet
 from k2_ops.validation.profiles import ValidationProfile
 from k2_ops.validation.prometheus import PrometheusClient, PrometheusError
 from k2_ops.validation.scrape import Scrape, ScrapeError, fetch_metrics, metrics_url, parse_metrics, raw_series
@@ -106,7 +107,7 @@ class SoakConfig:
             return self.grace_seconds
         return max(0.05 * self.profile.rotation_seconds, 3 * self.interval)
 
-    def criteria_set(self) -> criteria.CriteriaSet:
+    def criteria_set(self) -> CriteriaSet:
         if self.criteria == "24h":
             return criteria.soak_24h(self.profile, duration_seconds=self.duration)
         return criteria.validation_12h(self.profile, duration_seconds=self.duration)
@@ -129,7 +130,8 @@ class SoakResult:
 def _http_status(url: str, timeout: float = 2.0) -> int | None:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
-            return response.status
+            status: int = response.status
+            return status
     except urllib.error.HTTPError as error:
         return error.code
     except (urllib.error.URLError, TimeoutError, OSError):
@@ -283,12 +285,10 @@ class SoakRunner:
         last = self.scrapes[-1] if self.scrapes else None
         rss = last.total("process_memory_rss_bytes") if last else None
         rate = None
-        if len(self.scrapes) >= 2:
+        if last is not None and len(self.scrapes) >= 2:
             earlier = self.scrapes[max(0, len(self.scrapes) - 11)]
-            before, after = (
-                earlier.total("binance_messages_received_total"),
-                last.total("binance_messages_received_total") if last else None,
-            )
+            before = earlier.total("binance_messages_received_total")
+            after = last.total("binance_messages_received_total")
             if before is not None and after is not None and last.time > earlier.time:
                 rate = max(0.0, after - before) / (last.time - earlier.time)
 
@@ -343,7 +343,8 @@ class SoakRunner:
             f"+ {config.grace:g} s grace, sampling every {config.interval:g} s, output {config.out_dir}"
         )
         try:
-            base = self._spawn() if spawned else config.attach_url.rstrip("/").removesuffix("/metrics")
+            attach_url = config.attach_url
+            base = self._spawn() if attach_url is None else attach_url.rstrip("/").removesuffix("/metrics")
             url = metrics_url(base)
             if not spawned and self._scrape(url) is None:
                 raise SoakError(f"cannot scrape the streamer to attach to at {url}")
@@ -364,10 +365,11 @@ class SoakRunner:
         return self._finish(criteria_set, started, end, spawned, base)
 
     def _finish(
-        self, criteria_set: criteria.CriteriaSet, started: float, end: float, spawned: bool, base: str
+        self, criteria_set: CriteriaSet, started: float, end: float, spawned: bool, base: str
     ) -> SoakResult:
         config = self.config
         samples = [memory_profile.sample_record(scrape, started) for scrape in self.scrapes]
+        shutdown_summary = summary_from_log(self.process.log_text()) if self.process is not None else None
         metadata = {
             "profile": config.profile.to_dict(),
             "criteria": criteria_set.name,
@@ -382,7 +384,7 @@ class SoakRunner:
             "streamer_env": self.spawn_env,
             "leak_bytes_per_second": config.leak_bytes_per_second,
             "exit_code": self.exit_code,
-            "shutdown_summary": summary_from_log(self.process.log_text()) if self.process is not None else None,
+            "shutdown_summary": shutdown_summary,
             "scrape_failures": self.scrape_failures,
         }
         profile = memory_profile.build_profile(metadata, samples, counters_from_zero=spawned)
@@ -393,7 +395,7 @@ class SoakRunner:
         if criteria_set.name == "soak_24h":
             checks.append(memory_profile.check_profile_written(path))
         if spawned:
-            checks.append(memory_profile.check_shutdown_delivery(metadata["shutdown_summary"]))
+            checks.append(memory_profile.check_shutdown_delivery(shutdown_summary))
         if self.exit_code not in (None, 0):
             checks.append(
                 CheckResult(
@@ -423,7 +425,7 @@ class SoakRunner:
         self.progress(f"soak: {'PASSED' if passed else 'FAILED'}; profile {path}; report {files['html']}")
         return SoakResult(path, checks, passed, profile["summary"], files, self.exit_code, config.out_dir)
 
-    def _prometheus_checks(self, criteria_set: criteria.CriteriaSet, start: float, end: float) -> list[CheckResult]:
+    def _prometheus_checks(self, criteria_set: CriteriaSet, start: float, end: float) -> list[CheckResult]:
         client = PrometheusClient(self.config.prometheus_url or "")
         try:
             results = criteria.evaluate(

@@ -42,6 +42,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypedDict
 
 from k2_ops.deploy.history import DeploymentRecord, switch_entry
 from k2_ops.deploy.model import instance_name
@@ -426,6 +427,16 @@ class DeploymentWeek:
 OUTAGE_MINUTES = 10.0
 
 
+class _WeekHistoryArgs(TypedDict):
+    """The SyntheticHistory fields every process of a deployment week shares."""
+
+    start: float
+    days: int
+    scrape_interval: float
+    profile: ValidationProfile
+    faults: tuple[Fault, ...]
+
+
 def deployment_week(
     start: float,
     scenario: WeekScenario,
@@ -438,7 +449,9 @@ def deployment_week(
     their cutovers: a deploy starts the new color 5 min before its cutover (at :55), so both run meanwhile.
     `faults` go to every process; each happens only in the process running at its time. The processes are
     `shard`'s (instances `s<i>-blue`, `s<i>-green` when the market is split); the records name colors."""
-    common = {"start": start, "days": 7, "scrape_interval": scrape_interval, "profile": profile, "faults": faults}
+    common: _WeekHistoryArgs = {
+        "start": start, "days": 7, "scrape_interval": scrape_interval, "profile": profile, "faults": faults
+    }
     wednesday = start + 2 * profile.day_seconds + profile.hours(11)
     friday = start + 4 * profile.day_seconds + profile.hours(15)
     lead = profile.hours(5 / 60)

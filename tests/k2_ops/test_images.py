@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 from k2_ops.images import build, compose_stack
 from k2_ops.paths import REPO_ROOT
@@ -59,3 +62,33 @@ def test_env_files_keep_their_secrets_and_never_overwrite_the_operators(tmp_path
     (own / ".env").write_text("POSTGRES_PASSWORD=mine\n")
     assert own / ".env" not in compose_stack.write_env_files(own, {})
     assert (own / ".env").read_text() == "POSTGRES_PASSWORD=mine\n"
+
+
+class _FakeDocker:
+    """`docker inspect --format {{json .State}} <name>` answered from a dict, without a Docker engine."""
+
+    def __init__(self, states: dict[str, dict[str, object]]) -> None:
+        self.states = states
+
+    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.CompletedProcess(list(args), 0, json.dumps(self.states[args[-1]]), "")
+
+
+class _InspectedStack(compose_stack.ComposeStack):
+    def containers(self) -> list[dict[str, object]]:
+        return [{"Name": name, "Service": name} for name in self.engine.docker.states]
+
+
+def test_start_seconds_skip_a_health_entry_whose_end_time_is_unset(tmp_path: Path) -> None:
+    """Docker writes Go's zero time (0001-01-01) for a time it never set: that entry is no start, not a crash."""
+    states = {"kafka": {
+        "StartedAt": "2026-01-05T10:00:00.000000000Z",
+        "Health": {"Log": [
+            {"ExitCode": 0, "End": "0001-01-01T00:00:00Z"},
+            {"ExitCode": 1, "End": "2026-01-05T10:00:04.5Z"},
+            {"ExitCode": 0, "End": "2026-01-05T10:00:12.250000000Z"},
+        ]},
+    }}
+    engine = SimpleNamespace(docker=_FakeDocker(states))
+    stack = _InspectedStack(engine, docker_dir=tmp_path)
+    assert stack.start_seconds() == {"kafka": 12.25}
