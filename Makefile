@@ -63,7 +63,7 @@ lint: setup
 	$(PY) -m ruff check .
 
 typecheck: setup
-	$(PY) -m mypy --strict streamer
+	$(PY) -m mypy --strict streamer k2_ops dagster_project
 
 # The containerised stack (docker/compose.yaml) on a local Docker engine: installs docker.io, mmdebstrap and
 # friends with apt-get if missing, starts dockerd if none runs, builds the images from Debian packages
