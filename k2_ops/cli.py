@@ -11,7 +11,7 @@ from k2_ops import __version__
 # Each module exposes `register(subparsers)` adding its subcommands; a subcommand sets `func(args) -> int`.
 COMMAND_MODULES = [
     "k2_ops.fetch",
-    "k2_ops.stack.cli",
+    "k2_ops.platform.cli",
     "k2_ops.deploy.cli",
     "k2_ops.docs.config_reference",
     "k2_ops.validation.cli",

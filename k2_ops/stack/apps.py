@@ -11,9 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from k2_ops.paths import home_dir
 from k2_ops.stack.http import http_ok
-from k2_ops.stack.local import Service
 from k2_ops.stack.process import SupervisedService, port_is_open
 
 # The code location the local `dagster dev` serves, named as the root workspace.yaml names it (a test checks).
@@ -115,25 +113,6 @@ class DagsterProcess(SupervisedService):
 
     def is_ready(self) -> bool:
         return http_ok(self.health_url)
-
-
-def app_services(run_dir: Path, scrape_interval_s: float, with_dagster: bool = True) -> dict[str, Service]:
-    """What `make run` adds to the core stack, in start order: simulator, the active streamer, Dagster UI."""
-    # Imported here: the deploy package itself builds on the stack modules.
-    from k2_ops.deploy.service import StreamerService
-
-    services: dict[str, Service] = {
-        "simulator": SimulatorProcess(run_dir),
-        "streamer": StreamerService(str(run_dir)),
-    }
-    if with_dagster:
-        services["dagster"] = DagsterProcess(run_dir, env={
-            "K2_RUN_DIR": str(run_dir),
-            # Its runs work in the run folder: the download cache stays the stack's, not one made there.
-            "K2_HOME": str(home_dir()),
-            "K2_PROMETHEUS_SCRAPE_INTERVAL_SECONDS": f"{scrape_interval_s:g}",
-        })
-    return services
 
 
 def write_local_dagster_instance(path: Path) -> None:

@@ -171,32 +171,3 @@ def probe(health_url: str) -> bool:
         host, _, port = health_url.removeprefix("tcp://").rpartition(":")
         return port.isdigit() and port_is_open(host, int(port))
     return http_ok(health_url)
-
-
-def _current_streamer(run_dir: Path) -> dict[str, str] | None:
-    """The active color's streamer now: a deployment or rollback may have replaced the one `up` started."""
-    from k2_ops.deploy.service import StreamerService  # the deploy package builds on this module
-
-    try:
-        streamer = StreamerService(str(run_dir))
-        return {"url": streamer.url, "health_url": streamer.health_url} if streamer.url else None
-    except (LookupError, OSError, ValueError):
-        return None
-
-
-def status_report(run_dir: Path) -> list[dict[str, object]]:
-    """Each recorded service with its URL, whether its process lives, and whether it answers."""
-    state = read_state(run_dir) or {"services": {}}
-    if "streamer" in state["services"] and (current := _current_streamer(run_dir)):
-        state["services"]["streamer"] = current
-    alive = set(running_services(run_dir))
-    return [
-        {
-            "name": name,
-            "url": entry["url"],
-            # A service may run as several named processes (the streamer as streamer-blue / streamer-green).
-            "running": name in alive or any(process.startswith(f"{name}-") for process in alive),
-            "healthy": probe(entry["health_url"]),
-        }
-        for name, entry in state["services"].items()
-    ]

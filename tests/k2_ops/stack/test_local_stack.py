@@ -13,6 +13,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from prometheus_client import CollectorRegistry, Gauge, start_http_server
 
+from k2_ops.platform.services import status_report
 from k2_ops.stack import (
     AlertmanagerService,
     KafkaService,
@@ -22,7 +23,7 @@ from k2_ops.stack import (
     allocate_port,
     wait_until,
 )
-from k2_ops.stack.local import running_services, status_report
+from k2_ops.stack.local import running_services
 from k2_ops.stack.process import pid_alive, read_pid_file
 
 

@@ -11,9 +11,9 @@ import threading
 from pathlib import Path
 
 from k2_ops.paths import run_dir
-from k2_ops.stack.apps import app_services
+from k2_ops.platform.services import app_services, status_report
 from k2_ops.stack.kafka import KafkaSecurity
-from k2_ops.stack.local import LocalStack, StackAlreadyRunning, crashed_services, status_report, stop_all
+from k2_ops.stack.local import LocalStack, StackAlreadyRunning, crashed_services, stop_all
 from k2_ops.stack.process import ServiceError, signals_interrupt
 
 
