@@ -84,8 +84,8 @@ CONTRACT_METRICS: dict[str, str] = {
     "binance_depth_book_out_of_sync_seconds": "gauge",
 }
 SNAPSHOT_OUTCOMES = ("produced", "too_old", "broken", "bad_answer", "error")
-# Gap repair latency (gap seen -> last repaired id acknowledged): a REST round trip at best (about 10 ms to a
-# nearby server, `k2 bench`), the deadline at worst.
+# Gap repair latency (gap seen -> last repaired id acknowledged): a REST round trip at best (about 10 ms against
+# the local simulator in `k2 bench`), the deadline at worst.
 REPAIR_SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
                           600.0)
 REST_ENDPOINTS = tuple(endpoint.label for endpoint in Endpoint)
