@@ -26,7 +26,9 @@ uvicorn use) and every way a request can be wrong has its own 4xx, never a 500 o
 - the guard runs right after the headers, so a refused request's body is never read;
 - the whole request (line, headers, body) must arrive within `request_timeout_s` (K2_HTTP_REQUEST_TIMEOUT_SECONDS):
   408 when part of it came, the connection silently closed when nothing did (an idle client);
-- at most `max_connections` (K2_HTTP_MAX_CONNECTIONS) at once: more are answered 503 at once and closed.
+- at most `max_connections` (K2_HTTP_MAX_CONNECTIONS) at once: more are answered 503 at once and closed;
+- an error answer is followed by a lingering close (the rest of the request read and dropped for up to
+  LINGER_S), so the client reads the answer instead of a connection reset.
 
 One request per connection (Connection: close) keeps it simple; scrapes and probes are not hot paths.
 """
@@ -51,6 +53,7 @@ Handler = Callable[[bytes], Awaitable[tuple[int, str, bytes]]]
 MAX_HEAD = 16 * 1024  # request line and headers together (h11's default incomplete-event bound)
 MAX_BODY = 1 << 20
 READ_CHUNK = 64 * 1024
+LINGER_S = 1.0  # after an error answer: how long the rest of the request is read and dropped before closing
 
 REASONS = {
     200: "OK", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
@@ -166,6 +169,11 @@ class Request:
                 raise RequestError(None)
 
 
+async def _drop_until_eof(reader: asyncio.StreamReader) -> None:
+    while await reader.read(READ_CHUNK):
+        pass
+
+
 class HealthServer:
     def __init__(self, host: str, port: int, request_timeout_s: float = 10.0, max_connections: int = 64) -> None:
         self.host = host
@@ -196,20 +204,27 @@ class HealthServer:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self.open_connections >= self.max_connections:
-            await self._send(writer, text(503, f"too many connections (at most {self.max_connections})"))
+            await self._send(reader, writer, text(503, f"too many connections (at most {self.max_connections})"))
             return
         self.open_connections += 1
         try:
             answer = await self._answer(reader)
         finally:
             self.open_connections -= 1
-        await self._send(writer, answer)
+        await self._send(reader, writer, answer)
 
-    async def _send(self, writer: asyncio.StreamWriter, answer: Answer | None) -> None:
-        with contextlib.suppress(ConnectionError, TimeoutError):
+    async def _send(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, answer: Answer | None) -> None:
+        with contextlib.suppress(ConnectionError, TimeoutError, OSError):
             if answer is not None:
                 writer.write(answer.encode())
                 await asyncio.wait_for(writer.drain(), self.request_timeout_s)
+                if answer.status >= 400 and writer.can_write_eof():
+                    # Lingering close (as nginx does): a refused request may still be arriving, and closing
+                    # with unread bytes sends a reset that can destroy the answer before the client reads it.
+                    # Our side is closed for writing; what comes is read and dropped until the client closes,
+                    # for at most LINGER_S.
+                    writer.write_eof()
+                    await asyncio.wait_for(_drop_until_eof(reader), LINGER_S)
         writer.close()
 
     async def _answer(self, reader: asyncio.StreamReader) -> Answer | None:
