@@ -362,6 +362,20 @@ def market_symbols(count: int) -> tuple[str, ...]:
     return tuple(f"s{i:04d}usdt" for i in range(count))
 
 
+def market_streamer_env(config: BenchConfig, simulator: SimulatorProxy, streams: tuple[str, ...]) -> dict[str, str]:
+    """A streamer of every USDT symbol `simulator` lists (its WebSocket and REST), `streams` of each, over
+    connections of config.market_streams_per_connection."""
+    return {
+        "K2_BINANCE_WS_URL": simulator.ws_base_url + "/stream",
+        "K2_SSL_CA_FILE": simulator.ca_file,
+        "K2_BINANCE_REST_URL": simulator.ws_base_url.replace("wss://", "https://"),
+        "K2_BINANCE_SYMBOLS": "quote:USDT",
+        "K2_BINANCE_STREAMS": ",".join(streams),
+        "K2_STREAMS_PER_CONNECTION": str(config.market_streams_per_connection),
+        "K2_HEALTH_CHECK_TIMEOUT_SECONDS": "120",
+    }
+
+
 def whole_market(bench: Bench, simulator: SimulatorProxy) -> dict[str, Any]:
     """A streamer with K2_BINANCE_SYMBOLS=quote:USDT against `simulator` (listing config.market_symbols
     symbols): its pool's open time, then CPU per message and steady RSS at the memory run's total rate."""
@@ -379,15 +393,7 @@ def whole_market(bench: Bench, simulator: SimulatorProxy) -> dict[str, Any]:
     trades = sum(after.get(k, 0) - before.get(k, 0) for k in (stream_key(s, "trade") for s in symbols))
     per_trade = delivered / trades if trades and delivered else 2.0
     prefix = bench.new_prefix("market")
-    extra = {
-        "K2_BINANCE_WS_URL": simulator.ws_base_url + "/stream",
-        "K2_SSL_CA_FILE": simulator.ca_file,
-        "K2_BINANCE_REST_URL": simulator.ws_base_url.replace("wss://", "https://"),
-        "K2_BINANCE_SYMBOLS": "quote:USDT",
-        "K2_BINANCE_STREAMS": ",".join(streams),
-        "K2_STREAMS_PER_CONNECTION": str(config.market_streams_per_connection),
-        "K2_HEALTH_CHECK_TIMEOUT_SECONDS": "120",
-    }
+    extra = market_streamer_env(config, simulator, streams)
     samples: list[tuple[float, float]] = []
     with bench.running("whole_market", prefix, **extra) as run:
         simulator.call("set_rate", config.memory_rate / per_trade / len(symbols))
@@ -654,15 +660,7 @@ def book_sync(bench: Bench, simulator: SimulatorProxy) -> dict[str, Any]:
     bench.note_load("book_sync")
     symbols = market_symbols(config.book_symbols)
     prefix = bench.new_prefix("books")
-    extra = {
-        "K2_BINANCE_WS_URL": simulator.ws_base_url + "/stream",
-        "K2_SSL_CA_FILE": simulator.ca_file,
-        "K2_BINANCE_REST_URL": simulator.ws_base_url.replace("wss://", "https://"),
-        "K2_BINANCE_SYMBOLS": "quote:USDT",
-        "K2_BINANCE_STREAMS": "depth",
-        "K2_STREAMS_PER_CONNECTION": str(config.market_streams_per_connection),
-        "K2_HEALTH_CHECK_TIMEOUT_SECONDS": "120",
-    }
+    extra = market_streamer_env(config, simulator, ("depth",))
     # A book is followed from its first diff: every symbol trades, at the memory run's total rate.
     simulator.call("set_rate", config.memory_rate / len(symbols))
     weights: list[float] = []

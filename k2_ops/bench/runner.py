@@ -6,6 +6,8 @@ import logging
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -35,15 +37,22 @@ def market_simulator_settings(config: BenchConfig, symbols: int) -> dict[str, An
     return {**simulator_settings(config), "symbols": phases.market_symbols(symbols), "tick_interval_s": 0.05}
 
 
+@contextmanager
+def market_simulator(config: BenchConfig, symbols: int) -> Iterator[SimulatorProxy]:
+    """A whole-market simulator of `symbols` symbols for one phase, stopped after it."""
+    market = SimulatorProxy(market_simulator_settings(config, symbols),
+                            config.simulator_cpu if config.pin else None).start()
+    try:
+        yield market
+    finally:
+        market.stop()
+
+
 def whole_market_phase(config: BenchConfig, bench: phases.Bench) -> dict[str, Any]:
     log.info("phase 4b: whole market, %d symbols x %s over connections of %d at %g msg/s", config.market_symbols,
              ",".join(config.market_streams), config.market_streams_per_connection, config.memory_rate)
-    market = SimulatorProxy(market_simulator_settings(config, config.market_symbols),
-                            config.simulator_cpu if config.pin else None).start()
-    try:
+    with market_simulator(config, config.market_symbols) as market:
         result = phases.whole_market(bench, market)
-    finally:
-        market.stop()
     log.info("whole market: %s connections open in %s s, %.1f µs/msg, steady RSS %.1f MB", result["connections"],
              result["pool_open_s"], result["cpu_us_per_msg"] or 0.0, result["steady_rss_mb"] or 0.0)
     return result
@@ -51,12 +60,8 @@ def whole_market_phase(config: BenchConfig, bench: phases.Bench) -> dict[str, An
 
 def book_sync_phase(config: BenchConfig, bench: phases.Bench) -> dict[str, Any]:
     log.info("phase 6b: whole-market book sync, %d symbols x depth at the default REST settings", config.book_symbols)
-    market = SimulatorProxy(market_simulator_settings(config, config.book_symbols),
-                            config.simulator_cpu if config.pin else None).start()
-    try:
+    with market_simulator(config, config.book_symbols) as market:
         result = phases.book_sync(bench, market)
-    finally:
-        market.stop()
     log.info("book sync: %d books in sync %.1f s after the streamer started (%d snapshots, max weight used %s)",
              result["symbols"], result["in_sync_s"], result["snapshots"], result["max_weight_used"])
     return result
